@@ -1,0 +1,91 @@
+"""The `authz` command line: serve, envoy-config, check-config, keygen, dev."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from authz.config import Config, load_config
+from authz.errors import ConfigError
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{problem}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    if _load(args.config) is None:
+        return 1
+    print("ok")
+    return 0
+
+
+def _envoy_config(args: argparse.Namespace) -> int:
+    from authz.envoy_config import render_bootstrap
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    sys.stdout.write(render_bootstrap(config, admin_address=args.admin_address))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from authz.server import serve
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    return serve(args.config, config)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from authz.keys import keygen
+
+    sys.stdout.write(keygen())
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from authz.dev import run_dev
+
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("-c", "--config", required=True)
+    check.set_defaults(run=_check_config)
+
+    envoy = sub.add_parser("envoy-config", help="print the Envoy bootstrap for a config")
+    envoy.add_argument("-c", "--config", required=True)
+    envoy.add_argument("--admin-address", help="add Envoy's admin listener on host:port")
+    envoy.set_defaults(run=_envoy_config)
+
+    serve = sub.add_parser("serve", help="run the ext_authz gRPC server and the HTTP sidecar")
+    serve.add_argument("-c", "--config", required=True)
+    serve.set_defaults(run=_serve)
+
+    keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")
+    keygen.set_defaults(run=_keygen)
+
+    dev = sub.add_parser("dev", help="run the demo stack on localhost")
+    dev.add_argument("--port", type=int, default=8080, help="Envoy listener port")
+    dev.set_defaults(run=_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `authz` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code

@@ -1,0 +1,15 @@
+"""Config: YAML with Pomerium's key names, validated with a path on every error."""
+
+from authz.config.load import load_config, parse_config
+from authz.config.model import Address, Config, IssuerFormat, Route, Secret, Upstream
+
+__all__ = [
+    "Address",
+    "Config",
+    "IssuerFormat",
+    "Route",
+    "Secret",
+    "Upstream",
+    "load_config",
+    "parse_config",
+]

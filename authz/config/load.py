@@ -1,0 +1,400 @@
+"""Read and validate a config file; every problem is collected and reported with its path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from authz import yamlcore
+from authz.config.model import Address, Config, IssuerFormat, Route, Secret, Upstream
+from authz.config.reader import Node, describe
+from authz.errors import ConfigError, Problem
+from authz.keys import SigningKey, load_signing_keys
+from authz.policy import LegacyOptions, parse_policy
+
+GLOBAL_KEYS = (
+    "address", "insecure_server", "certificate_file", "key_file", "authenticate_service_url",
+    "shared_secret", "shared_secret_file", "cookie_secret", "cookie_secret_file", "cookie_name",
+    "cookie_domain", "cookie_secure", "cookie_http_only", "cookie_same_site", "cookie_expire",
+    "signing_key", "signing_key_file", "jwt_claims_headers", "jwt_issuer_format",
+    "pass_identity_headers", "grpc_address", "http_address", "grpc_client_timeout",
+    "default_upstream_timeout", "session_store", "log_level", "routes",
+)  # fmt: skip
+GLOBAL_LATER = {
+    **dict.fromkeys(
+        ("idp_provider", "idp_provider_url", "idp_client_id", "idp_client_secret",
+         "idp_client_secret_file", "idp_scopes", "idp_request_params", "signout_redirect_url",
+         "programmatic_redirect_domain_whitelist"),
+        "comes with OIDC login",
+    ),
+    "jwt_groups_filter": "planned",
+    "databroker_storage_connection_string": "use session_store",
+}  # fmt: skip
+ROUTE_KEYS = (
+    "id", "from", "to", "prefix", "path", "regex", "prefix_rewrite", "preserve_host_header",
+    "host_rewrite", "timeout", "allow_websockets", "policy", "allow_public_unauthenticated_access",
+    "allow_any_authenticated_user", "allowed_users", "allowed_domains", "cors_allow_preflight",
+    "pass_identity_headers", "set_request_headers", "remove_request_headers",
+    "set_response_headers", "show_error_details", "jwt_issuer_format",
+)  # fmt: skip
+ROUTE_LATER = {
+    "allowed_idp_claims": "comes with the full policy language",
+    "jit": "comes with just-in-time access",
+    "jwt_groups_filter": "planned",
+    "tls_downstream_client_ca": "planned",
+    "tls_downstream_client_ca_file": "planned",
+}
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_ROUTE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+_FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate a config file; ConfigError lists every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem("", f"cannot read config file {str(file)!r}: {exc}")]) from None
+    try:
+        data = yamlcore.load(text)
+    except yamlcore.YAMLError as exc:
+        raise ConfigError([Problem("", f"invalid YAML: {exc}")]) from None
+    return parse_config(data, source=str(file), base_dir=file.resolve().parent)
+
+
+def _address(node: Node, key: str, default: str) -> Address:
+    text = node.text(key, default)
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        node.error(key, f"expected host:port, got {describe(text)}")
+        return Address("127.0.0.1", 1)
+    return Address(host, int(port))
+
+
+def _url(node: Node, key: str, value: str, insecure: bool) -> SplitResult | None:
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        node.error(key, f"invalid URL {describe(value)}: {exc}")
+        return None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        node.error(key, f"expected an http(s) URL with a host, got {describe(value)}")
+        return None
+    if url.scheme == "http" and not insecure:
+        node.error(key, f"{describe(value)} uses http; set insecure_server: true to allow it")
+        return None
+    if url.username is not None or url.query or url.fragment:
+        node.error(key, f"URL must not carry user info, a query or a fragment: {describe(value)}")
+        return None
+    return url
+
+
+def _host_url(node: Node, key: str, insecure: bool) -> SplitResult | None:
+    """A URL that names a host only (route `from`, `authenticate_service_url`)."""
+    value = node.raw(key)
+    if not isinstance(value, str) or not value:
+        node.error(key, "is required" if value is None else f"expected a URL, got {describe(value)}")
+        return None
+    url = _url(node, key, value, insecure)
+    if url is None:
+        return None
+    if url.path not in ("", "/"):
+        node.error(key, f"must not contain a path (use prefix, path or regex): {describe(value)}")
+        return None
+    if not _HOSTNAME.match(url.hostname or ""):
+        node.error(key, f"invalid host name in {describe(value)}")
+        return None
+    return url
+
+
+def _headers(node: Node, key: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name, value in node.str_map(key).items():
+        where = f"{key}.{name}"
+        if not _TOKEN.match(name) or name.lower() in _FORBIDDEN_HEADERS:
+            node.error(where, "is not a header name that can be set")
+        elif _BAD_VALUE.search(value):
+            node.error(where, "header values must not contain CR, LF or NUL")
+        else:
+            out.append((name, value))
+    return tuple(out)
+
+
+def _claims_headers(node: Node) -> tuple[tuple[str, str], ...]:
+    value = node.raw("jwt_claims_headers")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            node.error("jwt_claims_headers", "expected a list of claim names")
+            return ()
+        pairs = [(f"x-pomerium-claim-{claim}", claim) for claim in value]
+    elif isinstance(value, Mapping):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            node.error("jwt_claims_headers", "expected a mapping of header name to claim name")
+            return ()
+        pairs = list(value.items())
+    else:
+        node.error("jwt_claims_headers", f"expected a mapping or list, got {describe(value)}")
+        return ()
+    for header, _ in pairs:
+        if not _TOKEN.match(header):
+            node.error(f"jwt_claims_headers.{header}", "is not a valid header name")
+    return tuple((header.lower(), claim) for header, claim in pairs)
+
+
+def _session_store(node: Node, base_dir: Path) -> str:
+    value = node.text("session_store", f"sqlite://{base_dir / 'authz.db'}")
+    if value == "memory:":
+        return value
+    if value.startswith("sqlite://") and len(value) > len("sqlite://"):
+        path = Path(value[len("sqlite://") :])
+        return f"sqlite://{path if path.is_absolute() else base_dir / path}"
+    if value.startswith("redis://"):
+        node.error("session_store", "redis:// is not supported yet (use memory: or sqlite:///path)")
+    else:
+        node.error("session_store", f"expected memory: or sqlite:///path, got {describe(value)}")
+    return "memory:"
+
+
+def _signing_keys(node: Node, base_dir: Path) -> tuple[SigningKey, ...]:
+    inline, file = node.raw("signing_key"), node.raw("signing_key_file")
+    key = "signing_key_file" if file is not None else "signing_key"
+    text = file if file is not None else inline
+    if inline is not None and file is not None:
+        node.error("signing_key", "set either signing_key or signing_key_file, not both")
+        return ()
+    if text is None:
+        node.error(
+            "signing_key",
+            "no signing key configured: set signing_key or signing_key_file (generate one with"
+            " `authz keygen`); unlike Pomerium, authz never derives one from shared_secret",
+        )
+        return ()
+    if not isinstance(text, str):
+        node.error(key, "expected a string (value not shown)")
+        return ()
+    if file is not None:
+        try:
+            text = (base_dir / text).read_text()
+        except OSError as exc:
+            node.error(key, f"cannot read {file!r}: {exc.strerror}")
+            return ()
+    try:
+        return load_signing_keys(text)
+    except ValueError as exc:
+        node.error(key, f"{exc} (value not shown)")
+        return ()
+
+
+def _route_id(node: Node, url: str, to: tuple[Upstream, ...]) -> str:
+    explicit = node.raw("id")
+    if explicit is not None:
+        if isinstance(explicit, str) and _ROUTE_ID.match(explicit):
+            return explicit
+        node.error("id", f"expected letters, digits, '.', '_' or '-', got {describe(explicit)}")
+    match = {k: node.value.get(k) for k in ("prefix", "path", "regex")}
+    canonical = json.dumps({"from": url, **match, "to": [u.url for u in to]}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _upstreams(node: Node, insecure: bool) -> tuple[Upstream, ...]:
+    raw = node.raw("to")
+    values = [raw] if isinstance(raw, str) else raw
+    if not isinstance(values, list) or not values:
+        node.error("to", "is required: one upstream URL or a list of them")
+        return ()
+    out = []
+    for i, value in enumerate(values):
+        where = f"to[{i}]" if isinstance(raw, list) else "to"
+        if not isinstance(value, str):
+            node.error(where, f"expected a URL, got {describe(value)}")
+            continue
+        url = _url(node, where, value, insecure=True)
+        if url is None:
+            continue
+        port = url.port or (443 if url.scheme == "https" else 80)
+        out.append(Upstream(value, url.scheme, url.hostname or "", port, url.path))
+    return tuple(out)
+
+
+def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
+    url = _host_url(node, "from", cfg["insecure"])
+    to = _upstreams(node, cfg["insecure"])
+    matches = {k: node.text(k) or None for k in ("prefix", "path", "regex")}
+    if sum(v is not None for v in matches.values()) > 1:
+        node.error(None, "set at most one of prefix, path and regex")
+    for key in ("prefix", "path"):
+        if matches[key] is not None and not str(matches[key]).startswith("/"):
+            node.error(key, f"must start with '/', got {describe(matches[key])}")
+    if matches["regex"] is not None:
+        try:
+            re.compile(matches["regex"])
+        except re.error as exc:
+            node.error("regex", f"invalid regular expression: {exc}")
+    rewrite = node.text("prefix_rewrite") or None
+    if rewrite is not None and not rewrite.startswith("/"):
+        node.error("prefix_rewrite", f"must start with '/', got {describe(rewrite)}")
+    if rewrite is None and to and to[0].path not in ("", "/"):
+        rewrite = to[0].path
+    legacy = LegacyOptions(
+        allow_public_unauthenticated_access=node.flag("allow_public_unauthenticated_access"),
+        cors_allow_preflight=node.flag("cors_allow_preflight"),
+        allow_any_authenticated_user=node.flag("allow_any_authenticated_user"),
+        allowed_domains=tuple(node.str_list("allowed_domains")),
+        allowed_users=tuple(node.str_list("allowed_users")),
+    )
+    for message in legacy.conflicts():
+        node.error(None, message)
+    policy = legacy.to_policy()
+    if node.has("policy"):
+        policy = policy.merged(parse_policy(node.raw("policy"), node.at("policy"), node.problems))
+    remove = [h.lower() for h in node.str_list("remove_request_headers")]
+    for name in remove:
+        if not _TOKEN.match(name):
+            node.error("remove_request_headers", f"{describe(name)} is not a header name")
+    route = Route(
+        id=_route_id(node, url.geturl() if url else "", to),
+        index=index,
+        from_url=url.geturl() if url else "",
+        scheme=url.scheme if url else "https",
+        host=(url.hostname or "") if url else "",
+        to=to,
+        policy=policy,
+        prefix=matches["prefix"],
+        path=matches["path"],
+        regex=matches["regex"],
+        prefix_rewrite=rewrite,
+        preserve_host_header=node.flag("preserve_host_header"),
+        host_rewrite=node.text("host_rewrite") or None,
+        timeout=node.duration("timeout", cfg["timeout"]),
+        allow_websockets=node.flag("allow_websockets"),
+        public=legacy.allow_public_unauthenticated_access,
+        pass_identity_headers=node.flag("pass_identity_headers", cfg["pass_identity_headers"]),
+        set_request_headers=_headers(node, "set_request_headers"),
+        remove_request_headers=tuple(remove),
+        set_response_headers=_headers(node, "set_response_headers"),
+        show_error_details=node.flag("show_error_details"),
+        jwt_issuer_format=IssuerFormat(
+            node.choice("jwt_issuer_format", cfg["issuer"], [f.value for f in IssuerFormat])
+        ),
+    )
+    node.finish(ROUTE_KEYS, ROUTE_LATER)
+    return route if url and to else None
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate parsed YAML into a Config; ConfigError lists every problem with its path."""
+    base = base_dir or Path.cwd()
+    problems: list[Problem] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError([Problem("", f"expected a mapping at the top level, got {describe(data)}")])
+    node = Node(data, "", problems)
+
+    def read(name: str) -> str:
+        return (base / name).read_text()
+
+    insecure = node.flag("insecure_server")
+    cert, key = node.text("certificate_file") or None, node.text("key_file") or None
+    if (cert is None) != (key is None):
+        node.error("certificate_file", "set both certificate_file and key_file")
+    if not insecure and cert is None:
+        node.error("insecure_server", "no TLS certificate: set certificate_file and key_file,"
+                   " or insecure_server: true for a plain-HTTP listener")  # fmt: skip
+    for name in (cert, key):
+        if name is not None and not (base / name).is_file():
+            node.error("certificate_file" if name == cert else "key_file", f"no such file {name!r}")
+    auth = _host_url(node, "authenticate_service_url", insecure)
+    shared = node.secret("shared_secret", read=read)
+    cookie = node.secret("cookie_secret", read=read)
+    for name, value in (("shared_secret", shared), ("cookie_secret", cookie)):
+        if value is None and not any(p.path.startswith(name) for p in problems):
+            node.error(name, "is required: 32 random bytes, base64 (generate with `authz keygen`)")
+    cookie_secure = node.flag("cookie_secure", True)
+    same_site = node.choice("cookie_same_site", "lax", ["lax", "strict", "none"])
+    if same_site == "none" and not cookie_secure:
+        node.error("cookie_same_site", "SameSite=None requires cookie_secure: true")
+    cookie_name = node.text("cookie_name", "_pomerium")
+    if not _TOKEN.match(cookie_name):
+        node.error("cookie_name", f"{describe(cookie_name)} is not a valid cookie name")
+    issuer = node.choice("jwt_issuer_format", "hostOnly", [f.value for f in IssuerFormat])
+    pass_identity = node.flag("pass_identity_headers")
+    upstream_timeout = node.duration("default_upstream_timeout", 30.0)
+    grpc_timeout = node.duration("grpc_client_timeout", 10.0)
+    if grpc_timeout <= 0:
+        node.error("grpc_client_timeout", "must be greater than zero")
+
+    routes: list[Route] = []
+    raw_routes = node.raw("routes")
+    if raw_routes is not None and not isinstance(raw_routes, list):
+        node.error("routes", f"expected a list of routes, got {describe(raw_routes)}")
+        raw_routes = []
+    shared_cfg = {"insecure": insecure, "timeout": upstream_timeout,
+                  "pass_identity_headers": pass_identity, "issuer": issuer}  # fmt: skip
+    for i, item in enumerate(raw_routes or []):
+        if not isinstance(item, Mapping):
+            problems.append(Problem(f"routes[{i}]", f"expected a mapping, got {describe(item)}"))
+            continue
+        route = _route(Node(item, f"routes[{i}]", problems), i, shared_cfg)
+        if route is None:
+            continue
+        if auth is not None and route.host == auth.hostname:
+            problems.append(Problem(f"routes[{i}].from", "must not use the authenticate_service_url host"))
+        routes.append(route)
+    by_id: dict[str, Route] = {}
+    for route in routes:
+        if route.id in by_id:
+            first = by_id[route.id].index
+            problems.append(
+                Problem(f"routes[{route.index}]", f"duplicate route id (same as routes[{first}])")
+            )
+        by_id[route.id] = route
+
+    config = Config(
+        source=source,
+        address=_address(node, "address", "127.0.0.1:8080"),
+        insecure_server=insecure,
+        certificate_file=str(base / cert) if cert else None,
+        key_file=str(base / key) if key else None,
+        authenticate_service_url=auth.geturl().rstrip("/") if auth else "",
+        authenticate_scheme=auth.scheme if auth else "https",
+        authenticate_host=(auth.hostname or "") if auth else "",
+        shared_secret=Secret(shared or b""),
+        cookie_secret=Secret(cookie or b""),
+        cookie_name=cookie_name,
+        cookie_domain=node.text("cookie_domain"),
+        cookie_secure=cookie_secure,
+        cookie_http_only=node.flag("cookie_http_only", True),
+        cookie_same_site=same_site,
+        cookie_expire=node.duration("cookie_expire", 14 * 3600.0),
+        signing_keys=_signing_keys(node, base),
+        jwt_claims_headers=_claims_headers(node),
+        jwt_issuer_format=IssuerFormat(issuer),
+        pass_identity_headers=pass_identity,
+        grpc_address=_address(node, "grpc_address", "127.0.0.1:9191"),
+        http_address=_address(node, "http_address", "127.0.0.1:9192"),
+        grpc_client_timeout=grpc_timeout,
+        default_upstream_timeout=upstream_timeout,
+        session_store=_session_store(node, base),
+        log_level=node.choice("log_level", "info", ["debug", "info", "warn", "warning", "error"]),
+        routes=tuple(routes),
+        routes_by_id=by_id,
+    )
+    node.finish(GLOBAL_KEYS, GLOBAL_LATER)
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,297 @@
+"""The Envoy bootstrap for a config: listener, virtual hosts, routes, ext_authz, clusters.
+
+Routes are defined once, in authz's config; this module is the only place that knows Envoy's
+config schema. The output is one YAML document, validated in tests with `envoy --mode validate`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from authz.config import Address, Config, Route, Upstream
+
+AUTHZ_CLUSTER = "authz-grpc"
+SIDECAR_CLUSTER = "authz-http"
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_T = "type.googleapis.com/"
+# Sidecar paths on every host: exact and prefix forms, so `/.pomerium` and `/.pomerium/x` both go
+# to the sidecar while `/.pomeriumx` stays an ordinary route path.
+SIDECAR_MATCHES: tuple[dict[str, str], ...] = (
+    {"path": "/.pomerium"},
+    {"prefix": "/.pomerium/"},
+    {"path": "/.well-known/pomerium"},
+    {"prefix": "/.well-known/pomerium/"},
+)
+IDENTITY_HEADERS = ("x-pomerium-jwt-assertion", "x-pomerium-jwt-assertion-for")
+_DISABLED = {
+    EXT_AUTHZ: {"@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": True}
+}
+_MAX = 1_000_000  # circuit-breaker ceilings: load tests must measure authz, not Envoy's defaults
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _socket(address: Address | tuple[str, int]) -> dict[str, Any]:
+    host, port = (address.host, address.port) if isinstance(address, Address) else address
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _header_options(pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs
+    ]
+
+
+def _cluster(
+    name: str, endpoints: list[tuple[str, int]], *, http2: bool = False, tls_sni: str | None = None
+) -> dict[str, Any]:
+    dns = any(not _is_ip(host) for host, _ in endpoints)
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "2s",
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": _MAX,
+                    "max_pending_requests": _MAX,
+                    "max_requests": _MAX,
+                    "max_retries": 3,
+                }
+            ]
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(ep)}} for ep in endpoints]}],
+        },
+    }
+    if dns:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    if tls_sni is not None:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": tls_sni,
+                "common_tls_context": {
+                    "validation_context": {
+                        "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls_sni}}],
+                    }
+                },
+            },
+        }
+    return cluster
+
+
+def cluster_name(route: Route) -> str:
+    return f"route-{route.index}-{route.id[:16]}"
+
+
+def _upstream_cluster(route: Route) -> dict[str, Any]:
+    first: Upstream = route.to[0]
+    sni = first.host if first.scheme == "https" else None
+    return _cluster(cluster_name(route), [(u.host, u.port) for u in route.to], tls_sni=sni)
+
+
+def _sidecar_routes() -> list[dict[str, Any]]:
+    return [
+        {
+            "match": dict(m),
+            "route": {"cluster": SIDECAR_CLUSTER, "timeout": "30s"},
+            "typed_per_filter_config": _DISABLED,
+        }
+        for m in SIDECAR_MATCHES
+    ]
+
+
+def _route_entry(config: Config, route: Route) -> dict[str, Any]:
+    match: dict[str, Any]
+    if route.regex is not None:
+        match = {"safe_regex": {"regex": route.regex}}
+    elif route.path is not None:
+        match = {"path": route.path}
+    else:
+        match = {"prefix": route.prefix or "/"}
+    action: dict[str, Any] = {"cluster": cluster_name(route), "timeout": _seconds(route.timeout)}
+    if route.prefix_rewrite is not None:
+        action["prefix_rewrite"] = route.prefix_rewrite
+    if route.host_rewrite:
+        action["host_rewrite_literal"] = route.host_rewrite
+    elif not route.preserve_host_header:
+        action["auto_host_rewrite"] = True
+    if route.allow_websockets:
+        action["upgrade_configs"] = [{"upgrade_type": "websocket"}]
+    remove = list(route.remove_request_headers)
+    if not route.pass_identity_headers:
+        remove += [*IDENTITY_HEADERS, *(h for h, _ in config.jwt_claims_headers)]
+    entry: dict[str, Any] = {
+        "name": route.id,
+        "match": match,
+        "route": action,
+        "typed_per_filter_config": {
+            EXT_AUTHZ: {
+                "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "check_settings": {"context_extensions": {"route_id": route.id}},
+            }
+        },
+    }
+    if remove:
+        entry["request_headers_to_remove"] = sorted(set(remove))
+    if route.set_response_headers:
+        entry["response_headers_to_add"] = _header_options(route.set_response_headers)
+    return entry
+
+
+def _virtual_hosts(config: Config) -> list[dict[str, Any]]:
+    hosts: dict[str, list[Route]] = {}
+    for route in config.routes:
+        hosts.setdefault(route.host, []).append(route)
+    vhosts = [
+        {
+            "name": f"authenticate-{config.authenticate_host}",
+            "domains": [config.authenticate_host],
+            "routes": [
+                # /healthz answers on http_address only, never through a public host.
+                {
+                    "match": {"path": "/healthz"},
+                    "direct_response": {"status": 404},
+                    "typed_per_filter_config": _DISABLED,
+                },
+                {
+                    "match": {"prefix": "/"},
+                    "route": {"cluster": SIDECAR_CLUSTER, "timeout": "30s"},
+                    "typed_per_filter_config": _DISABLED,
+                },
+            ],
+        }
+    ]
+    for host, routes in hosts.items():
+        vhosts.append(
+            {
+                "name": f"route-host-{host}",
+                "domains": [host],
+                "routes": [*_sidecar_routes(), *(_route_entry(config, r) for r in routes)],
+            }
+        )
+    vhosts.append(
+        {
+            "name": "unknown-host",
+            "domains": ["*"],
+            "routes": [
+                {
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 404, "body": {"inline_string": "no route for this host\n"}},
+                    "typed_per_filter_config": _DISABLED,
+                }
+            ],
+        }
+    )
+    return vhosts
+
+
+def _listener(config: Config) -> dict[str, Any]:
+    manager = {
+        "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+        "always_set_request_id_in_response": True,
+        "max_request_headers_kb": 96,
+        "common_http_protocol_options": {
+            "headers_with_underscores_action": "REJECT_REQUEST",
+            "idle_timeout": "300s",
+            "max_headers_count": 1000,
+        },
+        "route_config": {
+            "name": "authz-routes",
+            "ignore_port_in_host_matching": True,
+            "virtual_hosts": _virtual_hosts(config),
+        },
+        "http_filters": [
+            {
+                "name": EXT_AUTHZ,
+                "typed_config": {
+                    "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "transport_api_version": "V3",
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
+                        "timeout": _seconds(config.grpc_client_timeout),
+                    },
+                    "failure_mode_allow": False,
+                    "status_on_error": {"code": "ServiceUnavailable"},
+                },
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
+    }
+    if config.certificate_file and config.key_file:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_certificates": [
+                        {
+                            "certificate_chain": {"filename": config.certificate_file},
+                            "private_key": {"filename": config.key_file},
+                        }
+                    ],
+                },
+            },
+        }
+    return {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
+
+
+def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any]:
+    """The bootstrap as plain data."""
+    sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
+    grpc = _cluster(AUTHZ_CLUSTER, [(config.grpc_address.host, config.grpc_address.port)], http2=True)
+    data: dict[str, Any] = {
+        "node": {"id": "authz", "cluster": "authz"},
+        "static_resources": {
+            "listeners": [_listener(config)],
+            "clusters": [grpc, sidecar, *(_upstream_cluster(r) for r in config.routes)],
+        },
+    }
+    if admin_address:
+        host, _, port = admin_address.rpartition(":")
+        data["admin"] = {"address": _socket((host or "127.0.0.1", int(port)))}
+    return data
+
+
+def render_bootstrap(config: Config, admin_address: str | None = None) -> str:
+    """The bootstrap as one YAML document."""
+    return yaml.safe_dump(bootstrap(config, admin_address), sort_keys=False, explicit_start=True)

@@ -1,0 +1,48 @@
+"""Pomerium's route shortcuts (`allowed_users`, ...) as one allow rule (reference §1.6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authz.policy import http, identity
+from authz.policy.ast import Conditional, Criterion, Op, Policy
+from authz.policy.matchers import StringMatcher
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyOptions:
+    allow_public_unauthenticated_access: bool = False
+    cors_allow_preflight: bool = False
+    allow_any_authenticated_user: bool = False
+    allowed_domains: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ()
+
+    def conflicts(self) -> list[str]:
+        """Combinations Pomerium rejects: a public route with allow-lists, and so on."""
+        lists = bool(self.allowed_domains or self.allowed_users)
+        if self.allow_public_unauthenticated_access and (self.allow_any_authenticated_user or lists):
+            return [
+                "allow_public_unauthenticated_access cannot be combined with"
+                " allow_any_authenticated_user, allowed_domains or allowed_users"
+            ]
+        if self.allow_any_authenticated_user and lists:
+            return ["allow_any_authenticated_user cannot be combined with allowed_domains or allowed_users"]
+        return []
+
+    def to_policy(self) -> Policy:
+        """One `allow: {or: [...]}` rule, in Pomerium's order; empty when nothing is set."""
+        criteria: list[Criterion] = []
+        if self.allow_public_unauthenticated_access:
+            criteria.append(identity.Accept())
+        if self.cors_allow_preflight:
+            criteria.append(http.CorsPreflight())
+        if self.allow_any_authenticated_user:
+            criteria.append(identity.AuthenticatedUser())
+        for domain in self.allowed_domains:
+            criteria.append(identity.Domain(StringMatcher((("is", domain),))))
+        for user in self.allowed_users:
+            criteria.append(identity.User(StringMatcher((("is", user),))))
+            criteria.append(identity.Email(StringMatcher((("is", user),))))
+        if not criteria:
+            return Policy()
+        return Policy(allow=(Conditional(Op.OR, tuple(criteria)),))

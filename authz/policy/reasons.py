@@ -1,0 +1,22 @@
+"""Pomerium's kebab-case reason strings: they appear on 403 pages, in JSON bodies and in logs."""
+
+from __future__ import annotations
+
+ACCEPT = "accept"
+REJECT = "reject"
+USER_OK = "user-ok"
+USER_UNAUTHORIZED = "user-unauthorized"
+USER_UNAUTHENTICATED = "user-unauthenticated"
+EMAIL_OK = "email-ok"
+EMAIL_UNAUTHORIZED = "email-unauthorized"
+DOMAIN_OK = "domain-ok"
+DOMAIN_UNAUTHORIZED = "domain-unauthorized"
+GROUPS_OK = "groups-ok"
+GROUPS_UNAUTHORIZED = "groups-unauthorized"
+HTTP_METHOD_OK = "http-method-ok"
+HTTP_METHOD_UNAUTHORIZED = "http-method-unauthorized"
+HTTP_PATH_OK = "http-path-ok"
+HTTP_PATH_UNAUTHORIZED = "http-path-unauthorized"
+CORS_REQUEST = "cors-request"
+NON_CORS_REQUEST = "non-cors-request"
+ROUTE_NOT_FOUND = "route-not-found"

