@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
-import jwt
+from jwt.algorithms import Algorithm, ECAlgorithm, RSAAlgorithm
 
 from authz.config.model import IssuerFormat
-from authz.keys import SigningKey
+from authz.keys import SigningKey, b64url
 from authz.session import Session
 
 LIFETIME = 300
@@ -53,9 +55,27 @@ def build_claims(
     return claims
 
 
+@lru_cache(maxsize=16)
+def _signer(alg: str, kid: str) -> tuple[bytes, Algorithm]:
+    """The encoded protected header and pyjwt's algorithm for a key, built once per key."""
+    header = {"alg": alg, "kid": kid, "typ": "JWT"}
+    encoded = b64url(json.dumps(header, separators=(",", ":")).encode()).encode()
+    algorithm: Algorithm = (
+        ECAlgorithm(ECAlgorithm.SHA256) if alg == "ES256" else RSAAlgorithm(RSAAlgorithm.SHA256)
+    )
+    return encoded, algorithm
+
+
 def sign(key: SigningKey, claims: Mapping[str, Any]) -> str:
-    """Compact JWS with `typ: JWT`, `kid` = RFC 7638 thumbprint, ES256 or RS256 by key type."""
-    return jwt.encode(dict(claims), key.private, algorithm=key.algorithm, headers={"kid": key.kid})
+    """Compact JWS (RFC 7515 §7.1) with `typ: JWT`, `kid` = RFC 7638 thumbprint, ES256 or RS256.
+
+    The header is fixed per key and encoded once; pyjwt's algorithm does the signature (and the
+    DER to r||s conversion for ECDSA). Per request only the payload is serialised.
+    """
+    header, algorithm = _signer(key.algorithm, key.kid)
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode()).encode()
+    signing_input = header + b"." + payload
+    return (signing_input + b"." + b64url(algorithm.sign(signing_input, key.private)).encode()).decode()
 
 
 def claim_headers(pairs: tuple[tuple[str, str], ...], claims: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -38,7 +38,7 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
         host=http.host,
         target=http.path,
         scheme=http.scheme,
-        headers=http.headers,
+        headers=dict(http.headers),
         source_ip=attributes.source.address.socket_address.address,
         request_id=http.headers.get("x-request-id") or http.id,
         route_id=attributes.context_extensions.get("route_id", ""),

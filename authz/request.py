@@ -13,6 +13,7 @@ from authz.errors import BadRequest
 # unreserved characters (RFC 3986 §2.3) must have been decoded by a normalising proxy already.
 _AMBIGUOUS_ESCAPE = re.compile(r"%(2[fF]|5[cC]|[46][1-9a-fA-F]|[57][0-9aA]|3[0-9]|2[dDeE]|5[fF]|7[eE])")
 _ANY_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -25,8 +26,8 @@ def split_target(target: str) -> tuple[str, str]:
         raise BadRequest("request path contains an encoded slash, backslash or unreserved character")
     if _ANY_ESCAPE.search(path):
         raise BadRequest("request path contains a malformed percent escape")
-    decoded = unquote(path, errors="strict")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+    decoded = unquote(path, errors="strict") if "%" in path else path
+    if _CONTROL.search(decoded):
         raise BadRequest("request path contains control characters")
     return decoded, query
 
