@@ -32,7 +32,13 @@ def _envoy_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    sys.stdout.write(render_bootstrap(config, admin_address=args.admin_address))
+    admin = args.admin_address
+    if admin is not None:
+        host, _, port = admin.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"--admin-address: expected host:port, got {admin!r}", file=sys.stderr)
+            return 1
+    sys.stdout.write(render_bootstrap(config, admin_address=admin))
     return 0
 
 
