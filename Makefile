@@ -6,16 +6,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint protos clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The local OpenID Connect provider (oidc-provider) for tests and `make dev`, when Node is here.
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix idp --no-audit --no-fund --loglevel=error; \
+	else echo "note: Node.js/npm not found: login tests will be skipped and make dev cannot sign in"; fi
 	touch $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/authz dev
 
 test: $(STAMP)
+	$(BIN)/python -W error -c 'import authlib.integrations.httpx_client'
 	$(BIN)/ruff check authz tests scripts
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -60,9 +60,7 @@ def _signer(alg: str, kid: str) -> tuple[bytes, Algorithm]:
     """The encoded protected header and pyjwt's algorithm for a key, built once per key."""
     header = {"alg": alg, "kid": kid, "typ": "JWT"}
     encoded = b64url(json.dumps(header, separators=(",", ":")).encode()).encode()
-    algorithm: Algorithm = (
-        ECAlgorithm(ECAlgorithm.SHA256) if alg == "ES256" else RSAAlgorithm(RSAAlgorithm.SHA256)
-    )
+    algorithm: Algorithm = ECAlgorithm(ECAlgorithm.SHA256) if alg == "ES256" else RSAAlgorithm(RSAAlgorithm.SHA256)
     return encoded, algorithm
 
 

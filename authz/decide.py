@@ -115,9 +115,7 @@ def error(
 ) -> Decision:
     """A denied answer in the format the client asked for."""
     fmt = response_format(req.headers)
-    content_type, body = pages.error_body(
-        status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail
-    )
+    content_type, body = pages.error_body(status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail)
     headers = [("content-type", content_type), ("cache-control", "no-store")]
     if req.request_id:
         headers.append(("x-request-id", req.request_id))
@@ -172,9 +170,7 @@ def _allow(
         token = assertion.sign(config.signing_keys[0], claims)
         if route.pass_identity_headers:
             set_headers.append(("x-pomerium-jwt-assertion", token))
-            set_headers.extend(
-                (h, _clean(v)) for h, v in assertion.claim_headers(config.jwt_claims_headers, claims)
-            )
+            set_headers.extend((h, _clean(v)) for h, v in assertion.claim_headers(config.jwt_claims_headers, claims))
     if route.set_request_headers:
         values = {
             "pomerium.jwt": token,
@@ -184,9 +180,7 @@ def _allow(
         set_headers.extend((n, _clean(render_template(v, values))) for n, v in route.set_request_headers)
     set_names = {name.lower() for name, _ in set_headers}
     identity_names = {h for h, _ in config.jwt_claims_headers}
-    remove = [
-        h for h in req.headers if (h.startswith("x-pomerium-") or h in identity_names) and h not in set_names
-    ]
+    remove = [h for h in req.headers if (h.startswith("x-pomerium-") or h in identity_names) and h not in set_names]
     if creds.in_authorization:
         remove.append("authorization")
     if creds.other_cookies is not None:

@@ -57,10 +57,7 @@ def _page(host: str, claims: dict[str, Any] | None, problem: str | None) -> byte
             f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(json.dumps(v))}</code></td></tr>"
             for k, v in claims.items()
         )
-        body = (
-            f"<p class=ok>Signed in as <b>{html.escape(str(who))}</b> — assertion verified.</p>"
-            f"<table>{rows}</table>"
-        )
+        body = f"<p class=ok>Signed in as <b>{html.escape(str(who))}</b> — assertion verified.</p><table>{rows}</table>"
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>authz demo</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:48rem;margin:3rem auto;padding:0 1rem}"

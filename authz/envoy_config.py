@@ -27,9 +27,7 @@ SIDECAR_MATCHES: tuple[dict[str, str], ...] = (
     {"prefix": "/.well-known/pomerium/"},
 )
 IDENTITY_HEADERS = ("x-pomerium-jwt-assertion", "x-pomerium-jwt-assertion-for")
-_DISABLED = {
-    EXT_AUTHZ: {"@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": True}
-}
+_DISABLED = {EXT_AUTHZ: {"@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": True}}
 _MAX = 1_000_000  # circuit-breaker ceilings: load tests must measure authz, not Envoy's defaults
 
 
@@ -51,9 +49,7 @@ def _is_ip(host: str) -> bool:
 
 
 def _header_options(pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [
-        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs
-    ]
+    return [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs]
 
 
 def _cluster(

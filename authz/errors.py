@@ -63,3 +63,24 @@ class RouteNotFound(RequestError):
 
     status = 404
     reason = "route-not-found"
+
+
+class IdpError(RequestError):
+    """The identity provider is unreachable or answered something authz cannot use."""
+
+    status = 502
+    reason = "idp-unavailable"
+
+
+class IdpTimeout(IdpError):
+    """The identity provider did not answer within idp_timeout."""
+
+    status = 504
+    reason = "idp-timeout"
+
+
+class IdpDenied(IdpError):
+    """The identity provider refused the sign-in (`access_denied`)."""
+
+    status = 401
+    reason = "idp-access-denied"

@@ -53,9 +53,7 @@ def _request(event: h11.Request, body: bytes) -> Request:
         key = name.decode("ascii", "replace").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return Request(
-        event.method.decode("ascii", "replace").upper(), target, unquote(raw_path), query, headers, body
-    )
+    return Request(event.method.decode("ascii", "replace").upper(), target, unquote(raw_path), query, headers, body)
 
 
 async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, head: bool) -> None:
@@ -70,9 +68,7 @@ async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Re
     await writer.drain()
 
 
-async def _serve_connection(
-    handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def _serve_connection(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=32 * 1024)
     try:
         while True:

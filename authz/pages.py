@@ -63,9 +63,7 @@ def error_body(
     if fmt is Format.TEXT:
         lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
         return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
-    items = "".join(
-        f"<li><code>{html.escape(r)}</code> {html.escape(_EXPLAIN.get(r, ''))}</li>" for r in reasons
-    )
+    items = "".join(f"<li><code>{html.escape(r)}</code> {html.escape(_EXPLAIN.get(r, ''))}</li>" for r in reasons)
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{status} {title}</title>",
         f"<meta name=viewport content='width=device-width'><style>{_STYLE}</style></head><body>",
@@ -79,3 +77,14 @@ def error_body(
         parts.append(f"<p><a href='{html.escape(sign_in_url, quote=True)}'>Sign in</a></p>")
     parts.append(f"<p class=meta>Request ID: <code>{html.escape(request_id)}</code></p></body></html>")
     return "text/html; charset=utf-8", "".join(parts)
+
+
+def html_page(status: int, title: str, body: str) -> tuple[str, str]:
+    """A small HTML page; `body` must already be escaped HTML."""
+    return "text/html; charset=utf-8", (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<meta name=viewport content='width=device-width'><style>{_STYLE}"
+        "table{border-collapse:collapse}th{text-align:left;padding-right:1rem}"
+        "button{font-size:1rem;padding:.4rem 1rem}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+    )

@@ -20,6 +20,8 @@ from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 from authz.config import Config
 from authz.decide import Decision, decide, error
 from authz.errors import RequestError
+from authz.oidc import OidcClient
+from authz.refresher import refresh_loop
 from authz.runtime import Runtime
 from authz.sidecar import Sidecar
 
@@ -49,6 +51,9 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
+    # HTTP client request lines carry URLs (authorization codes, tokens in queries): never log them.
+    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 class Authorization(pb_grpc.AuthorizationServicer):
@@ -87,11 +92,7 @@ class Health(health_pb2_grpc.HealthServicer):
     def _status(self, service: str) -> health_pb2.HealthCheckResponse:
         if service not in ("", "envoy.service.auth.v3.Authorization"):
             return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if self.serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        status = health_pb2.HealthCheckResponse.SERVING if self.serving else health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Check(
@@ -125,7 +126,8 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     except RuntimeError as exc:
         raise OSError(f"cannot listen on grpc_address {config.grpc_address}: {exc}") from None
     await server.start()
-    sidecar = Sidecar(config, ready=lambda: health.serving)
+    oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback") if config.idp else None
+    sidecar = Sidecar(runtime, oidc, ready=lambda: health.serving)
     try:
         http = await http11.start(sidecar, config.http_address.host, config.http_address.port)
     except OSError as exc:
@@ -137,13 +139,18 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         extra={"fields": {"grpc_address": str(config.grpc_address), "http_address": str(config.http_address),
                           "routes": len(config.routes)}},
     )  # fmt: skip
+    refresher = asyncio.create_task(refresh_loop(runtime, oidc, stop)) if oidc else None
     await stop.wait()
     log.info("shutting down: draining in-flight checks")
     health.set(False)
     http.close()
     await server.stop(SHUTDOWN_GRACE)
+    if refresher is not None:
+        await refresher
     with contextlib.suppress(Exception):
-        await http.wait_closed()
+        await asyncio.wait_for(http.wait_closed(), SHUTDOWN_GRACE)
+    if oidc is not None:
+        await oidc.close()
     runtime.store.close()
 
 

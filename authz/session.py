@@ -7,24 +7,14 @@ HS256 cookie, on purpose: Pomerium's is signed but readable, this one is also co
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from authz.errors import InvalidSession
+from authz.sealing import Sealer
 
-_VERSION = b"\x01"
-_AAD = b"authz session handle v1"
-_NONCE = 12
 _MAX_TOKEN = 4096
 _CLOCK_SKEW = 60
 
@@ -44,6 +34,7 @@ class Session:
     id_token: str = field(default="", repr=False)
     access_token: str = field(default="", repr=False)
     refresh_token: str = field(default="", repr=False)
+    token_expires_at: int = 0  # when the IdP access token expires (0: unknown or never)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -72,45 +63,23 @@ class SessionHandle:
         return hostname == self.host
 
 
-def derive_key(secret: bytes, purpose: bytes) -> bytes:
-    """A 32-byte key for one purpose, derived from a configured secret (HKDF-SHA256, RFC 5869)."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
-
-
 class HandleCodec:
-    """Seals and opens session handles with AES-256-GCM."""
+    """Seals and opens session handles."""
 
     def __init__(self, cookie_secret: bytes) -> None:
-        self._aead = AESGCM(derive_key(cookie_secret, b"authz/session-cookie"))
+        self._sealer = Sealer(cookie_secret, b"session-cookie", max_size=_MAX_TOKEN)
 
     def seal(self, handle: SessionHandle) -> str:
         """The cookie value (also usable as `Authorization: Pomerium <token>`)."""
-        plain = json.dumps(
-            [handle.session_id, handle.user_id, handle.host, handle.issued_at, handle.expires_at],
-            separators=(",", ":"),
-        ).encode()
-        nonce = os.urandom(_NONCE)
-        sealed = _VERSION + nonce + self._aead.encrypt(nonce, plain, _AAD)
-        return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+        return self._sealer.seal([handle.session_id, handle.user_id, handle.host, handle.issued_at, handle.expires_at])
 
     def open(self, token: str, hostname: str, now: float) -> SessionHandle:
         """Open and check a handle; InvalidSession for anything tampered, foreign or expired."""
-        if not token or len(token) > _MAX_TOKEN:
-            raise InvalidSession("empty or oversized session token")
         try:
-            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidSession("session token is not base64url") from None
-        if len(raw) < 1 + _NONCE + 16 or raw[:1] != _VERSION:
-            raise InvalidSession("session token has an unknown format")
-        try:
-            plain = self._aead.decrypt(raw[1 : 1 + _NONCE], raw[1 + _NONCE :], _AAD)
-            sid, uid, host, iat, exp = json.loads(plain)
-        except (InvalidTag, ValueError, TypeError):
-            raise InvalidSession("session token does not open with this deployment's key") from None
-        if not all(isinstance(v, str) for v in (sid, uid, host)) or not all(
-            isinstance(v, int) for v in (iat, exp)
-        ):
+            sid, uid, host, iat, exp = self._sealer.open(token)
+        except (ValueError, TypeError) as exc:
+            raise InvalidSession(f"session token: {exc}") from None
+        if not all(isinstance(v, str) for v in (sid, uid, host)) or not all(isinstance(v, int) for v in (iat, exp)):
             raise InvalidSession("session token payload is malformed")
         handle = SessionHandle(sid, uid, host, iat, exp)
         if exp <= now:

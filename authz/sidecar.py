@@ -1,4 +1,11 @@
-"""The HTTP sidecar: the JWKS, the discovery document and /healthz (login pages come later)."""
+"""The HTTP sidecar: everything a browser sees of authz, served through Envoy with ext_authz off.
+
+On every host: the JWKS and the discovery document. On the authenticate host: sign-in, the OIDC
+callback, sign-out. On route hosts: the session handoff, sign-out, the user page and JSON, and
+the programmatic login. Directly on `http_address`: /healthz. URLs are built from the config:
+the Host header only selects which configured host is meant, and client X-Pomerium-* headers
+are never read.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from authz import pages
+from authz.account import Account
 from authz.config import Config
+from authz.errors import RequestError
 from authz.http11 import Request, Response, text_response
 from authz.keys import jwks_document
+from authz.login import Login
+from authz.negotiate import response_format
+from authz.oidc import OidcClient
 from authz.request import split_authority
+from authz.runtime import Runtime
 
 _CORS = [("access-control-allow-origin", "*"), ("access-control-allow-methods", "GET, HEAD, OPTIONS")]
+_READ = ("GET", "HEAD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,30 +43,67 @@ class Published:
         return cls(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
+def _method_not_allowed() -> Response:
+    return text_response(405, "method not allowed\n")
+
+
 class Sidecar:
-    """Answers the sidecar's paths for the current config; `ready` says whether /healthz is 200."""
+    """Answers the sidecar's paths for the current runtime; `ready` says whether /healthz is 200."""
 
-    def __init__(self, config: Config, ready: Callable[[], bool]) -> None:
-        self.reload(config)
+    def __init__(self, rt: Runtime, oidc: OidcClient | None, ready: Callable[[], bool]) -> None:
         self._ready = ready
+        self.reload(rt, oidc)
 
-    def reload(self, config: Config) -> None:
-        self._config = config
-        self._jwks = Published.build(config)
-        self._hosts = {r.host: r.scheme for r in config.routes}
-        self._hosts[config.authenticate_host] = config.authenticate_scheme
+    def reload(self, rt: Runtime, oidc: OidcClient | None) -> None:
+        self.rt = rt
+        self.login = Login(rt, oidc)
+        self.account = Account(rt, self.login, oidc)
+        self._jwks = Published.build(rt.config)
 
     async def __call__(self, request: Request) -> Response:
-        path = request.path
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            return text_response(405, "method not allowed\n")
+        try:
+            return await self._dispatch(request)
+        except RequestError as exc:
+            fmt = response_format(request.headers)
+            request_id = request.headers.get("x-request-id", "")
+            content_type, body = pages.error_body(exc.status, (exc.reason,), request_id, fmt, detail=exc.detail)
+            return Response(exc.status, body.encode(), [("content-type", content_type), ("cache-control", "no-store")])
+
+    async def _dispatch(self, request: Request) -> Response:
+        path, method = request.path, request.method
         if path == "/.well-known/pomerium/jwks.json":
-            return self._jwks_response(request)
+            return self._jwks_response(request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
         if path in ("/.well-known/pomerium", "/.well-known/pomerium/"):
-            return self._discovery(request)
+            return self._discovery(request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
         if path == "/healthz":
             ready = self._ready()
             return text_response(200 if ready else 503, "ok\n" if ready else "starting\n")
+        hostname, port = split_authority(request.headers.get("host", ""))
+        config = self.rt.config
+        if hostname == config.authenticate_host:
+            if path == "/.pomerium/sign_in":
+                return await self.login.sign_in(request) if method in _READ else _method_not_allowed()
+            if path == "/oauth2/callback":
+                return await self.login.oauth_callback(request) if method in _READ else _method_not_allowed()
+            if path == "/.pomerium/sign_out":
+                return await self.account.sign_out(request)
+            if path == "/.pomerium/signed_out":
+                return self.account.signed_out()
+            return text_response(404, "not found\n")
+        route = self.rt.route_for_host(hostname)
+        if route is None:
+            return text_response(404, "not found\n")
+        origin = f"{route.scheme}://{hostname}{f':{port}' if port else ''}"
+        if path in ("/.pomerium/callback/", "/.pomerium/callback"):
+            return await self.login.route_callback(request, hostname) if method in _READ else _method_not_allowed()
+        if path == "/.pomerium/sign_out":
+            return self.account.route_sign_out(request, hostname)
+        if path in ("/.pomerium", "/.pomerium/"):
+            return self.account.user_page(request, hostname, origin)
+        if path == "/.pomerium/user":
+            return self.account.user_json(request, hostname)
+        if path == "/.pomerium/api/v1/login":
+            return self.login.programmatic_login(request, hostname, port) if method in _READ else _method_not_allowed()
         return text_response(404, "not found\n")
 
     def _jwks_response(self, request: Request) -> Response:
@@ -67,19 +119,17 @@ class Sidecar:
             return Response(304, b"", headers)
         return Response(200, self._jwks.body, headers)
 
-    def _origin(self, request: Request) -> str:
-        """The origin to name in documents: the request's host only if the config knows it."""
-        hostname, port = split_authority(request.headers.get("host", ""))
-        scheme = self._hosts.get(hostname)
-        if scheme is None:
-            return self._config.authenticate_service_url
-        return f"{scheme}://{hostname}{f':{port}' if port else ''}"
-
     def _discovery(self, request: Request) -> Response:
-        origin = self._origin(request)
+        config = self.rt.config
+        hostname, port = split_authority(request.headers.get("host", ""))
+        route = self.rt.route_for_host(hostname)
+        if route is not None:
+            origin = f"{route.scheme}://{hostname}{f':{port}' if port else ''}"
+        else:
+            origin = config.authenticate_service_url
         body = {
             "issuer": f"{origin}/",
-            "authentication_callback_endpoint": f"{self._config.authenticate_service_url}/oauth2/callback",
+            "authentication_callback_endpoint": f"{config.authenticate_service_url}/oauth2/callback",
             "jwks_uri": f"{origin}/.well-known/pomerium/jwks.json",
             "frontchannel_logout_uri": f"{origin}/.pomerium/sign_out",
         }

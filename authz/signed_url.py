@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from authz.errors import BadRequest
@@ -18,19 +19,28 @@ LIFETIME = 300
 LEEWAY = 60
 
 
-def _mac(key: bytes, endpoint: str, target: str, issued: int, expiry: int) -> bytes:
-    message = "\n".join((endpoint, target, str(issued), str(expiry))).encode()
-    return hmac.new(key, message, "sha512_256").digest()
+_STANDARD = ("pomerium_redirect_uri", "pomerium_issued", "pomerium_expiry", "pomerium_signature")
 
 
-def sign(key: bytes, endpoint: str, target: str, now: float) -> str:
-    """`endpoint?pomerium_redirect_uri=…&pomerium_issued=…&pomerium_expiry=…&pomerium_signature=…`."""
+def _mac(key: bytes, endpoint: str, target: str, issued: int, expiry: int, extra: Mapping[str, str]) -> bytes:
+    parts = [endpoint, target, str(issued), str(expiry)]
+    parts += [f"{name}={extra[name]}" for name in sorted(extra)]
+    return hmac.new(key, "\n".join(parts).encode(), "sha512_256").digest()
+
+
+def sign(key: bytes, endpoint: str, target: str, now: float, extra: Mapping[str, str] | None = None) -> str:
+    """`endpoint?pomerium_redirect_uri=…[&pomerium_x=…]&pomerium_issued=…&pomerium_expiry=…&pomerium_signature=…`.
+
+    Extra parameters (named `pomerium_*`) are covered by the signature too.
+    """
     issued = int(now)
     expiry = issued + LIFETIME
-    signature = base64.urlsafe_b64encode(_mac(key, endpoint, target, issued, expiry)).rstrip(b"=")
+    more = dict(extra or {})
+    signature = base64.urlsafe_b64encode(_mac(key, endpoint, target, issued, expiry, more)).rstrip(b"=")
     query = urlencode(
         {
             "pomerium_redirect_uri": target,
+            **more,
             "pomerium_issued": issued,
             "pomerium_expiry": expiry,
             "pomerium_signature": signature.decode(),
@@ -44,6 +54,7 @@ class SignedTarget:
     target: str
     issued: int
     expiry: int
+    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def verify(key: bytes, endpoint: str, query: str, now: float) -> SignedTarget:
@@ -56,12 +67,16 @@ def verify(key: bytes, endpoint: str, query: str, now: float) -> SignedTarget:
         (signature,) = params["pomerium_signature"]
         issued, expiry = int(issued_text), int(expiry_text)
         given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        extra = {}
+        for name, values in params.items():
+            if name.startswith("pomerium_") and name not in _STANDARD:
+                (extra[name],) = values
     except (KeyError, ValueError, binascii.Error):
-        raise BadRequest("the sign-in link is not signed") from None
-    if not hmac.compare_digest(given, _mac(key, endpoint, target, issued, expiry)):
-        raise BadRequest("the sign-in link's signature does not match")
+        raise BadRequest("the link is not signed") from None
+    if not hmac.compare_digest(given, _mac(key, endpoint, target, issued, expiry, extra)):
+        raise BadRequest("the link's signature does not match")
     if not issued - LEEWAY <= now <= expiry + LEEWAY:
-        raise BadRequest("the sign-in link has expired")
+        raise BadRequest("the link has expired")
     if urlsplit(target).scheme not in ("http", "https"):
-        raise BadRequest("the sign-in link names an unsupported target")
-    return SignedTarget(target, issued, expiry)
+        raise BadRequest("the link names an unsupported target")
+    return SignedTarget(target, issued, expiry, extra)

@@ -5,6 +5,7 @@ Used by `authz dev`, the end-to-end tests and the benchmark, so all three run th
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -73,9 +74,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class Process:
     """A child process with its output in a log file, stopped with SIGTERM then SIGKILL."""
 
-    def __init__(
-        self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
@@ -107,9 +106,7 @@ def start_authz(config_path: Path, http_port: int, log_dir: Path, timeout: float
     """`authz serve`, waited on until /healthz answers 200."""
     proc = Process("authz", [sys.executable, "-m", "authz", "serve", "-c", str(config_path)], log_dir)
     try:
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{http_port}/healthz"), timeout, "authz serve", proc.proc
-        )
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/healthz"), timeout, "authz serve", proc.proc)
     except (RuntimeError, TimeoutError) as exc:
         proc.stop()
         raise RuntimeError(f"{exc}\n{proc.output()}") from None
@@ -135,6 +132,50 @@ def start_envoy(
     proc = Process("envoy", argv, log_dir)
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{admin_port}/ready"), timeout, "envoy", proc.proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.stop()
+        raise RuntimeError(f"{exc}\n{proc.output()}") from None
+    return proc
+
+
+IDP_DIR = Path(__file__).resolve().parent.parent / "idp"
+
+
+def idp_available() -> str | None:
+    """Why the local IdP cannot run here, or None if it can (Node and `npm ci` in idp/ done)."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
+        return f"the IdP's packages are not installed (run: npm ci --prefix {IDP_DIR})"
+    return None
+
+
+def start_idp(
+    port: int,
+    log_dir: Path,
+    *,
+    redirect_uris: Sequence[str],
+    client_secret: str,
+    post_logout_redirect_uris: Sequence[str] = (),
+    client_id: str = "authz",
+    ttl: dict[str, int] | None = None,
+    timeout: float = 30.0,
+) -> Process:
+    """The oidc-provider launcher in idp/, issuer http://localhost:<port>, waited on until discovery answers."""
+    settings = {
+        "port": port,
+        "issuer": f"http://localhost:{port}",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "redirect_uris": list(redirect_uris),
+        "post_logout_redirect_uris": list(post_logout_redirect_uris),
+        "ttl": ttl or {},
+    }
+    node = shutil.which("node") or "node"
+    proc = Process("idp", [node, str(IDP_DIR / "server.mjs")], log_dir, env={"IDP_CONFIG": json.dumps(settings)})
+    url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
+    try:
+        wait_until(lambda: http_ok(url), timeout, "oidc-provider", proc.proc)
     except (RuntimeError, TimeoutError) as exc:
         proc.stop()
         raise RuntimeError(f"{exc}\n{proc.output()}") from None

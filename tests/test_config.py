@@ -63,8 +63,38 @@ def test_unknown_keys_suggest(make_config: Callable[..., Config]) -> None:
 
 
 def test_later_keys_are_rejected_not_ignored(make_config: Callable[..., Config]) -> None:
-    out = problems(make_config, idp_client_id="abc")
-    assert out == ["idp_client_id: not supported yet (comes with OIDC login)"]
+    out = problems(make_config, jwt_groups_filter=["a"])
+    assert out == ["jwt_groups_filter: not supported yet (planned)"]
+
+
+def test_identity_provider(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    (tmp_path / "idp-secret").write_text("s3cret\n")
+    config = make_config(
+        idp_provider_url="https://idp.example.com/",
+        idp_client_id="authz",
+        idp_client_secret_file="idp-secret",
+        idp_scopes="openid email",
+        idp_request_params={"prompt": "login"},
+    )
+    assert config.idp is not None
+    assert (config.idp.url, config.idp.client_id, config.idp.client_secret.value) == (
+        "https://idp.example.com",
+        "authz",
+        b"s3cret",
+    )
+    assert config.idp.scopes == ("openid", "email") and config.idp.request_params == (("prompt", "login"),)
+    assert make_config().idp is None
+    out = problems(make_config, idp_client_id="x", idp_scopes=["email"])
+    assert "idp_provider_url: is required with idp_client_id" in out
+    out = problems(
+        make_config,
+        idp_provider_url="https://i",
+        idp_client_id="x",
+        idp_scopes=["email"],
+        idp_request_params={"state": "x"},
+    )
+    assert "idp_scopes: must include openid" in out
+    assert "idp_request_params.state: is set by authz itself and cannot be overridden" in out
 
 
 def test_secret_errors_never_show_the_value(make_config: Callable[..., Config]) -> None:
@@ -117,9 +147,7 @@ def test_route_errors_have_paths(make_config: Callable[..., Config]) -> None:
         },
     ]
     out = problems(make_config, routes=routes)
-    assert (
-        "routes[0].from: must not contain a path (use prefix, path or regex): 'http://a.localhost/x'" in out
-    )
+    assert "routes[0].from: must not contain a path (use prefix, path or regex): 'http://a.localhost/x'" in out
     assert "routes[1].to: expected an http(s) URL with a host, got 'gopher://u'" in out
     assert "routes[1]: set at most one of prefix, path and regex" in out
     assert "routes[1].prefix: must start with '/', got 'nope'" in out
@@ -138,10 +166,7 @@ def test_policy_errors_have_paths(make_config: Callable[..., Config]) -> None:
     out = problems(make_config, routes=[route])
     prefix = "routes[0].policy[0].allow.or[0].emial: unknown criterion 'emial' (did you mean 'email'?)"
     assert any(p.startswith(prefix) for p in out)
-    assert any(
-        p.startswith("routes[0].policy[1].deny.and[0].date: criterion 'date' is not supported yet")
-        for p in out
-    )
+    assert any(p.startswith("routes[0].policy[1].deny.and[0].date: criterion 'date' is not supported yet") for p in out)
 
 
 def test_durations(make_config: Callable[..., Config]) -> None:
@@ -151,9 +176,8 @@ def test_durations(make_config: Callable[..., Config]) -> None:
         5400,
         0.25,
     )
-    assert (
-        "grpc_client_timeout: invalid duration '10 s' (use Go syntax such as 90s, 5m or 1h30m)"
-        in problems(make_config, grpc_client_timeout="10 s")
+    assert "grpc_client_timeout: invalid duration '10 s' (use Go syntax such as 90s, 5m or 1h30m)" in problems(
+        make_config, grpc_client_timeout="10 s"
     )
 
 

@@ -44,9 +44,7 @@ def runtime(make_config: Callable[..., Config]) -> Runtime:
     return Runtime.build(config, MemoryStore())
 
 
-def request(
-    route_id: str, host: str = "app.localhost:8080", target: str = "/x", **headers: str
-) -> RequestContext:
+def request(route_id: str, host: str = "app.localhost:8080", target: str = "/x", **headers: str) -> RequestContext:
     return RequestContext.build(
         method="GET",
         host=host,
@@ -59,9 +57,7 @@ def request(
 
 
 def login(rt: Runtime, email: str = "a@example.com", host: str = "app.localhost", **extra: Any) -> str:
-    session = Session(
-        "sid-1", "user-1", email, "Ann\r\nX-Evil: 1", ("g1", "g2"), extra, int(NOW), int(NOW) + 3600
-    )
+    session = Session("sid-1", "user-1", email, "Ann\r\nX-Evil: 1", ("g1", "g2"), extra, int(NOW), int(NOW) + 3600)
     rt.store.put(session)
     return rt.codec.seal(SessionHandle("sid-1", "user-1", host, int(NOW), int(NOW) + 3600))
 

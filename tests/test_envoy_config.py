@@ -98,9 +98,7 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
     )
     (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return "cert.pem", "key.pem"
 
@@ -178,9 +176,7 @@ def test_routes_carry_route_id_and_sidecar_paths_skip_ext_authz(full: Config) ->
         assert route["route"]["cluster"] == "authz-http"
         assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
     ids = [
-        r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"][
-            "route_id"
-        ]
+        r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"]["route_id"]
         for r in user
     ]
     assert ids == [full.routes[0].id, full.routes[1].id]

@@ -17,11 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tree(folder: Path) -> dict[str, Path]:
-    return {
-        str(p.relative_to(folder)): p
-        for p in folder.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    }
+    return {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("grpc_tools") is None, reason="needs grpcio-tools")

@@ -21,9 +21,7 @@ FILES = [address_pb2, base_pb2, attribute_context_pb2, external_auth_pb2, http_s
 
 def _messages(descriptor: Any) -> list[Descriptor]:
     out = []
-    for message in (
-        descriptor.message_types_by_name.values() if hasattr(descriptor, "message_types_by_name") else []
-    ):
+    for message in descriptor.message_types_by_name.values() if hasattr(descriptor, "message_types_by_name") else []:
         out.append(message)
         out.extend(_nested(message))
     return out
@@ -59,10 +57,7 @@ def _cases() -> list[Any]:
 
 @pytest.mark.parametrize(("message", "package"), _cases())
 def test_field_numbers_match_envoy_data_plane(message: Descriptor, package: str) -> None:
-    theirs = {
-        f.name: f.metadata["betterproto"]
-        for f in dataclasses.fields(_their_class(message.full_name, package))
-    }
+    theirs = {f.name: f.metadata["betterproto"] for f in dataclasses.fields(_their_class(message.full_name, package))}
     for field in message.fields:
         assert field.name in theirs, f"{message.full_name}.{field.name} is not in Envoy's API"
         meta = theirs[field.name]

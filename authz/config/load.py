@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from authz import yamlcore
-from authz.config.model import Address, Config, IssuerFormat, Route, Secret, Upstream
+from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
 from authz.config.reader import Node, describe
 from authz.errors import ConfigError, Problem
 from authz.keys import SigningKey, load_signing_keys
@@ -23,15 +23,11 @@ GLOBAL_KEYS = (
     "cookie_domain", "cookie_secure", "cookie_http_only", "cookie_same_site", "cookie_expire",
     "signing_key", "signing_key_file", "jwt_claims_headers", "jwt_issuer_format",
     "pass_identity_headers", "grpc_address", "http_address", "grpc_client_timeout",
-    "default_upstream_timeout", "session_store", "log_level", "routes",
+    "default_upstream_timeout", "session_store", "log_level", "routes", "idp_provider",
+    "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
+    "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
 )  # fmt: skip
 GLOBAL_LATER = {
-    **dict.fromkeys(
-        ("idp_provider", "idp_provider_url", "idp_client_id", "idp_client_secret",
-         "idp_client_secret_file", "idp_scopes", "idp_request_params", "signout_redirect_url",
-         "programmatic_redirect_domain_whitelist"),
-        "comes with OIDC login",
-    ),
     "jwt_groups_filter": "planned",
     "databroker_storage_connection_string": "use session_store",
 }  # fmt: skip
@@ -117,6 +113,13 @@ def _host_url(node: Node, key: str, insecure: bool) -> SplitResult | None:
     return url
 
 
+def _optional_url(node: Node, key: str) -> str:
+    value = node.text(key)
+    if value and _url(node, key, value, insecure=True) is None:
+        return ""
+    return value
+
+
 def _headers(node: Node, key: str) -> tuple[tuple[str, str], ...]:
     out = []
     for name, value in node.str_map(key).items():
@@ -197,6 +200,68 @@ def _signing_keys(node: Node, base_dir: Path) -> tuple[SigningKey, ...]:
     except ValueError as exc:
         node.error(key, f"{exc} (value not shown)")
         return ()
+
+
+DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
+
+
+def _identity_provider(node: Node, base_dir: Path) -> IdentityProvider | None:
+    provider = node.choice("idp_provider", "oidc", ["oidc"])
+    url = node.text("idp_provider_url")
+    client_id = node.text("idp_client_id")
+    inline, file = node.raw("idp_client_secret"), node.raw("idp_client_secret_file")
+    secret = ""
+    if inline is not None and file is not None:
+        node.error("idp_client_secret", "set either idp_client_secret or idp_client_secret_file, not both")
+    elif file is not None:
+        if not isinstance(file, str):
+            node.error("idp_client_secret_file", f"expected a file path, got {describe(file)}")
+        else:
+            try:
+                secret = (base_dir / file).read_text().strip()
+            except OSError as exc:
+                node.error("idp_client_secret_file", f"cannot read {file!r}: {exc.strerror}")
+    elif inline is not None:
+        if not isinstance(inline, str):
+            node.error("idp_client_secret", "expected a string (value not shown)")
+        else:
+            secret = inline
+    scopes_raw = node.raw("idp_scopes")
+    if isinstance(scopes_raw, str):
+        scopes = [s for s in re.split(r"[\s,]+", scopes_raw) if s]
+    else:
+        scopes = node.str_list("idp_scopes") if scopes_raw is not None else []
+    params = node.str_map("idp_request_params")
+    timeout = node.duration("idp_timeout", 10.0)
+    if not url and not client_id:
+        if node.has("idp_client_secret") or node.has("idp_scopes") or params:
+            node.error("idp_provider_url", "is required when other idp_* keys are set")
+        return None
+    if not url:
+        node.error("idp_provider_url", "is required with idp_client_id")
+        return None
+    if not client_id:
+        node.error("idp_client_id", "is required with idp_provider_url")
+        return None
+    parsed = _url(node, "idp_provider_url", url, insecure=True)
+    if parsed is None:
+        return None
+    if scopes and "openid" not in scopes:
+        node.error("idp_scopes", "must include openid")
+    reserved = {"state", "nonce", "code_challenge", "code_challenge_method", "redirect_uri", "client_id",
+                "response_type", "scope"}  # fmt: skip
+    for name in params:
+        if name in reserved:
+            node.error(f"idp_request_params.{name}", "is set by authz itself and cannot be overridden")
+    del provider  # only "oidc" exists; validated above
+    return IdentityProvider(
+        url=url.rstrip("/"),
+        client_id=client_id,
+        client_secret=Secret(secret.encode()),
+        scopes=tuple(scopes) or DEFAULT_SCOPES,
+        request_params=tuple(params.items()),
+        timeout=timeout,
+    )
 
 
 def _route_id(node: Node, url: str, to: tuple[Upstream, ...]) -> str:
@@ -359,9 +424,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     for route in routes:
         if route.id in by_id:
             first = by_id[route.id].index
-            problems.append(
-                Problem(f"routes[{route.index}]", f"duplicate route id (same as routes[{first}])")
-            )
+            problems.append(Problem(f"routes[{route.index}]", f"duplicate route id (same as routes[{first}])"))
         by_id[route.id] = route
 
     config = Config(
@@ -393,6 +456,12 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         log_level=node.choice("log_level", "info", ["debug", "info", "warn", "warning", "error"]),
         routes=tuple(routes),
         routes_by_id=by_id,
+        idp=_identity_provider(node, base),
+        signout_redirect_url=_optional_url(node, "signout_redirect_url"),
+        programmatic_redirect_domain_whitelist=tuple(
+            d.lower() for d in node.str_list("programmatic_redirect_domain_whitelist")
+        )
+        or ("localhost",),
     )
     node.finish(GLOBAL_KEYS, GLOBAL_LATER)
     if problems:

@@ -67,6 +67,18 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityProvider:
+    """The OpenID Connect provider users sign in with."""
+
+    url: str
+    client_id: str
+    client_secret: Secret
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    request_params: tuple[tuple[str, str], ...] = ()
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Address:
     host: str
     port: int
@@ -106,4 +118,7 @@ class Config:
     session_store: str
     log_level: str
     routes: tuple[Route, ...]
+    idp: IdentityProvider | None = None
+    signout_redirect_url: str = ""
+    programmatic_redirect_domain_whitelist: tuple[str, ...] = ("localhost",)
     routes_by_id: Mapping[str, Route] = field(default_factory=dict)

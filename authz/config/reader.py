@@ -129,9 +129,7 @@ class Node:
             if isinstance(item, str):
                 out.append(item)
             else:
-                self.problems.append(
-                    Problem(f"{self.at(key)}[{i}]", f"expected a string, got {describe(item)}")
-                )
+                self.problems.append(Problem(f"{self.at(key)}[{i}]", f"expected a string, got {describe(item)}"))
         return out
 
     def str_map(self, key: str) -> dict[str, str]:
@@ -189,8 +187,7 @@ class Node:
         if size is not None and len(decoded) != size:
             self.error(
                 where,
-                f"must decode to {size} bytes, got {len(decoded)} (value not shown);"
-                " generate one with `authz keygen`",
+                f"must decode to {size} bytes, got {len(decoded)} (value not shown); generate one with `authz keygen`",
             )
             return None
         return decoded

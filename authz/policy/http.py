@@ -41,9 +41,5 @@ class CorsPreflight:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         headers = inp.request.headers
-        ok = (
-            inp.request.method == "OPTIONS"
-            and "origin" in headers
-            and "access-control-request-method" in headers
-        )
+        ok = inp.request.method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
         return (True, frozenset({R.CORS_REQUEST})) if ok else (False, frozenset({R.NON_CORS_REQUEST}))

@@ -68,8 +68,7 @@ def parse_string_matcher(
             problems.append(
                 Problem(
                     where,
-                    f"unknown string matcher operator{suggest(str(op), STRING_OPS)}"
-                    f" (known: {', '.join(STRING_OPS)})",
+                    f"unknown string matcher operator{suggest(str(op), STRING_OPS)} (known: {', '.join(STRING_OPS)})",
                 )
             )
             ok = False
@@ -102,8 +101,7 @@ def parse_list_matcher(value: Any, path: str, problems: list[Problem]) -> ListMa
             problems.append(
                 Problem(
                     where,
-                    f"unknown list matcher operator{suggest(str(op), LIST_OPS)}"
-                    f" (known: {', '.join(LIST_OPS)})",
+                    f"unknown list matcher operator{suggest(str(op), LIST_OPS)} (known: {', '.join(LIST_OPS)})",
                 )
             )
             ok = False

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import yaml
 
 from authz.keys import generate_p256_pem
 from authz.session import HandleCodec, Session, SessionHandle
-from authz.stack import Process, free_port, start_authz, start_envoy
+from authz.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
 from authz.stores import SQLiteStore
 
 from .upstream import Recorder
@@ -37,17 +37,21 @@ class Stack:
     authz: Process
     envoy: Process
     store_path: Path
+    idp: Process | None = None
 
-    def client(self, host: str) -> httpx.Client:
+    def url(self, host: str, path: str = "/") -> str:
+        return f"http://{host}:{self.envoy_port}{path}"
+
+    def client(self, host: str) -> httpx2.Client:
         """A client that connects to Envoy on 127.0.0.1 but sends `Host: <host>:<port>`."""
-        return httpx.Client(
+        return httpx2.Client(
             base_url=f"http://127.0.0.1:{self.envoy_port}",
             headers={"host": f"{host}:{self.envoy_port}"},
             follow_redirects=False,
             timeout=10,
         )
 
-    def get(self, host: str, path: str = "/", **kwargs: Any) -> httpx.Response:
+    def get(self, host: str, path: str = "/", **kwargs: Any) -> httpx2.Response:
         with self.client(host) as client:
             return client.get(path, **kwargs)
 
@@ -79,9 +83,7 @@ class Stack:
         store.close()
 
 
-def stack_config(
-    envoy_port: int, grpc_port: int, http_port: int, upstream: int, store: Path
-) -> dict[str, Any]:
+def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int, store: Path) -> dict[str, Any]:
     to = f"http://127.0.0.1:{upstream}"
     return {
         "insecure_server": True,
@@ -135,11 +137,29 @@ def stack_config(
     }
 
 
-def _launch(tmp: Path) -> Stack:
+def _launch(tmp: Path, idp_ttl: dict[str, int] | None = None) -> Stack:
     upstream = Recorder()
-    envoy_port, admin_port, grpc_port, http_port = (free_port() for _ in range(4))
+    envoy_port, admin_port, grpc_port, http_port, idp_port = (free_port() for _ in range(5))
     store = tmp / "sessions.db"
     config = stack_config(envoy_port, grpc_port, http_port, upstream.port, store)
+    idp = None
+    if idp_available() is None:
+        secret = secrets.token_urlsafe(24)
+        auth = config["authenticate_service_url"]
+        idp = start_idp(
+            idp_port,
+            tmp,
+            redirect_uris=[f"{auth}/oauth2/callback"],
+            client_secret=secret,
+            post_logout_redirect_uris=[f"{auth}/.pomerium/signed_out"],
+            ttl=idp_ttl or {"AccessToken": 600, "IdToken": 600},
+        )
+        config.update(
+            idp_provider_url=f"http://localhost:{idp_port}",
+            idp_client_id="authz",
+            idp_client_secret=secret,
+            idp_timeout="5s",
+        )
     config_path = tmp / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     bootstrap = tmp / "envoy.yaml"
@@ -160,18 +180,27 @@ def _launch(tmp: Path) -> Stack:
     )
     assert result.returncode == 0, result.stderr
     bootstrap.write_text(result.stdout)
-    authz = start_authz(config_path, http_port, tmp)
+    try:
+        authz = start_authz(config_path, http_port, tmp)
+    except Exception:
+        if idp:
+            idp.stop()
+        raise
     try:
         envoy = start_envoy(bootstrap, admin_port, tmp)
     except Exception:
         authz.stop()
+        if idp:
+            idp.stop()
         raise
-    return Stack(envoy_port, admin_port, http_port, config, config_path, upstream, authz, envoy, store)
+    return Stack(envoy_port, admin_port, http_port, config, config_path, upstream, authz, envoy, store, idp)
 
 
 def _teardown(stack: Stack) -> None:
     stack.envoy.stop()
     stack.authz.stop()
+    if stack.idp:
+        stack.idp.stop()
     stack.upstream.close()
 
 

@@ -104,9 +104,7 @@ def test_api_client_without_session_gets_401_json(stack: Stack) -> None:
     assert body["status"] == 401 and body["error"] == "Unauthenticated"
     assert body["reasons"] == ["user-unauthenticated"]
     assert body["request_id"] == response.headers["x-request-id"]
-    assert body["sign_in_url"].startswith(
-        f"http://authenticate.localhost:{stack.envoy_port}/.pomerium/sign_in?"
-    )
+    assert body["sign_in_url"].startswith(f"http://authenticate.localhost:{stack.envoy_port}/.pomerium/sign_in?")
     xhr = stack.get("private.localhost", "/", headers={"x-requested-with": "XMLHttpRequest"})
     assert xhr.status_code == 401
     assert stack.upstream.requests == []
@@ -159,9 +157,7 @@ def test_session_as_authorization_header(stack: Stack) -> None:
 
 def test_denied_request_gets_403_and_upstream_is_not_hit(stack: Stack) -> None:
     cookie = stack.seed_session("private.localhost", user_id="u-2", email="mallory@evil.test")
-    response = stack.get(
-        "private.localhost", "/", headers={"cookie": f"_pomerium={cookie}", "accept": "text/html"}
-    )
+    response = stack.get("private.localhost", "/", headers={"cookie": f"_pomerium={cookie}", "accept": "text/html"})
     assert response.status_code == 403
     assert "domain-unauthorized" in response.text
     assert response.headers["x-request-id"] in response.text
@@ -207,9 +203,7 @@ def test_route_without_policy_denies_everyone(stack: Stack) -> None:
     ],
 )
 def test_bad_cookies_are_no_session(stack: Stack, cookie: str) -> None:
-    response = stack.get(
-        "private.localhost", "/", headers={"cookie": f"_pomerium={cookie}", "accept": "text/html"}
-    )
+    response = stack.get("private.localhost", "/", headers={"cookie": f"_pomerium={cookie}", "accept": "text/html"})
     assert response.status_code == 302
     assert stack.upstream.requests == []
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import grpc
-import httpx
+import httpx2
 import pytest
 
 from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
@@ -26,16 +26,14 @@ def test_grpc_health_reports_serving(stack: Stack) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         ok = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert ok.status == health_pb2.HealthCheckResponse.SERVING
-        named = stub.Check(
-            health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"), timeout=5
-        )
+        named = stub.Check(health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"), timeout=5)
         assert named.status == health_pb2.HealthCheckResponse.SERVING
         other = stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
         assert other.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 def test_healthz_on_http_address(stack: Stack) -> None:
-    response = httpx.get(f"http://127.0.0.1:{stack.http_port}/healthz", timeout=5)
+    response = httpx2.get(f"http://127.0.0.1:{stack.http_port}/healthz", timeout=5)
     assert (response.status_code, response.text) == (200, "ok\n")
 
 
@@ -86,9 +84,7 @@ def test_authz_dev_serves_the_demo_and_stops_on_ctrl_c() -> None:
             banner += line
 
         def page() -> str:
-            response = httpx.get(
-                f"http://127.0.0.1:{port}/", headers={"host": f"app.localhost:{port}"}, timeout=5
-            )
+            response = httpx2.get(f"http://127.0.0.1:{port}/", headers={"host": f"app.localhost:{port}"}, timeout=5)
             return response.text
 
         wait_until(lambda: "assertion verified" in page(), 30, "demo page")

@@ -1,0 +1,93 @@
+// A local OpenID Connect provider for authz's tests and `authz dev`, built on oidc-provider.
+// Configured by one JSON document in the IDP_CONFIG environment variable:
+//   { "port": 0, "issuer": "http://localhost:PORT", "client_id": "...", "client_secret": "...",
+//     "redirect_uris": [...], "post_logout_redirect_uris": [...],
+//     "ttl": { "AccessToken": 60, "IdToken": 60, "RefreshToken": 3600 } }
+// Prints one line `{"ready": true, "port": N, "issuer": "..."}` on stdout once it listens.
+// Users sign in on the development login form with their user name; any password is accepted.
+import { generateKeyPair, exportJWK } from 'jose';
+import Provider from 'oidc-provider';
+
+const settings = JSON.parse(process.env.IDP_CONFIG || '{}');
+const port = Number(settings.port ?? 0);
+
+const USERS = {
+  alice: { email: 'alice@example.com', email_verified: true, name: 'Alice Example', groups: ['engineering', 'admins'] },
+  bob: { email: 'bob@example.com', email_verified: true, name: 'Bob Builder', groups: ['sales'] },
+  mallory: { email: 'mallory@evil.test', email_verified: true, name: 'Mallory', groups: [] },
+};
+
+async function findAccount(ctx, id) {
+  const user = USERS[id];
+  if (!user) return undefined;
+  return { accountId: id, async claims() { return { sub: id, ...user }; } };
+}
+
+const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+const signingKey = { ...(await exportJWK(privateKey)), kid: 'dev-rs256', alg: 'RS256', use: 'sig' };
+const ttl = { AccessToken: 60, IdToken: 60, RefreshToken: 3600, Session: 3600, Grant: 3600, Interaction: 600, ...settings.ttl };
+
+const configuration = {
+  clients: [{
+    client_id: settings.client_id || 'authz',
+    client_secret: settings.client_secret || 'authz-dev-secret',
+    redirect_uris: settings.redirect_uris || [],
+    post_logout_redirect_uris: settings.post_logout_redirect_uris || [],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  findAccount,
+  jwks: { keys: [signingKey] },
+  cookies: { keys: [settings.cookie_key || 'authz-dev-idp-cookie-key'] },
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'groups'],
+  },
+  scopes: ['openid', 'offline_access', 'profile', 'email'],
+  features: {
+    devInteractions: { enabled: true },
+    revocation: { enabled: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      // Submit the confirmation form at once (a button remains for clients without JavaScript).
+      async logoutSource(ctx, form) {
+        ctx.body = `<!doctype html><html><head><title>Signing out</title></head><body>${form}
+<button autofocus type="submit" form="op.logoutForm" name="logout" value="yes">Sign out</button>
+<script>var f=document.getElementById('op.logoutForm');var i=document.createElement('input');
+i.type='hidden';i.name='logout';i.value='yes';f.appendChild(i);f.submit();</script></body></html>`;
+      },
+    },
+  },
+  pkce: { required: () => true },
+  // Refresh tokens whenever the client may use them, not only with offline_access + consent.
+  async issueRefreshToken(ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
+  // Pretend every user already consented to the client, so the flow is login form -> back to app.
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId
+      || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope('openid email profile offline_access');
+    grant.addOIDCClaims(['sub', 'email', 'email_verified', 'name', 'groups']);
+    await grant.save();
+    return grant;
+  },
+  rotateRefreshToken: true,
+  ttl,
+};
+
+const issuer = settings.issuer || `http://localhost:${port}`;
+const provider = new Provider(issuer, configuration);
+provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+const server = provider.listen(port, '127.0.0.1', () => {
+  const actual = server.address().port;
+  console.log(JSON.stringify({ ready: true, port: actual, issuer }));
+});
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}
