@@ -129,10 +129,21 @@ def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int,
                 "to": to,
                 "allowed_domains": ["example.com"],
                 "pass_identity_headers": True,
-                "set_request_headers": {"X-Jwt-Copy": "${pomerium.jwt}", "X-Literal": "$$5"},
+                "set_request_headers": {
+                    "X-Jwt-Copy": "${pomerium.jwt}",
+                    "X-Literal": "$$5",
+                    "X-Access-Token": "${pomerium.access_token}",
+                },
                 "remove_request_headers": ["X-Secret-Internal"],
             },
             {"id": "nobody", "from": "http://nobody.localhost", "to": to},
+            {
+                "id": "second",
+                "from": "http://second.localhost",
+                "to": to,
+                "allow_any_authenticated_user": True,
+                "pass_identity_headers": True,
+            },
         ],
     }
 
