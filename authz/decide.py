@@ -112,10 +112,13 @@ def error(
     detail: str | None = None,
     route_id: str = "",
     user: str = "",
+    account: str | None = None,
 ) -> Decision:
     """A denied answer in the format the client asked for."""
     fmt = response_format(req.headers)
-    content_type, body = pages.error_body(status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail)
+    content_type, body = pages.error_body(
+        status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail, account=account
+    )
     headers = [("content-type", content_type), ("cache-control", "no-store")]
     if req.request_id:
         headers.append(("x-request-id", req.request_id))
@@ -204,5 +207,6 @@ def decide(rt: Runtime, req: RequestContext, now: float) -> Decision:
         return _login(rt, route, req, creds, now)
     if not verdict.allowed:
         user = session.user_id if session else ""
-        return error(403, verdict.reasons, req, route_id=route.id, user=user)
+        account = (session.email or session.user_id) if session else None
+        return error(403, verdict.reasons, req, route_id=route.id, user=user, account=account)
     return _allow(rt, route, req, session, creds, verdict.reasons, now)

@@ -45,8 +45,9 @@ def error_body(
     *,
     sign_in_url: str | None = None,
     detail: str | None = None,
+    account: str | None = None,
 ) -> tuple[str, str]:
-    """(content type, body) for a denied request."""
+    """(content type, body) for a denied request; `account` names who is signed in (HTML only)."""
     title = STATUS_TEXT.get(status, "Error")
     if fmt is Format.JSON or fmt is Format.GRPC:
         data: dict[str, object] = {
@@ -75,6 +76,11 @@ def error_body(
         parts.append(f"<p>Why:</p><ul>{items}</ul>")
     if sign_in_url:
         parts.append(f"<p><a href='{html.escape(sign_in_url, quote=True)}'>Sign in</a></p>")
+    if account:
+        parts.append(
+            f"<form method=post action='/.pomerium/sign_out'><p>Signed in as <b>{html.escape(account)}</b>. "
+            "<button type=submit>Sign out</button> to use another account.</p></form>"
+        )
     parts.append(f"<p class=meta>Request ID: <code>{html.escape(request_id)}</code></p></body></html>")
     return "text/html; charset=utf-8", "".join(parts)
 

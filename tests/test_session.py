@@ -83,3 +83,20 @@ def test_sqlite_is_shared_between_connections(tmp_path: Path) -> None:
 def test_session_repr_hides_tokens() -> None:
     session = Session("s", "u", id_token="secret-id-token", access_token="secret-access")
     assert "secret" not in repr(session)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_single_use_claims_and_leases(kind: str, tmp_path: Path) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    assert store.claim_once("state:a", NOW + 60, NOW)
+    assert not store.claim_once("state:a", NOW + 60, NOW + 30)
+    assert store.claim_once("state:a", NOW + 200, NOW + 61)  # expired markers may be reused
+    store.put(Session("s1", "u1", refresh_token="r", token_expires_at=NOW + 30, expires_at=NOW + 3600))
+    store.put(Session("s2", "u2", token_expires_at=NOW + 30, expires_at=NOW + 3600))  # no refresh token
+    assert [s.id for s in store.due_for_refresh(NOW + 60)] == ["s1"]
+    assert store.due_for_refresh(NOW + 10) == []
+    assert store.try_lease("s1", "worker-a", NOW + 30, NOW)
+    assert not store.try_lease("s1", "worker-b", NOW + 30, NOW + 10)
+    assert store.try_lease("s1", "worker-a", NOW + 60, NOW + 10)  # the holder may extend
+    assert store.try_lease("s1", "worker-b", NOW + 90, NOW + 61)  # after expiry, anyone
+    store.close()

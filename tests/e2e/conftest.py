@@ -75,6 +75,16 @@ class Stack:
         codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
         return codec.seal(SessionHandle(sid, user_id, host, now, now + lifetime))
 
+    def session_of(self, cookie: str, host: str) -> Session:
+        codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
+        store = SQLiteStore(self.store_path)
+        try:
+            found = store.get(codec.open(cookie, host, time.time()).session_id)
+        finally:
+            store.close()
+        assert found is not None
+        return found
+
     def delete_session(self, cookie: str, host: str) -> None:
         codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
         handle = codec.open(cookie, host, time.time())
@@ -148,11 +158,11 @@ def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int,
     }
 
 
-def _launch(tmp: Path, idp_ttl: dict[str, int] | None = None) -> Stack:
+def _launch(tmp: Path, idp_ttl: dict[str, int] | None = None, **overrides: Any) -> Stack:
     upstream = Recorder()
     envoy_port, admin_port, grpc_port, http_port, idp_port = (free_port() for _ in range(5))
     store = tmp / "sessions.db"
-    config = stack_config(envoy_port, grpc_port, http_port, upstream.port, store)
+    config = {**stack_config(envoy_port, grpc_port, http_port, upstream.port, store), **overrides}
     idp = None
     if idp_available() is None:
         secret = secrets.token_urlsafe(24)

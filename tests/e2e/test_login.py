@@ -109,6 +109,7 @@ def test_sign_out_ends_every_host_and_the_old_cookie_is_dead(stack: Stack, clien
     client.get(stack.url("second.localhost", "/"))
     old = client.cookies.get("_pomerium", domain="private.localhost")
     assert old
+    session = stack.session_of(old, "private.localhost")
     logout = client.get(stack.url("private.localhost", "/.pomerium/sign_out"))
     idp_port = urlsplit(stack.config["idp_provider_url"]).port
     (end,) = [r for r in [*logout.history, logout] if urlsplit(str(r.url)).path == "/session/end"]
@@ -126,6 +127,12 @@ def test_sign_out_ends_every_host_and_the_old_cookie_is_dead(stack: Stack, clien
     replay = stack.get("private.localhost", "/", headers={"cookie": f"_pomerium={old}"})
     assert replay.status_code == 302
     assert stack.upstream.requests == []
+    # The refresh token was revoked at the IdP.
+    token_endpoint = f"{stack.config['idp_provider_url']}/token"
+    refused = client.post(token_endpoint, data={"grant_type": "refresh_token", "refresh_token": session.refresh_token},
+                          auth=("authz", stack.config["idp_client_secret"]))  # fmt: skip
+    assert refused.status_code == 400, (refused.status_code, refused.text[:300])
+    assert "invalid_grant" in refused.text, refused.text[:300]
 
 
 def _stop_before(client: httpx2.Client, url: str, path: str) -> httpx2.Response:
@@ -169,6 +176,25 @@ def test_replayed_state_and_code_are_refused(stack: Stack, client: httpx2.Client
         client.cookies.set(name, value or "", domain=domain)
     replay = client.get(callback)
     assert replay.status_code == 400 and "already used" in replay.text
+
+
+def test_replayed_code_with_a_fresh_state_is_refused(stack: Stack) -> None:
+    with browser() as first:
+        callback = _callback_url(stack, first)
+        used = parse_qs(urlsplit(callback).query)["code"][0]
+        assert first.get(callback).status_code == 200
+    with browser() as second:
+        fresh = urlsplit(_callback_url(stack, second))
+        state = parse_qs(fresh.query)["state"][0]
+        replay = second.get(f"{stack.url('authenticate.localhost', '/oauth2/callback')}?"
+                            f"{urlencode({'code': used, 'state': state})}")  # fmt: skip
+    assert replay.status_code == 400 and "invalid_grant" in replay.text
+
+
+def test_denied_user_can_switch_accounts(stack: Stack, client: httpx2.Client) -> None:
+    page = client.get(stack.url("private.localhost", "/"))
+    denied = idp_login(client, page, "mallory")
+    assert denied.status_code == 403 and "mallory@evil.test" in denied.text and "/.pomerium/sign_out" in denied.text
 
 
 def test_forged_state_is_refused(stack: Stack, client: httpx2.Client) -> None:

@@ -13,9 +13,10 @@ import httpx2
 import pytest
 
 from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
-from authz.stack import free_port, wait_until
+from authz.stack import free_port, idp_available, wait_until
 
 from .conftest import Stack
+from .loopback import browser, idp_login
 
 pytestmark = pytest.mark.e2e
 
@@ -78,16 +79,21 @@ def test_authz_dev_serves_the_demo_and_stops_on_ctrl_c() -> None:
         assert proc.stdout is not None
         banner = ""
         deadline = time.monotonic() + 60
-        while f"http://app.localhost:{port}/" not in banner and time.monotonic() < deadline:
+        while "Ctrl-C stops everything" not in banner and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, f"authz dev exited: {banner}"
             banner += line
 
         def page() -> str:
-            response = httpx2.get(f"http://127.0.0.1:{port}/", headers={"host": f"app.localhost:{port}"}, timeout=5)
+            response = httpx2.get(f"http://127.0.0.1:{port}/", headers={"host": f"public.localhost:{port}"}, timeout=5)
             return response.text
 
         wait_until(lambda: "assertion verified" in page(), 30, "demo page")
+        if idp_available() is None:
+            assert f"http://app.localhost:{port}/" in banner and "alice" in banner
+            with browser() as client:
+                landed = idp_login(client, client.get(f"http://app.localhost:{port}/"), "alice")
+            assert "Signed in as <b>alice@example.com</b>" in landed.text
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
