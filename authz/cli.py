@@ -58,6 +58,42 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from authz import yamlcore
+    from authz.policy.files import input_from, policy_from, verdict_json
+
+    try:
+        with open(args.policy, encoding="utf-8") as file:
+            policy_data = yamlcore.load(file.read())
+        with open(args.input, encoding="utf-8") as file:
+            input_data = yamlcore.load(file.read())
+        policy = policy_from(policy_data)
+        inp = input_from(input_data, args.now)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read: {exc}", file=sys.stderr)
+        return 1
+    except yamlcore.YAMLError as exc:
+        print(f"invalid YAML: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return 1
+    verdict = policy.evaluate(inp)
+    result = verdict_json(verdict)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        outcome = "ALLOWED" if verdict.allowed else ("LOGIN REQUIRED" if verdict.login else "DENIED")
+        print(outcome)
+        print(f"  allow: {str(verdict.allow).lower():5}  reasons: {', '.join(sorted(verdict.allow_reasons)) or '-'}")
+        print(f"  deny:  {str(verdict.deny).lower():5}  reasons: {', '.join(sorted(verdict.deny_reasons)) or '-'}")
+        print(f"  at {inp.now.isoformat()}")
+    return 0 if verdict.allowed else 3
+
+
 def _dev(args: argparse.Namespace) -> int:
     from authz.dev import run_dev
 
@@ -83,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")
     keygen.set_defaults(run=_keygen)
+
+    policy = sub.add_parser("policy", help="work with policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    evaluate = policy_sub.add_parser("eval", help="evaluate a policy against a request; exit 0 allowed, 3 not")
+    evaluate.add_argument("--policy", required=True, help="PPL, or a route mapping with legacy options")
+    evaluate.add_argument("--input", required=True, help="{request, session, now} as YAML or JSON")
+    evaluate.add_argument("--now", help="RFC 3339 time; overrides the input's now")
+    evaluate.add_argument("--json", action="store_true", help="print the decision as JSON")
+    evaluate.set_defaults(run=_policy_eval)
 
     dev = sub.add_parser("dev", help="run the demo stack on localhost")
     dev.add_argument("--port", type=int, default=8080, help="Envoy listener port")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
 from authz._proto.envoy.type.v3 import http_status_pb2
@@ -42,6 +44,8 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
         source_ip=attributes.source.address.socket_address.address,
         request_id=http.headers.get("x-request-id") or http.id,
         route_id=attributes.context_extensions.get("route_id", ""),
+        # Envoy sends the peer certificate URL-encoded (include_peer_certificate).
+        client_certificate=unquote(attributes.source.certificate) if attributes.source.certificate else None,
     )
 
 

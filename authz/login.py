@@ -88,17 +88,26 @@ def _programmatic_target(rt: Runtime, target: str) -> str:
     return target
 
 
-def _session_from_claims(sid: str, claims: Mapping[str, Any], tokens: Any, now: float, lifetime: float) -> Session:
-    groups = claims.get("groups") or []
-    if isinstance(groups, str):
-        groups = [groups]
+def _groups(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else [value] if value else []
+    return [str(g) for g in items if isinstance(g, str | int) and not isinstance(g, bool)]
+
+
+def merge_groups(*sources: Any) -> tuple[str, ...]:
+    """Groups from the ID token and userinfo, united in order of first appearance."""
+    return tuple(dict.fromkeys(g for source in sources for g in _groups(source)))
+
+
+def _session_from_claims(
+    sid: str, claims: Mapping[str, Any], tokens: Any, now: float, lifetime: float, groups: tuple[str, ...]
+) -> Session:
     kept = {k: v for k, v in claims.items() if k not in _TOKEN_CLAIMS}
     return Session(
         id=sid,
         user_id=str(claims["sub"]),
         email=str(claims.get("email") or ""),
         name=str(claims.get("name") or ""),
-        groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
+        groups=groups,
         claims=kept,
         issued_at=int(now),
         expires_at=int(now + lifetime),
@@ -206,8 +215,9 @@ class Login:
         info = await self.oidc.userinfo(meta, tokens.access_token)
         if info and info.get("sub") != claims["sub"]:
             raise BadRequest("the identity provider's userinfo names another subject")
+        groups = merge_groups(claims.get("groups"), info.get("groups"))
         session = _session_from_claims(
-            secrets.token_urlsafe(18), {**claims, **info}, tokens, now, self.rt.config.cookie_expire
+            secrets.token_urlsafe(18), {**claims, **info}, tokens, now, self.rt.config.cookie_expire, groups
         )
         self.rt.store.put(session)
         log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})

@@ -60,6 +60,7 @@ class RequestContext:
     route_id: str = ""
     hostname: str = ""
     port: int | None = None
+    client_certificate: str | None = None  # the leaf certificate (PEM) of an mTLS connection
 
     @classmethod
     def build(
@@ -73,6 +74,7 @@ class RequestContext:
         source_ip: str = "",
         request_id: str = "",
         route_id: str = "",
+        client_certificate: str | None = None,
     ) -> RequestContext:
         """Normalise once: split the target, decode the path, lower-case header names."""
         path, query = split_target(target)
@@ -90,4 +92,5 @@ class RequestContext:
             route_id=route_id,
             hostname=hostname,
             port=port,
+            client_certificate=client_certificate or None,
         )

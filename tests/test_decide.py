@@ -219,3 +219,11 @@ def test_response_headers_always_overwrite(runtime: Runtime) -> None:
     for option in [*allowed.ok_response.headers, *denied.denied_response.headers]:
         assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     assert not any(o.HasField("append") for o in allowed.ok_response.headers)
+
+
+def test_groups_are_the_union_of_id_token_and_userinfo() -> None:
+    from authz.login import merge_groups
+
+    assert merge_groups(["a", "b"], ["b", "c"]) == ("a", "b", "c")
+    assert merge_groups("solo", None) == ("solo",)
+    assert merge_groups([True, 3, {"x": 1}], []) == ("3",)

@@ -16,6 +16,7 @@ from authz.config.reader import Node, describe
 from authz.errors import ConfigError, Problem
 from authz.keys import SigningKey, load_signing_keys
 from authz.policy import LegacyOptions, parse_policy
+from authz.policy.legacy import idp_claims
 
 GLOBAL_KEYS = (
     "address", "insecure_server", "certificate_file", "key_file", "authenticate_service_url",
@@ -34,16 +35,21 @@ GLOBAL_LATER = {
 ROUTE_KEYS = (
     "id", "from", "to", "prefix", "path", "regex", "prefix_rewrite", "preserve_host_header",
     "host_rewrite", "timeout", "allow_websockets", "policy", "allow_public_unauthenticated_access",
-    "allow_any_authenticated_user", "allowed_users", "allowed_domains", "cors_allow_preflight",
+    "allow_any_authenticated_user", "allowed_users", "allowed_domains", "allowed_idp_claims", "cors_allow_preflight",
     "pass_identity_headers", "set_request_headers", "remove_request_headers",
     "set_response_headers", "show_error_details", "jwt_issuer_format",
 )  # fmt: skip
 ROUTE_LATER = {
-    "allowed_idp_claims": "comes with the full policy language",
     "jit": "comes with just-in-time access",
     "jwt_groups_filter": "planned",
     "tls_downstream_client_ca": "planned",
     "tls_downstream_client_ca_file": "planned",
+}
+ROUTE_UNSUPPORTED = {
+    "sub_policies": "custom Rego",
+    "bearer_token_format": "IdP bearer tokens",
+    "kubernetes_service_account_token": "Kubernetes impersonation",
+    "enable_google_cloud_serverless_authentication": "Google Cloud serverless",
 }
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
@@ -314,12 +320,16 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         node.error("prefix_rewrite", f"must start with '/', got {describe(rewrite)}")
     if rewrite is None and to and to[0].path not in ("", "/"):
         rewrite = to[0].path
+    claims, claims_error = idp_claims(node.raw("allowed_idp_claims"))
+    if claims_error:
+        node.error("allowed_idp_claims", claims_error)
     legacy = LegacyOptions(
         allow_public_unauthenticated_access=node.flag("allow_public_unauthenticated_access"),
         cors_allow_preflight=node.flag("cors_allow_preflight"),
         allow_any_authenticated_user=node.flag("allow_any_authenticated_user"),
         allowed_domains=tuple(node.str_list("allowed_domains")),
         allowed_users=tuple(node.str_list("allowed_users")),
+        allowed_idp_claims=claims,
     )
     for message in legacy.conflicts():
         node.error(None, message)
@@ -356,7 +366,7 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
             node.choice("jwt_issuer_format", cfg["issuer"], [f.value for f in IssuerFormat])
         ),
     )
-    node.finish(ROUTE_KEYS, ROUTE_LATER)
+    node.finish(ROUTE_KEYS, ROUTE_LATER, ROUTE_UNSUPPORTED)
     return route if url and to else None
 
 

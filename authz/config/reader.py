@@ -192,8 +192,14 @@ class Node:
             return None
         return decoded
 
-    def finish(self, known: Iterable[str], later: Mapping[str, str] | None = None) -> None:
-        """Report every key that was not read: a later feature, or unknown with a suggestion."""
+    def finish(
+        self,
+        known: Iterable[str],
+        later: Mapping[str, str] | None = None,
+        unsupported: Mapping[str, str] | None = None,
+    ) -> None:
+        """Report every key that was not read: a later feature, a Pomerium feature authz does not
+        have, or an unknown key with a suggestion."""
         names = set(known)
         for key in self.value:
             if key in self._seen:
@@ -202,5 +208,7 @@ class Node:
                 self.error(None, f"keys must be strings, got {describe(key)}")
             elif later and key in later:
                 self.error(key, f"not supported yet ({later[key]})")
+            elif unsupported and key in unsupported:
+                self.error(key, f"is a Pomerium feature not supported ({unsupported[key]})")
             else:
                 self.error(key, f"unknown key{suggest(key, names | set(later or ()))}")

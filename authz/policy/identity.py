@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from authz.policy import reasons as R
 from authz.policy.ast import PolicyInput, Result
-from authz.policy.matchers import ListMatcher, StringMatcher
+from authz.policy.matchers import ListMatcher, StringMatcher, canonical
 
 _ACCEPTED: Result = (True, frozenset({R.ACCEPT}))
 _REJECTED: Result = (False, frozenset({R.REJECT}))
@@ -87,3 +89,61 @@ class Groups:
         if inp.session is None:
             return _UNAUTHENTICATED
         return _verdict(self.matcher.match(inp.session.groups), R.GROUPS_OK, R.GROUPS_UNAUTHORIZED)
+
+
+_MISSING = object()
+
+
+def lookup_claim(claims: Mapping[str, Any], path: str, depth: int = 0) -> Any:
+    """A claim by name or dotted path into nested objects (`resource_access.app.roles`).
+
+    The literal key wins (claim names may contain dots, like `https://example.com/roles`); then
+    each `.` is tried as a step into a nested object.
+    """
+    if path in claims:
+        return claims[path]
+    if depth >= 8:
+        return _MISSING
+    start = 0
+    while (dot := path.find(".", start)) != -1:
+        head = claims.get(path[:dot])
+        if isinstance(head, Mapping):
+            found = lookup_claim(head, path[dot + 1 :], depth + 1)
+            if found is not _MISSING:
+                return found
+        start = dot + 1
+    return _MISSING
+
+
+def claim_values(claims: Mapping[str, Any], path: str) -> list[str]:
+    """Every claim is a list: a scalar is a one-element list; objects and missing claims match nothing."""
+    value = lookup_claim(claims, path)
+    if value is _MISSING:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [text for text in (canonical(item) for item in items) if text is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    path: str
+    matcher: ListMatcher
+    name = "claim"
+
+    def evaluate(self, inp: PolicyInput) -> Result:
+        if inp.session is None:
+            return _UNAUTHENTICATED
+        claims = inp.session.claims
+        values = claim_values(claims, self.path)
+        if not values and self.path in ("email", "name", "sub", "user", "groups"):
+            values = _session_field(inp, self.path)
+        return _verdict(self.matcher.match(values), "claim-ok", "claim-unauthorized")
+
+
+def _session_field(inp: PolicyInput, name: str) -> list[str]:
+    session = inp.session
+    assert session is not None
+    if name == "groups":
+        return list(session.groups)
+    value = {"email": session.email, "name": session.name, "sub": session.user_id, "user": session.user_id}[name]
+    return [value] if value else []

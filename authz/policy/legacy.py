@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from authz.policy import http, identity
 from authz.policy.ast import Conditional, Criterion, Op, Policy
-from authz.policy.matchers import StringMatcher
+from authz.policy.matchers import ListMatcher, StringMatcher, canonical
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,10 +16,11 @@ class LegacyOptions:
     allow_any_authenticated_user: bool = False
     allowed_domains: tuple[str, ...] = ()
     allowed_users: tuple[str, ...] = ()
+    allowed_idp_claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def conflicts(self) -> list[str]:
         """Combinations Pomerium rejects: a public route with allow-lists, and so on."""
-        lists = bool(self.allowed_domains or self.allowed_users)
+        lists = bool(self.allowed_domains or self.allowed_users or self.allowed_idp_claims)
         if self.allow_public_unauthenticated_access and (self.allow_any_authenticated_user or lists):
             return [
                 "allow_public_unauthenticated_access cannot be combined with"
@@ -40,9 +41,28 @@ class LegacyOptions:
             criteria.append(identity.AuthenticatedUser())
         for domain in self.allowed_domains:
             criteria.append(identity.Domain(StringMatcher((("is", domain),))))
+        for claim, values in sorted(self.allowed_idp_claims):
+            for value in values:
+                criteria.append(identity.Claim(claim, ListMatcher((("has", value),))))
         for user in self.allowed_users:
             criteria.append(identity.User(StringMatcher((("is", user),))))
             criteria.append(identity.Email(StringMatcher((("is", user),))))
         if not criteria:
             return Policy()
         return Policy(allow=(Conditional(Op.OR, tuple(criteria)),))
+
+
+def idp_claims(value: object) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], str | None]:
+    """`allowed_idp_claims: {claim: [values]}` normalised, or an error message."""
+    if value is None:
+        return (), None
+    if not isinstance(value, dict):
+        return (), "expected a mapping of claim name to a list of values"
+    out = []
+    for claim, values in value.items():
+        items = values if isinstance(values, list) else [values]
+        texts = [canonical(v) for v in items]
+        if not isinstance(claim, str) or not items or any(t is None for t in texts):
+            return (), f"claim {claim!r}: expected a list of strings, numbers or booleans"
+        out.append((claim, tuple(t for t in texts if t is not None)))
+    return tuple(out), None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +87,19 @@ def parse_string_matcher(
     return StringMatcher(tuple(ops)) if ok else None
 
 
-def parse_list_matcher(value: Any, path: str, problems: list[Problem]) -> ListMatcher | None:
-    """Compile a string-list matcher, recording problems with their paths."""
+def canonical(value: Any) -> str | None:
+    """A claim value as the string matchers compare: strings as they are, JSON for scalars."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float) or value is None:
+        return json.dumps(value)
+    return None
+
+
+def parse_list_matcher(value: Any, path: str, problems: list[Problem], *, scalars: bool = False) -> ListMatcher | None:
+    """Compile a string-list matcher; with `scalars`, booleans and numbers match their JSON form."""
+    if scalars and not isinstance(value, dict) and canonical(value) is not None:
+        value = canonical(value)
     if isinstance(value, str):
         return ListMatcher((("has", value),))
     if not isinstance(value, dict) or not value:
@@ -105,9 +117,9 @@ def parse_list_matcher(value: Any, path: str, problems: list[Problem]) -> ListMa
                 )
             )
             ok = False
-        elif not isinstance(arg, str):
+        elif isinstance(arg, str) or (scalars and canonical(arg) is not None):
+            ops.append((op, str(canonical(arg))))
+        else:
             problems.append(Problem(where, f"expected a string, got {describe(arg)}"))
             ok = False
-        else:
-            ops.append((op, arg))
     return ListMatcher(tuple(ops)) if ok else None

@@ -7,7 +7,8 @@ from typing import Any
 
 from authz.config.reader import describe, suggest
 from authz.errors import Problem
-from authz.policy import http, identity
+from authz.policy import certificate, http, identity, network
+from authz.policy import time as clock
 from authz.policy.ast import Conditional, Criterion, Op, Policy
 from authz.policy.matchers import parse_list_matcher, parse_string_matcher
 
@@ -39,6 +40,14 @@ def _groups(value: Any, sub: str, path: str, problems: list[Problem]) -> Criteri
     return identity.Groups(matcher) if matcher else None
 
 
+def _claim(value: Any, sub: str, path: str, problems: list[Problem]) -> Criterion | None:
+    if not sub:
+        problems.append(Problem(path, "claim needs a claim name: claim/<name>, e.g. claim/groups"))
+        return None
+    matcher = parse_list_matcher(value, path, problems, scalars=True)
+    return identity.Claim(sub, matcher) if matcher else None
+
+
 # The registry of criteria: one explicit mapping from PPL name to builder.
 CRITERIA: dict[str, Build] = {
     "accept": _flag(identity.Accept),
@@ -48,22 +57,18 @@ CRITERIA: dict[str, Build] = {
     "email": _string(identity.Email),
     "domain": _string(identity.Domain),
     "groups": _groups,
+    "claim": _claim,
     "http_method": _string(http.HttpMethod, str.upper),
     "http_path": _string(http.HttpPath),
     "cors_preflight": _flag(http.CorsPreflight),
+    "source_ip": network.parse_source_ip,
+    "client_certificate": certificate.parse_client_certificate,
+    "invalid_client_certificate": _flag(certificate.InvalidClientCertificate),
+    "date": clock.parse_date,
+    "day_of_week": clock.parse_day_of_week,
+    "time_of_day": clock.parse_time_of_day,
 }
-LATER = {
-    name: "coming with the full policy language"
-    for name in (
-        "claim",
-        "source_ip",
-        "client_certificate",
-        "invalid_client_certificate",
-        "date",
-        "day_of_week",
-        "time_of_day",
-    )
-}
+TAKES_SUB_PATH = frozenset({"claim"})
 UNSUPPORTED = {
     "device",
     "mcp_tool",
@@ -92,20 +97,18 @@ def parse_criterion(item: Any, path: str, problems: list[Problem]) -> Criterion 
     where = f"{path}.{key}"
     build = CRITERIA.get(name)
     if build is not None:
-        if sub:
+        if sub and name not in TAKES_SUB_PATH:
             problems.append(Problem(where, f"criterion {name!r} takes no '/' sub-path"))
             return None
         return build(value, sub, where, problems)
-    if name in LATER:
-        problems.append(Problem(where, f"criterion {name!r} is not supported yet ({LATER[name]})"))
-    elif name in UNSUPPORTED:
+    if name in UNSUPPORTED:
         problems.append(Problem(where, f"criterion {name!r} is a Pomerium feature not supported"))
     else:
         known = sorted(CRITERIA)
         problems.append(
             Problem(
                 where,
-                f"unknown criterion {name!r}{suggest(name, [*known, *LATER])} (known: {', '.join(known)})",
+                f"unknown criterion {name!r}{suggest(name, known)} (known: {', '.join(known)})",
             )
         )
     return None

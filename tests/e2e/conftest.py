@@ -52,8 +52,9 @@ class Stack:
         )
 
     def get(self, host: str, path: str = "/", **kwargs: Any) -> httpx2.Response:
+        """GET exactly `path` (a full URL, so `//x` is not read as a scheme-relative reference)."""
         with self.client(host) as client:
-            return client.get(path, **kwargs)
+            return client.get(f"http://127.0.0.1:{self.envoy_port}{path}", **kwargs)
 
     def seed_session(
         self,
@@ -148,6 +149,15 @@ def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int,
             },
             {"id": "nobody", "from": "http://nobody.localhost", "to": to},
             {
+                "id": "paths",
+                "from": "http://paths.localhost",
+                "to": to,
+                "policy": {
+                    "allow": {"and": [{"accept": True}]},
+                    "deny": {"or": [{"http_path": {"starts_with": "/admin"}}]},
+                },
+            },
+            {
                 "id": "second",
                 "from": "http://second.localhost",
                 "to": to,
@@ -158,11 +168,18 @@ def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int,
     }
 
 
-def _launch(tmp: Path, idp_ttl: dict[str, int] | None = None, **overrides: Any) -> Stack:
+def _launch(
+    tmp: Path,
+    idp_ttl: dict[str, int] | None = None,
+    extra_routes: list[dict[str, Any]] = (),
+    **overrides: Any,  # type: ignore[assignment]
+) -> Stack:
     upstream = Recorder()
     envoy_port, admin_port, grpc_port, http_port, idp_port = (free_port() for _ in range(5))
     store = tmp / "sessions.db"
     config = {**stack_config(envoy_port, grpc_port, http_port, upstream.port, store), **overrides}
+    to = f"http://127.0.0.1:{upstream.port}"
+    config["routes"] = [*config["routes"], *({**r, "to": to} for r in extra_routes)]
     idp = None
     if idp_available() is None:
         secret = secrets.token_urlsafe(24)
