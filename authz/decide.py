@@ -182,8 +182,9 @@ def _allow(
         }
         set_headers.extend((n, _clean(render_template(v, values))) for n, v in route.set_request_headers)
     set_names = {name.lower() for name, _ in set_headers}
-    identity_names = {h for h, _ in config.jwt_claims_headers}
-    remove = [h for h in req.headers if (h.startswith("x-pomerium-") or h in identity_names) and h not in set_names]
+    remove = [
+        h for h in req.headers if (h.startswith("x-pomerium-") or h in rt.identity_headers) and h not in set_names
+    ]
     if creds.in_authorization:
         remove.append("authorization")
     if creds.other_cookies is not None:

@@ -26,7 +26,10 @@ def split_target(target: str) -> tuple[str, str]:
         raise BadRequest("request path contains an encoded slash, backslash or unreserved character")
     if _ANY_ESCAPE.search(path):
         raise BadRequest("request path contains a malformed percent escape")
-    decoded = unquote(path, errors="strict") if "%" in path else path
+    try:
+        decoded = unquote(path, errors="strict") if "%" in path else path
+    except UnicodeDecodeError:
+        raise BadRequest("request path is not valid UTF-8 once decoded") from None
     if _CONTROL.search(decoded):
         raise BadRequest("request path contains control characters")
     return decoded, query

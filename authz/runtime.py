@@ -30,6 +30,7 @@ class Runtime:
     csrf: Sealer  # the per-login CSRF cookie: CSRF token, PKCE verifier, nonce
     handoff: Sealer  # the one-time session handoff to a route host's /.pomerium/callback/
     signout: Sealer  # the session id carried by a signed sign-out link
+    identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
 
     @classmethod
     def build(cls, config: Config, store: SessionStore | None = None) -> Runtime:
@@ -43,6 +44,7 @@ class Runtime:
             csrf=Sealer(secret, b"login-csrf"),
             handoff=Sealer(secret, b"session-handoff"),
             signout=Sealer(secret, b"sign-out"),
+            identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
         )
 
     def route_for_host(self, hostname: str) -> Route | None:

@@ -67,6 +67,9 @@ class Authorization(pb_grpc.AuthorizationServicer):
             req = ext_authz.to_request(request)
         except RequestError as exc:
             return error(exc.status, (exc.reason,), ext_authz.fallback_request(request), detail=exc.detail)
+        except Exception:
+            log.exception("could not read the check request; answering 503")
+            return error(503, ("internal-error",), ext_authz.fallback_request(request))
         try:
             return decide(self.runtime, req, now)
         except Exception:

@@ -193,7 +193,7 @@ def test_incomplete_check_request_is_denied(runtime: Runtime) -> None:
         assert not d.allowed and d.status == 400
 
 
-@pytest.mark.parametrize("path", ["/a%2Fb", "/a%5cb", "/%61dmin", "/a%zz", "/a%00b"])
+@pytest.mark.parametrize("path", ["/a%2Fb", "/a%5cb", "/%61dmin", "/a%zz", "/a%00b", "/%ff", "/%C3%28", "/a\x01b"])
 def test_ambiguous_paths_are_400(runtime: Runtime, path: str) -> None:
     d = Authorization(runtime).check(_check(path=path), NOW)
     assert (d.allowed, d.status) == (False, 400)

@@ -15,8 +15,7 @@ from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, 
 from authz.config.reader import Node, describe
 from authz.errors import ConfigError, Problem
 from authz.keys import SigningKey, load_signing_keys
-from authz.policy import LegacyOptions, parse_policy
-from authz.policy.legacy import idp_claims
+from authz.policy.legacy import read_route_policy
 
 GLOBAL_KEYS = (
     "address", "insecure_server", "certificate_file", "key_file", "authenticate_service_url",
@@ -320,22 +319,7 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         node.error("prefix_rewrite", f"must start with '/', got {describe(rewrite)}")
     if rewrite is None and to and to[0].path not in ("", "/"):
         rewrite = to[0].path
-    claims, claims_error = idp_claims(node.raw("allowed_idp_claims"))
-    if claims_error:
-        node.error("allowed_idp_claims", claims_error)
-    legacy = LegacyOptions(
-        allow_public_unauthenticated_access=node.flag("allow_public_unauthenticated_access"),
-        cors_allow_preflight=node.flag("cors_allow_preflight"),
-        allow_any_authenticated_user=node.flag("allow_any_authenticated_user"),
-        allowed_domains=tuple(node.str_list("allowed_domains")),
-        allowed_users=tuple(node.str_list("allowed_users")),
-        allowed_idp_claims=claims,
-    )
-    for message in legacy.conflicts():
-        node.error(None, message)
-    policy = legacy.to_policy()
-    if node.has("policy"):
-        policy = policy.merged(parse_policy(node.raw("policy"), node.at("policy"), node.problems))
+    policy, legacy = read_route_policy(node)
     remove = [h.lower() for h in node.str_list("remove_request_headers")]
     for name in remove:
         if not _TOKEN.match(name):

@@ -17,7 +17,7 @@ from authz.config.load import ROUTE_KEYS
 from authz.config.reader import Node, describe
 from authz.errors import BadRequest, ConfigError, Problem
 from authz.policy.ast import Policy, PolicyInput, Verdict
-from authz.policy.legacy import LegacyOptions, idp_claims
+from authz.policy.legacy import read_route_policy
 from authz.policy.parse import parse_policy
 from authz.request import RequestContext
 from authz.session import Session
@@ -44,22 +44,7 @@ def policy_from(data: Any, path: str = "policy") -> Policy:
     problems: list[Problem] = []
     if isinstance(data, Mapping) and _is_route(data):
         node = Node(data, path, problems)
-        claims, claims_error = idp_claims(node.raw("allowed_idp_claims"))
-        if claims_error:
-            node.error("allowed_idp_claims", claims_error)
-        legacy = LegacyOptions(
-            allow_public_unauthenticated_access=node.flag("allow_public_unauthenticated_access"),
-            cors_allow_preflight=node.flag("cors_allow_preflight"),
-            allow_any_authenticated_user=node.flag("allow_any_authenticated_user"),
-            allowed_domains=tuple(node.str_list("allowed_domains")),
-            allowed_users=tuple(node.str_list("allowed_users")),
-            allowed_idp_claims=claims,
-        )
-        for message in legacy.conflicts():
-            node.error(None, message)
-        policy = legacy.to_policy()
-        if node.has("policy"):
-            policy = policy.merged(parse_policy(node.raw("policy"), node.at("policy"), problems))
+        policy, _ = read_route_policy(node)
         for key in data:  # the rest of a route (from, to, …) is allowed and ignored here
             if key in ROUTE_KEYS:
                 node.raw(key)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz.config.reader import Node
 from authz.policy import http, identity
 from authz.policy.ast import Conditional, Criterion, Op, Policy
 from authz.policy.matchers import ListMatcher, StringMatcher, canonical
+from authz.policy.parse import parse_policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +68,24 @@ def idp_claims(value: object) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], 
             return (), f"claim {claim!r}: expected a list of strings, numbers or booleans"
         out.append((claim, tuple(t for t in texts if t is not None)))
     return tuple(out), None
+
+
+def read_route_policy(node: Node) -> tuple[Policy, LegacyOptions]:
+    """A route's policy: its legacy options as one allow rule, then its `policy:` rules."""
+    claims, claims_error = idp_claims(node.raw("allowed_idp_claims"))
+    if claims_error:
+        node.error("allowed_idp_claims", claims_error)
+    legacy = LegacyOptions(
+        allow_public_unauthenticated_access=node.flag("allow_public_unauthenticated_access"),
+        cors_allow_preflight=node.flag("cors_allow_preflight"),
+        allow_any_authenticated_user=node.flag("allow_any_authenticated_user"),
+        allowed_domains=tuple(node.str_list("allowed_domains")),
+        allowed_users=tuple(node.str_list("allowed_users")),
+        allowed_idp_claims=claims,
+    )
+    for message in legacy.conflicts():
+        node.error(None, message)
+    policy = legacy.to_policy()
+    if node.has("policy"):
+        policy = policy.merged(parse_policy(node.raw("policy"), node.at("policy"), node.problems))
+    return policy, legacy
