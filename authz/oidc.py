@@ -171,8 +171,13 @@ class OidcClient:
 
     @staticmethod
     def _tokens(data: dict[str, Any], now: float, previous: Tokens | None = None) -> Tokens:
-        expires_in = data.get("expires_in")
-        expires_at = int(now + float(expires_in)) if isinstance(expires_in, int | float | str) and expires_in else 0
+        try:
+            lifetime = float(data.get("expires_in") or 0)
+        except (TypeError, ValueError):
+            lifetime = 0.0
+        # Unknown, zero or negative lifetimes are "unknown" (0): never an expiry already past,
+        # which would make the refresher renew the session on every pass.
+        expires_at = int(now + lifetime) if lifetime > 0 else 0
         return Tokens(
             access_token=str(data.get("access_token", "")),
             id_token=str(data.get("id_token") or (previous.id_token if previous else "")),

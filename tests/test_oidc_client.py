@@ -105,3 +105,37 @@ def test_discovery_with_another_issuer_is_refused(make_config: Callable[..., Con
         await client.close()
 
     _run(go())
+
+
+def test_odd_token_responses_never_escape_as_faults(make_config: Callable[..., Config]) -> None:
+    """A token endpoint answering nonsense is the IdP's fault (502/400), never an unhandled error."""
+    idp = FakeIdp()
+    answers = iter([
+        httpx2.Response(200, json={"access_token": "a", "id_token": "i", "expires_in": "soon"}),
+        httpx2.Response(200, json={"access_token": "a", "id_token": "i", "expires_in": -5}),
+        httpx2.Response(200, text="<html>oops</html>"),
+        httpx2.Response(400, json={"error": "invalid_grant"}),
+    ])  # fmt: skip
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return next(answers) if request.url.path == "/token" else idp.handler(request)
+
+    config = make_config(idp_provider_url=ISSUER, idp_client_id="authz", idp_client_secret="s")
+    assert config.idp is not None
+
+    async def go() -> list[object]:
+        client = OidcClient(config.idp, "https://auth.example.com/oauth2/callback", httpx2.MockTransport(handler))
+        meta = await client.metadata()
+        out: list[object] = []
+        for _ in range(4):
+            try:
+                out.append(await client.exchange(meta, "code", "verifier"))
+            except (IdpError, BadRequest) as exc:
+                out.append(type(exc).__name__)
+        await client.close()
+        return out
+
+    first, second, third, fourth = _run(go())
+    assert first == "IdpError"  # authlib refuses a non-numeric expires_in: a 502, not a fault
+    assert second.expires_at == 0  # type: ignore[attr-defined]  # a negative lifetime is "unknown"
+    assert third == "IdpError" and fourth == "BadRequest"
