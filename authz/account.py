@@ -137,10 +137,3 @@ class Account:
 
     def signed_out(self) -> Response:
         return _page(200, "Signed out", "<p>You are signed out. You can close this window.</p>")
-
-
-def origin_of(scheme: str, hostname: str, port: int | None) -> str:
-    return f"{scheme}://{hostname}{f':{port}' if port else ''}"
-
-
-__all__ = ["Account", "origin_of"]

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
 from authz import assertion, pages, signed_url
 from authz.config import Route
@@ -14,7 +13,7 @@ from authz.negotiate import Format, is_browser, response_format
 from authz.pages import GRPC_STATUS
 from authz.policy import PolicyInput
 from authz.policy import reasons as R
-from authz.request import RequestContext
+from authz.request import RequestContext, origin
 from authz.runtime import Runtime
 from authz.session import Session
 
@@ -78,13 +77,7 @@ def find_credentials(headers: Mapping[str, str], cookie_name: str) -> Credential
 
 def route_url(route: Route, req: RequestContext) -> str:
     """The request's URL on the route host: `from`'s scheme, the request's host and port."""
-    port = f":{req.port}" if req.port else ""
-    return f"{route.scheme}://{req.hostname}{port}{req.raw_path}"
-
-
-@lru_cache(maxsize=1024)
-def _template_refs(template: str) -> bool:
-    return "pomerium.jwt" in template
+    return origin(route.scheme, req.hostname, req.port) + req.raw_path
 
 
 def render_template(template: str, values: Mapping[str, str]) -> str:
@@ -161,8 +154,7 @@ def _allow(
     config = rt.config
     set_headers: list[tuple[str, str]] = []
     token = ""
-    wants_jwt = route.pass_identity_headers or any(_template_refs(v) for _, v in route.set_request_headers)
-    if wants_jwt:
+    if route.id in rt.signing_routes:
         claims = assertion.build_claims(
             hostname=req.hostname,
             session=session,

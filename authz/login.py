@@ -21,9 +21,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from authz import cookies, signed_url
 from authz.config import Route
+from authz.decide import find_credentials
 from authz.errors import BadRequest, IdpDenied
 from authz.http11 import Request, Response
 from authz.oidc import OidcClient
+from authz.request import origin
 from authz.runtime import Runtime
 from authz.session import Session, SessionHandle
 
@@ -65,7 +67,7 @@ def check_target(rt: Runtime, target: str) -> tuple[Route, str]:
         raise BadRequest("the redirect target's scheme does not match its route")
     if url.path and not url.path.startswith("/"):
         raise BadRequest("the redirect target's path is not absolute")
-    return route, f"{url.scheme}://{url.hostname}{f':{port}' if port else ''}"
+    return route, origin(url.scheme, url.hostname, port)
 
 
 def _programmatic_target(rt: Runtime, target: str) -> str:
@@ -140,8 +142,9 @@ class Login:
         return self.rt.load_session([token], self.rt.config.authenticate_host, now)
 
     def route_session(self, request: Request, hostname: str, now: float) -> Session | None:
-        token = cookies.parse(request.headers.get("cookie", "")).get(self.rt.config.cookie_name)
-        return self.rt.load_session([token], hostname, now) if token else None
+        """The route host's session, found and opened by the same code as Check."""
+        tokens = find_credentials(request.headers, self.rt.config.cookie_name).tokens
+        return self.rt.load_session(tokens, hostname, now) if tokens else None
 
     def handle_for(self, session: Session, hostname: str, now: float) -> str:
         domain = self.rt.config.cookie_domain
@@ -233,13 +236,13 @@ class Login:
     def _handoff(self, session: Session, target: str, callback_host: str, now: float) -> Response:
         """Send the browser to the route host's callback with a sealed, one-time handoff."""
         origin_url = callback_host or target
-        _, origin = check_target(self.rt, origin_url)
-        hostname = urlsplit(origin).hostname or ""
+        _, target_origin = check_target(self.rt, origin_url)
+        hostname = urlsplit(target_origin).hostname or ""
         token = self.rt.handoff.seal(
             {"s": session.id, "u": session.user_id, "h": hostname, "t": target, "p": bool(callback_host),
              "e": int(now) + HANDOFF_LIFETIME, "j": secrets.token_urlsafe(12)}
         )  # fmt: skip
-        return redirect(f"{origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
+        return redirect(f"{target_origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
 
     # -- route hosts -------------------------------------------------------------------------------
 
@@ -278,8 +281,8 @@ class Login:
         route = self.rt.route_for_host(hostname)
         if route is None:
             raise BadRequest("not a route host")
-        origin = f"{route.scheme}://{hostname}{f':{port}' if port else ''}/"
-        url = self.sign_in_url(target, time.time(), {"pomerium_callback_host": origin})
+        callback_host = origin(route.scheme, hostname, port) + "/"
+        url = self.sign_in_url(target, time.time(), {"pomerium_callback_host": callback_host})
         return Response(
             200, url.encode(), [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
         )

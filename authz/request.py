@@ -47,6 +47,11 @@ def split_authority(authority: str) -> tuple[str, int | None]:
     return host.rstrip("."), port
 
 
+def origin(scheme: str, hostname: str, port: int | None) -> str:
+    """`scheme://host[:port]`: how URLs back to a configured host are built everywhere."""
+    return f"{scheme}://{hostname}:{port}" if port else f"{scheme}://{hostname}"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """One HTTP request as the policy sees it; header names are lower case."""

@@ -18,6 +18,11 @@ def host_matches(pattern: str, hostname: str) -> bool:
     return hostname == pattern
 
 
+def needs_assertion(route: Route) -> bool:
+    """The assertion is signed when it is passed upstream or a header template uses it."""
+    return route.pass_identity_headers or any("pomerium.jwt" in v for _, v in route.set_request_headers)
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """Everything the hot path and the sidecar need, with no global state behind it."""
@@ -31,6 +36,7 @@ class Runtime:
     handoff: Sealer  # the one-time session handoff to a route host's /.pomerium/callback/
     signout: Sealer  # the session id carried by a signed sign-out link
     identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
+    signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
 
     @classmethod
     def build(cls, config: Config, store: SessionStore | None = None) -> Runtime:
@@ -45,6 +51,7 @@ class Runtime:
             handoff=Sealer(secret, b"session-handoff"),
             signout=Sealer(secret, b"sign-out"),
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
+            signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
         )
 
     def route_for_host(self, hostname: str) -> Route | None:

@@ -23,7 +23,7 @@ from authz.keys import jwks_document
 from authz.login import Login
 from authz.negotiate import response_format
 from authz.oidc import OidcClient
-from authz.request import split_authority
+from authz.request import origin, split_authority
 from authz.runtime import Runtime
 
 _CORS = [("access-control-allow-origin", "*"), ("access-control-allow-methods", "GET, HEAD, OPTIONS")]
@@ -93,13 +93,13 @@ class Sidecar:
         route = self.rt.route_for_host(hostname)
         if route is None:
             return text_response(404, "not found\n")
-        origin = f"{route.scheme}://{hostname}{f':{port}' if port else ''}"
+        here = origin(route.scheme, hostname, port)
         if path in ("/.pomerium/callback/", "/.pomerium/callback"):
             return await self.login.route_callback(request, hostname) if method in _READ else _method_not_allowed()
         if path == "/.pomerium/sign_out":
             return self.account.route_sign_out(request, hostname)
         if path in ("/.pomerium", "/.pomerium/"):
-            return self.account.user_page(request, hostname, origin)
+            return self.account.user_page(request, hostname, here)
         if path == "/.pomerium/user":
             return self.account.user_json(request, hostname)
         if path == "/.pomerium/api/v1/login":
@@ -123,15 +123,12 @@ class Sidecar:
         config = self.rt.config
         hostname, port = split_authority(request.headers.get("host", ""))
         route = self.rt.route_for_host(hostname)
-        if route is not None:
-            origin = f"{route.scheme}://{hostname}{f':{port}' if port else ''}"
-        else:
-            origin = config.authenticate_service_url
+        base = origin(route.scheme, hostname, port) if route is not None else config.authenticate_service_url
         body = {
-            "issuer": f"{origin}/",
+            "issuer": f"{base}/",
             "authentication_callback_endpoint": f"{config.authenticate_service_url}/oauth2/callback",
-            "jwks_uri": f"{origin}/.well-known/pomerium/jwks.json",
-            "frontchannel_logout_uri": f"{origin}/.pomerium/sign_out",
+            "jwks_uri": f"{base}/.well-known/pomerium/jwks.json",
+            "frontchannel_logout_uri": f"{base}/.pomerium/sign_out",
         }
         headers = [*_CORS, ("cache-control", "max-age=60"), ("content-type", "application/json")]
         return Response(200, json.dumps(body).encode(), headers)

@@ -227,3 +227,16 @@ def test_groups_are_the_union_of_id_token_and_userinfo() -> None:
     assert merge_groups(["a", "b"], ["b", "c"]) == ("a", "b", "c")
     assert merge_groups("solo", None) == ("solo",)
     assert merge_groups([True, 3, {"x": 1}], []) == ("3",)
+
+
+def test_routes_that_sign_are_known_at_load(make_config: Callable[..., Config]) -> None:
+    templated = {
+        "id": "t",
+        "from": "http://t.localhost",
+        "to": "http://127.0.0.1:9",
+        "allow_any_authenticated_user": True,
+        "set_request_headers": {"X-Token": "Bearer ${pomerium.jwt}"},
+    }
+    plain = {**templated, "id": "p", "from": "http://p.localhost", "set_request_headers": {"X-A": "b"}}
+    rt = Runtime.build(make_config(routes=[PRIVATE, templated, plain]), MemoryStore())
+    assert rt.signing_routes == {"private", "t"}

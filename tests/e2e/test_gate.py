@@ -255,3 +255,17 @@ def test_authz_down_means_503_and_upstream_not_hit(fresh_stack: Stack) -> None:
     response = fresh_stack.get("public.localhost", "/")
     assert response.status_code == 503
     assert fresh_stack.upstream.requests == []
+
+
+def test_sidecar_pages_find_the_session_as_check_does(stack: Stack) -> None:
+    token = stack.seed_session("private.localhost", user_id="u-7", email="dora@example.com")
+    as_header = stack.get("private.localhost", "/.pomerium/user", headers={"authorization": f"Pomerium {token}"})
+    assert as_header.status_code == 200 and as_header.json()["email"] == "dora@example.com"
+    stale_first = stack.get(
+        "private.localhost", "/.pomerium/user", headers={"cookie": f"_pomerium=stale; _pomerium={token}"}
+    )
+    assert stale_first.status_code == 200
+    assert (
+        stack.get("private.localhost", "/", headers={"cookie": f"_pomerium=stale; _pomerium={token}"}).status_code
+        == 200
+    )
