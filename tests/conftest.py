@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from authz.config import Config, parse_config
-from authz.keys import generate_p256_pem
+from authz.signing.keys import generate_p256_pem
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from authz import yamlcore
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
-from authz.config.reader import Node, describe
 from authz.errors import ConfigError, Problem
-from authz.keys import SigningKey, load_signing_keys
 from authz.policy.legacy import read_route_policy
+from authz.schema import yamlcore
+from authz.schema.reader import Node, describe
+from authz.signing.keys import SigningKey, load_signing_keys
 
 GLOBAL_KEYS = (
     "address", "insecure_server", "certificate_file", "key_file", "authenticate_service_url",

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from authz.keys import SigningKey
 from authz.policy import Policy
+from authz.signing.keys import SigningKey
 
 
 class Secret:

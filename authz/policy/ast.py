@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 from authz.policy import reasons as R
 
 if TYPE_CHECKING:
-    from authz.request import RequestContext
-    from authz.session import Session
+    from authz.check.request import RequestContext
+    from authz.sessions.session import Session
 
 Result = tuple[bool, frozenset[str]]
 NO_MATCH: Result = (False, frozenset())

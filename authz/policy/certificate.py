@@ -15,10 +15,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from authz.config.reader import describe, suggest
 from authz.errors import Problem
 from authz.policy.ast import PolicyInput, Result
 from authz.policy.matchers import StringMatcher, parse_string_matcher
+from authz.schema.reader import describe, suggest
 
 _SHORT = re.compile(r"^[0-9a-f]{64}$")
 _LONG = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){31}$")

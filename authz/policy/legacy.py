@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authz.config.reader import Node
 from authz.policy import http, identity
 from authz.policy.ast import Conditional, Criterion, Op, Policy
 from authz.policy.matchers import ListMatcher, StringMatcher, canonical
 from authz.policy.parse import parse_policy
+from authz.schema.reader import Node
 
 
 @dataclass(frozen=True, slots=True)

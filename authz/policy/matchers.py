@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from authz.config.reader import describe, suggest
 from authz.errors import Problem
+from authz.schema.reader import describe, suggest
 
 STRING_OPS = ("is", "not", "contains", "starts_with", "ends_with", "in", "not_in")
 LIST_OPS = ("has", "is", "exclude")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from authz.config.reader import describe
 from authz.errors import Problem
 from authz.policy.ast import PolicyInput, Result
+from authz.schema.reader import describe
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from authz.config.reader import describe, suggest
 from authz.errors import Problem
 from authz.policy import certificate, http, identity, network
 from authz.policy import time as clock
 from authz.policy.ast import Conditional, Criterion, Op, Policy
 from authz.policy.matchers import parse_list_matcher, parse_string_matcher
+from authz.schema.reader import describe, suggest
 
 Build = Callable[[Any, str, str, list[Problem]], Criterion | None]
 

@@ -14,9 +14,9 @@ from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from authz.config.reader import describe, suggest
 from authz.errors import Problem
 from authz.policy.ast import PolicyInput, Result
+from authz.schema.reader import describe, suggest
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_INDEX = {**{d: i for i, d in enumerate(DAYS)}, **{d[:3]: i for i, d in enumerate(DAYS)}}

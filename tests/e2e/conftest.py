@@ -16,10 +16,10 @@ import httpx2
 import pytest
 import yaml
 
-from authz.keys import generate_p256_pem
-from authz.session import HandleCodec, Session, SessionHandle
-from authz.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
-from authz.stores import SQLiteStore
+from authz.dev.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
+from authz.sessions.session import HandleCodec, Session, SessionHandle
+from authz.sessions.stores import SQLiteStore
+from authz.signing.keys import generate_p256_pem
 
 from .upstream import Recorder
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from authz.stack import idp_available
+from authz.dev.stack import idp_available
 
 from .conftest import Stack, _launch, _teardown
 

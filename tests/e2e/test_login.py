@@ -12,9 +12,9 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from authz import signed_url
-from authz.sealing import derive_key
-from authz.stack import idp_available
+from authz.dev.stack import idp_available
+from authz.sessions.sealing import derive_key
+from authz.signing import signed_url
 
 from .conftest import Stack
 from .loopback import browser, forms, idp_login

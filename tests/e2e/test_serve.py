@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
-from authz.stack import free_port, idp_available, wait_until
+from authz.dev.stack import free_port, idp_available, wait_until
 
 from .conftest import Stack
 from .loopback import browser, idp_login

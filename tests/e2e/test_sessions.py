@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from authz.session import Session
-from authz.stack import idp_available
-from authz.stores import SQLiteStore
+from authz.dev.stack import idp_available
+from authz.sessions.session import Session
+from authz.sessions.stores import SQLiteStore
 
 from .conftest import Stack, _launch, _teardown
 from .loopback import browser, idp_login

@@ -1,0 +1,142 @@
+"""The `authz` command line: serve, envoy-config, check-config, keygen, dev."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from authz.config import Config, load_config
+from authz.errors import ConfigError
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{problem}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    if _load(args.config) is None:
+        return 1
+    print("ok")
+    return 0
+
+
+def _envoy_config(args: argparse.Namespace) -> int:
+    from authz.envoy.bootstrap import render_bootstrap
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    admin = args.admin_address
+    if admin is not None:
+        host, _, port = admin.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"--admin-address: expected host:port, got {admin!r}", file=sys.stderr)
+            return 1
+    sys.stdout.write(render_bootstrap(config, admin_address=admin))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from authz.cli.serve import serve
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    return serve(args.config, config)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from authz.signing.keys import keygen
+
+    sys.stdout.write(keygen())
+    return 0
+
+
+def _policy_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from authz.cli.policy_eval import input_from, policy_from, verdict_json
+    from authz.schema import yamlcore
+
+    try:
+        with open(args.policy, encoding="utf-8") as file:
+            policy_data = yamlcore.load(file.read())
+        with open(args.input, encoding="utf-8") as file:
+            input_data = yamlcore.load(file.read())
+        policy = policy_from(policy_data)
+        inp = input_from(input_data, args.now)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read: {exc}", file=sys.stderr)
+        return 1
+    except yamlcore.YAMLError as exc:
+        print(f"invalid YAML: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return 1
+    verdict = policy.evaluate(inp)
+    result = verdict_json(verdict)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        outcome = "ALLOWED" if verdict.allowed else ("LOGIN REQUIRED" if verdict.login else "DENIED")
+        print(outcome)
+        print(f"  allow: {str(verdict.allow).lower():5}  reasons: {', '.join(sorted(verdict.allow_reasons)) or '-'}")
+        print(f"  deny:  {str(verdict.deny).lower():5}  reasons: {', '.join(sorted(verdict.deny_reasons)) or '-'}")
+        print(f"  at {inp.now.isoformat()}")
+    return 0 if verdict.allowed else 3
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from authz.dev.run import run_dev
+
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("-c", "--config", required=True)
+    check.set_defaults(run=_check_config)
+
+    envoy = sub.add_parser("envoy-config", help="print the Envoy bootstrap for a config")
+    envoy.add_argument("-c", "--config", required=True)
+    envoy.add_argument("--admin-address", help="add Envoy's admin listener on host:port")
+    envoy.set_defaults(run=_envoy_config)
+
+    serve = sub.add_parser("serve", help="run the ext_authz gRPC server and the HTTP sidecar")
+    serve.add_argument("-c", "--config", required=True)
+    serve.set_defaults(run=_serve)
+
+    keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")
+    keygen.set_defaults(run=_keygen)
+
+    policy = sub.add_parser("policy", help="work with policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    evaluate = policy_sub.add_parser("eval", help="evaluate a policy against a request; exit 0 allowed, 3 not")
+    evaluate.add_argument("--policy", required=True, help="PPL, or a route mapping with legacy options")
+    evaluate.add_argument("--input", required=True, help="{request, session, now} as YAML or JSON")
+    evaluate.add_argument("--now", help="RFC 3339 time; overrides the input's now")
+    evaluate.add_argument("--json", action="store_true", help="print the decision as JSON")
+    evaluate.set_defaults(run=_policy_eval)
+
+    dev = sub.add_parser("dev", help="run the demo stack on localhost")
+    dev.add_argument("--port", type=int, default=8080, help="Envoy listener port")
+    dev.set_defaults(run=_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `authz` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code

@@ -1,0 +1,241 @@
+"""The OpenID Connect relying party: discovery, JWKS, code exchange, userinfo, refresh, revocation.
+
+Protocol steps use authlib's OAuth 2.0 client (on httpx2); ID tokens are verified by `idtoken`.
+Discovery and the JWKS are fetched asynchronously and cached; an unknown `kid` refetches the JWKS
+once (at most every 10 s), so key rotation works and a flood of bogus kids cannot hammer the IdP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import httpx2
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from authz.config import IdentityProvider
+from authz.errors import BadRequest, IdpError, IdpTimeout
+from authz.identity.idtoken import ProviderKey, allowed_algorithms, unverified_header, verify_id_token
+
+T = TypeVar("T")
+METADATA_TTL = 3600.0
+JWKS_MIN_REFETCH = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """What discovery told us (OpenID Connect Discovery 1.0 §3)."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str = ""
+    end_session_endpoint: str = ""
+    revocation_endpoint: str = ""
+    pkce_s256: bool = False
+    algorithms: frozenset[str] = frozenset({"RS256"})
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """A token endpoint response, with the absolute expiry of the access token (0 if none given)."""
+
+    access_token: str
+    id_token: str
+    refresh_token: str
+    expires_at: int
+
+
+async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Map transport failures to 502/504 and protocol errors to 400, naming the step."""
+    try:
+        return await call()
+    except httpx2.TimeoutException:
+        raise IdpTimeout(f"the identity provider timed out during {what}") from None
+    except (httpx2.TransportError, OSError) as exc:
+        raise IdpError(f"the identity provider is unreachable during {what}: {type(exc).__name__}") from None
+    except OAuthError as exc:
+        raise BadRequest(f"the identity provider refused {what}: {exc.error}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IdpError(f"the identity provider answered {what} with something unusable: {exc}") from None
+
+
+class OidcClient:
+    """One identity provider, shared by every request of a process."""
+
+    def __init__(self, idp: IdentityProvider, redirect_uri: str, transport: httpx2.AsyncBaseTransport | None = None):
+        self.idp = idp
+        self.redirect_uri = redirect_uri
+        self._transport = transport or httpx2.AsyncHTTPTransport(retries=0)
+        self._http = httpx2.AsyncClient(transport=self._transport, timeout=idp.timeout, follow_redirects=False)
+        self._metadata: Metadata | None = None
+        self._metadata_at = 0.0
+        self._keys: dict[str, ProviderKey] = {}
+        self._keys_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _get_json(self, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        async def call() -> dict[str, Any]:
+            response = await self._http.get(url, **kwargs)
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+            data = response.json()
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+
+        return await _guard(what, call)
+
+    async def metadata(self) -> Metadata:
+        """The discovery document, cached for an hour."""
+        if self._metadata is not None and time.monotonic() - self._metadata_at < METADATA_TTL:
+            return self._metadata
+        async with self._lock:
+            if self._metadata is not None and time.monotonic() - self._metadata_at < METADATA_TTL:
+                return self._metadata
+            doc = await self._get_json(f"{self.idp.url}/.well-known/openid-configuration", "discovery")
+            issuer = str(doc.get("issuer", ""))
+            if issuer.rstrip("/") != self.idp.url.rstrip("/"):
+                raise IdpError(f"discovery names issuer {issuer[:80]!r}, not idp_provider_url")
+            try:
+                meta = Metadata(
+                    issuer=issuer,
+                    authorization_endpoint=str(doc["authorization_endpoint"]),
+                    token_endpoint=str(doc["token_endpoint"]),
+                    jwks_uri=str(doc["jwks_uri"]),
+                    userinfo_endpoint=str(doc.get("userinfo_endpoint", "")),
+                    end_session_endpoint=str(doc.get("end_session_endpoint", "")),
+                    revocation_endpoint=str(doc.get("revocation_endpoint", "")),
+                    pkce_s256="S256" in (doc.get("code_challenge_methods_supported") or ()),
+                    algorithms=allowed_algorithms(doc.get("id_token_signing_alg_values_supported")),
+                )
+            except KeyError as exc:
+                raise IdpError(f"discovery lacks {exc.args[0]}") from None
+            if not meta.algorithms:
+                raise IdpError("the identity provider signs ID tokens with no algorithm authz accepts")
+            self._metadata, self._metadata_at = meta, time.monotonic()
+            return meta
+
+    async def _key(self, kid: str, meta: Metadata) -> ProviderKey:
+        if kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if kid not in self._keys and time.monotonic() - self._keys_at >= JWKS_MIN_REFETCH:
+                doc = await self._get_json(meta.jwks_uri, "fetching its keys")
+                keys: dict[str, ProviderKey] = {}
+                for jwk in doc.get("keys", []):
+                    try:
+                        key = ProviderKey.from_jwk(jwk)
+                    except ValueError:
+                        continue
+                    keys[key.kid] = key
+                self._keys, self._keys_at = keys, time.monotonic()
+        if kid not in self._keys:
+            if not kid and len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+            raise BadRequest("the ID token is signed with a key the identity provider does not publish")
+        return self._keys[kid]
+
+    def _oauth(self, meta: Metadata, scope: str | None = None) -> AsyncOAuth2Client:
+        return AsyncOAuth2Client(
+            client_id=self.idp.client_id,
+            client_secret=self.idp.client_secret.value.decode(),
+            scope=scope if scope is not None else " ".join(self.idp.scopes),
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256" if meta.pkce_s256 else None,
+            transport=self._transport,
+            timeout=self.idp.timeout,
+        )
+
+    def authorization_url(self, meta: Metadata, *, state: str, nonce: str, verifier: str) -> str:
+        """The IdP's authorization URL: code flow, query response mode, nonce, PKCE S256."""
+        params = dict(self.idp.request_params)
+        url, _ = self._oauth(meta).create_authorization_url(
+            meta.authorization_endpoint,
+            state=state,
+            code_verifier=verifier if meta.pkce_s256 else None,
+            nonce=nonce,
+            response_mode="query",
+            **params,
+        )
+        return str(url)
+
+    @staticmethod
+    def _tokens(data: dict[str, Any], now: float, previous: Tokens | None = None) -> Tokens:
+        try:
+            lifetime = float(data.get("expires_in") or 0)
+        except (TypeError, ValueError):
+            lifetime = 0.0
+        # Unknown, zero or negative lifetimes are "unknown" (0): never an expiry already past,
+        # which would make the refresher renew the session on every pass.
+        expires_at = int(now + lifetime) if lifetime > 0 else 0
+        return Tokens(
+            access_token=str(data.get("access_token", "")),
+            id_token=str(data.get("id_token") or (previous.id_token if previous else "")),
+            refresh_token=str(data.get("refresh_token") or (previous.refresh_token if previous else "")),
+            expires_at=expires_at,
+        )
+
+    async def exchange(self, meta: Metadata, code: str, verifier: str) -> Tokens:
+        """Trade an authorization code for tokens (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
+        now = time.time()
+        client = self._oauth(meta)
+        kwargs = {"code_verifier": verifier} if meta.pkce_s256 else {}
+        data = await _guard("the code exchange", lambda: client.fetch_token(meta.token_endpoint, code=code, **kwargs))
+        return self._tokens(dict(data), now)
+
+    async def verify(self, meta: Metadata, raw: str, nonce: str, now: float) -> dict[str, Any]:
+        """Verify an ID token against the provider's keys and this sign-in's nonce."""
+        alg, kid = unverified_header(raw, meta.algorithms)
+        key = await self._key(kid, meta)
+        return verify_id_token(
+            raw, key, alg=alg, issuer=meta.issuer, client_id=self.idp.client_id, nonce=nonce, now=now
+        )
+
+    async def userinfo(self, meta: Metadata, access_token: str) -> dict[str, Any]:
+        """The UserInfo claims (OpenID Connect Core §5.3), or {} if the provider has no endpoint."""
+        if not meta.userinfo_endpoint or not access_token:
+            return {}
+        return await self._get_json(
+            meta.userinfo_endpoint, "userinfo", headers={"authorization": f"Bearer {access_token}"}
+        )
+
+    async def refresh(self, meta: Metadata, previous: Tokens) -> Tokens:
+        """Use the refresh token (RFC 6749 §6); BadRequest when the IdP refuses it."""
+        now = time.time()
+        client = self._oauth(meta, scope="")
+        data = await _guard(
+            "the token refresh",
+            lambda: client.refresh_token(meta.token_endpoint, refresh_token=previous.refresh_token),
+        )
+        return self._tokens(dict(data), now, previous)
+
+    async def revoke(self, meta: Metadata, token: str, hint: str) -> None:
+        """Revoke a token at the IdP where it offers revocation (RFC 7009); failures are logged, not fatal."""
+        if not meta.revocation_endpoint or not token:
+            return
+        client = self._oauth(meta)
+        await _guard(
+            "revocation",
+            lambda: client.revoke_token(meta.revocation_endpoint, token=token, token_type_hint=hint),
+        )
+
+    @staticmethod
+    def end_session_url(meta: Metadata, *, id_token: str, client_id: str, post_logout_redirect_uri: str) -> str:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2), or '' if unsupported."""
+        if not meta.end_session_endpoint:
+            return ""
+        params = {"post_logout_redirect_uri": post_logout_redirect_uri, "client_id": client_id}
+        if id_token:
+            params["id_token_hint"] = id_token
+        separator = "&" if "?" in meta.end_session_endpoint else "?"
+        return f"{meta.end_session_endpoint}{separator}{urlencode(params)}"

@@ -1,0 +1,74 @@
+"""The Runtime: config, keys, codecs and stores built once at start and swapped whole on reload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authz.config import Config, Route
+from authz.errors import InvalidSession
+from authz.sessions.sealing import Sealer, derive_key
+from authz.sessions.session import HandleCodec, Session
+from authz.sessions.stores import SessionStore, open_store
+
+
+def host_matches(pattern: str, hostname: str) -> bool:
+    """Envoy's domain matching: exact, or `*.example.com` for any name ending in `.example.com`."""
+    if pattern.startswith("*."):
+        return hostname.endswith(pattern[1:]) and len(hostname) > len(pattern) - 1
+    return hostname == pattern
+
+
+def needs_assertion(route: Route) -> bool:
+    """The assertion is signed when it is passed upstream or a header template uses it."""
+    return route.pass_identity_headers or any("pomerium.jwt" in v for _, v in route.set_request_headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything the hot path and the sidecar need, with no global state behind it."""
+
+    config: Config
+    codec: HandleCodec
+    store: SessionStore
+    url_key: bytes
+    state: Sealer  # the login `state` (travels through the IdP, so it is encrypted)
+    csrf: Sealer  # the per-login CSRF cookie: CSRF token, PKCE verifier, nonce
+    handoff: Sealer  # the one-time session handoff to a route host's /.pomerium/callback/
+    signout: Sealer  # the session id carried by a signed sign-out link
+    identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
+    signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
+
+    @classmethod
+    def build(cls, config: Config, store: SessionStore | None = None) -> Runtime:
+        secret = config.cookie_secret.value
+        return cls(
+            config=config,
+            codec=HandleCodec(secret),
+            store=store if store is not None else open_store(config.session_store),
+            url_key=derive_key(config.shared_secret.value, b"authz/signed-url"),
+            state=Sealer(secret, b"login-state"),
+            csrf=Sealer(secret, b"login-csrf"),
+            handoff=Sealer(secret, b"session-handoff"),
+            signout=Sealer(secret, b"sign-out"),
+            identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
+            signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
+        )
+
+    def route_for_host(self, hostname: str) -> Route | None:
+        """The first route whose `from` host names this host."""
+        for route in self.config.routes:
+            if host_matches(route.host, hostname):
+                return route
+        return None
+
+    def load_session(self, tokens: list[str], hostname: str, now: float) -> Session | None:
+        """The first credential that opens, names this host and has a live stored session."""
+        for token in tokens:
+            try:
+                handle = self.codec.open(token, hostname, now)
+            except InvalidSession:
+                continue
+            session = self.store.get(handle.session_id, now)
+            if session is not None and session.user_id == handle.user_id and session.expires_at > now:
+                return session
+        return None

@@ -1,0 +1,239 @@
+"""The generated bootstrap: its structure, and `envoy --mode validate` on real configs."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from authz.config import Config
+from authz.dev.stack import find_envoy
+from authz.envoy.bootstrap import bootstrap, render_bootstrap
+
+ROUTES: list[dict[str, Any]] = [
+    {
+        "id": "app",
+        "from": "http://app.localhost",
+        "to": "http://127.0.0.1:9000",
+        "allow_any_authenticated_user": True,
+        "remove_request_headers": ["X-Internal"],
+        "set_response_headers": {"X-Frame-Options": "DENY"},
+    },
+    {
+        "from": "http://app.localhost",
+        "prefix": "/api/",
+        "to": ["http://127.0.0.1:9001", "http://localhost:9002"],
+        "prefix_rewrite": "/",
+        "allowed_domains": ["example.com"],
+        "pass_identity_headers": True,
+        "timeout": "90s",
+    },
+    {
+        "from": "https://secure.example.com",
+        "regex": "^/v[0-9]+/.*",
+        "to": "https://upstream.example.com/base",
+        "allow_websockets": True,
+        "allowed_users": ["a@example.com"],
+        "preserve_host_header": True,
+    },
+    {
+        "from": "http://*.wild.localhost",
+        "path": "/exact",
+        "to": "http://127.0.0.1:9003",
+        "allow_public_unauthenticated_access": True,
+        "host_rewrite": "internal.example.com",
+    },
+]
+
+
+def envoy_validate(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    result = subprocess.run(
+        [
+            find_envoy(),
+            "--mode",
+            "validate",
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "--base-id",
+            str(random.randint(1000, 2**30)),
+            "--log-level",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return "cert.pem", "key.pem"
+
+
+@pytest.fixture
+def full(make_config: Callable[..., Config]) -> Config:
+    return make_config(routes=ROUTES, jwt_claims_headers={"X-Email": "email"}, grpc_client_timeout="3s")
+
+
+def test_generated_configs_validate(full: Config, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    envoy_validate(render_bootstrap(full), tmp_path)
+    envoy_validate(render_bootstrap(make_config(), admin_address="127.0.0.1:9901"), tmp_path)
+    cert, key = _self_signed(tmp_path)
+    tls = make_config(
+        insecure_server=False,
+        certificate_file=cert,
+        key_file=key,
+        authenticate_service_url="https://auth.example.com",
+        routes=[
+            {
+                "from": "https://app.example.com",
+                "to": "http://127.0.0.1:1",
+                "allow_any_authenticated_user": True,
+            }
+        ],
+    )
+    text = render_bootstrap(tls)
+    assert "DownstreamTlsContext" in text
+    envoy_validate(text, tmp_path)
+
+
+def _hcm(data: dict[str, Any]) -> dict[str, Any]:
+    (listener,) = data["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    return chain["filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+
+def _vhost(data: dict[str, Any], domain: str) -> dict[str, Any]:
+    (vhost,) = [v for v in _hcm(data)["route_config"]["virtual_hosts"] if domain in v["domains"]]
+    return vhost
+
+
+def test_ext_authz_filter_fails_closed(full: Config) -> None:
+    data = bootstrap(full)
+    ext = _hcm(data)["http_filters"][0]
+    assert ext["name"] == "envoy.filters.http.ext_authz"
+    cfg = ext["typed_config"]
+    assert cfg["failure_mode_allow"] is False
+    assert cfg["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert cfg["grpc_service"]["timeout"] == "3s"
+    assert cfg["transport_api_version"] == "V3"
+    assert _hcm(data)["http_filters"][-1]["name"] == "envoy.filters.http.router"
+
+
+def test_connection_manager_is_hardened(full: Config) -> None:
+    hcm = _hcm(bootstrap(full))
+    assert hcm["normalize_path"] and hcm["merge_slashes"] and hcm["use_remote_address"]
+    assert hcm["path_with_escaped_slashes_action"] == "UNESCAPE_AND_REDIRECT"
+    assert hcm["always_set_request_id_in_response"]
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    assert hcm["route_config"]["ignore_port_in_host_matching"] is True
+
+
+def test_routes_carry_route_id_and_sidecar_paths_skip_ext_authz(full: Config) -> None:
+    data = bootstrap(full)
+    vhost = _vhost(data, "app.localhost")
+    sidecar, user = vhost["routes"][:4], vhost["routes"][4:]
+    assert [r["match"] for r in sidecar] == [
+        {"path": "/.pomerium"},
+        {"prefix": "/.pomerium/"},
+        {"path": "/.well-known/pomerium"},
+        {"prefix": "/.well-known/pomerium/"},
+    ]
+    for route in sidecar:
+        assert route["route"]["cluster"] == "authz-http"
+        assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    ids = [
+        r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"]["route_id"]
+        for r in user
+    ]
+    assert ids == [full.routes[0].id, full.routes[1].id]
+    assert user[0]["match"] == {"prefix": "/"} and user[1]["match"] == {"prefix": "/api/"}
+    assert user[1]["route"]["prefix_rewrite"] == "/" and user[1]["route"]["timeout"] == "90s"
+
+
+def test_identity_headers_stripped_unless_passed(full: Config) -> None:
+    vhost = _vhost(bootstrap(full), "app.localhost")
+    first, second = vhost["routes"][4:]
+    assert set(first["request_headers_to_remove"]) == {
+        "x-internal",
+        "x-pomerium-jwt-assertion",
+        "x-pomerium-jwt-assertion-for",
+        "x-email",
+    }
+    assert "request_headers_to_remove" not in second
+    assert first["response_headers_to_add"][0]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+
+
+def test_authenticate_host_goes_to_sidecar(full: Config) -> None:
+    vhost = _vhost(bootstrap(full), "authenticate.localhost")
+    healthz, rest = vhost["routes"]
+    assert healthz["match"] == {"path": "/healthz"} and healthz["direct_response"]["status"] == 404
+    assert rest["match"] == {"prefix": "/"} and rest["route"]["cluster"] == "authz-http"
+    assert rest["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    callbacks = [
+        v
+        for v in _hcm(bootstrap(full))["route_config"]["virtual_hosts"]
+        if any("oauth2" in str(r["match"]) for r in v["routes"])
+    ]
+    assert callbacks == []  # /oauth2/callback exists only through the authenticate host's catch-all
+
+
+def test_clusters(full: Config) -> None:
+    clusters = {c["name"]: c for c in bootstrap(full)["static_resources"]["clusters"]}
+    grpc = clusters["authz-grpc"]
+    assert "http2_protocol_options" in str(grpc["typed_extension_protocol_options"])
+    tls = [c for c in clusters.values() if "transport_socket" in c]
+    assert len(tls) == 1 and tls[0]["transport_socket"]["typed_config"]["sni"] == "upstream.example.com"
+    dns = [c for c in clusters.values() if c["type"] == "STRICT_DNS"]
+    assert len(dns) == 2  # localhost:9002 and upstream.example.com
+
+
+def test_cli_one_document_and_no_admin(write_config: Callable[..., Path]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "authz", "envoy-config", "-c", str(write_config())],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    documents = list(yaml.safe_load_all(out.stdout))
+    assert len(documents) == 1 and "admin" not in documents[0]
+    bad = subprocess.run(
+        [sys.executable, "-m", "authz", "envoy-config", "-c", str(write_config(routes=[{}]))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1 and bad.stdout == "" and "routes[0].from: is required" in bad.stderr

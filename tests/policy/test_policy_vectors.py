@@ -1,0 +1,39 @@
+"""Policy vectors from tests/policy_vectors/*.yaml, read exactly as `authz policy eval` reads files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.cli.policy_eval import input_from, policy_from, verdict_json
+from authz.schema import yamlcore
+
+VECTORS = Path(__file__).parent / "vectors"
+DEFAULT_NOW = "2026-01-05T12:00:00Z"  # a Monday
+
+
+def _vectors() -> list[Any]:
+    out = []
+    for file in sorted(VECTORS.glob("*.yaml")):
+        for vector in yamlcore.load(file.read_text())["vectors"]:
+            out.append(pytest.param(vector, id=f"{file.stem}: {vector['name']}"))
+    return out
+
+
+def test_there_are_enough_vectors() -> None:
+    assert len(_vectors()) >= 150
+
+
+@pytest.mark.parametrize("vector", _vectors())
+def test_vector(vector: dict[str, Any]) -> None:
+    data = dict(vector["input"])
+    data.setdefault("now", DEFAULT_NOW)
+    result = verdict_json(policy_from(vector["policy"]).evaluate(input_from(data, vector.get("now"))))
+    expected = vector["expected"]
+    for key in ("allowed", "allow", "deny", "login"):
+        if key in expected:
+            assert result[key] is expected[key], f"{key}: {result}"
+    if "reasons" in expected:
+        assert result["reasons"] == sorted(expected["reasons"]), result

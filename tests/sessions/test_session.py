@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from authz.errors import InvalidSession
+from authz.sessions.session import HandleCodec, Session, SessionHandle
+from authz.sessions.stores import MemoryStore, SQLiteStore, open_store
+
+NOW = 1_800_000_000
+HANDLE = SessionHandle("sid", "uid", "app.example.com", NOW, NOW + 3600)
+
+
+@pytest.fixture
+def codec() -> HandleCodec:
+    return HandleCodec(os.urandom(32))
+
+
+def test_round_trip(codec: HandleCodec) -> None:
+    token = codec.seal(HANDLE)
+    assert codec.open(token, "app.example.com", NOW + 1) == HANDLE
+    assert "uid" not in base64.urlsafe_b64decode(token + "==").decode("latin-1")  # confidential
+    assert codec.seal(HANDLE) != token  # fresh nonce each time
+
+
+@pytest.mark.parametrize(
+    ("mutate", "host", "now"),
+    [
+        (lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"), "app.example.com", NOW),
+        (lambda t: t[:10], "app.example.com", NOW),
+        (lambda t: "", "app.example.com", NOW),
+        (lambda t: "!!!" + t, "app.example.com", NOW),
+        (lambda t: "x" * 5000, "app.example.com", NOW),
+        (lambda t: t, "other.example.com", NOW),
+        (lambda t: t, "app.example.com", NOW + 3600),
+        (lambda t: t, "app.example.com", NOW - 3600),
+    ],
+)
+def test_rejections(codec: HandleCodec, mutate, host: str, now: int) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidSession):
+        codec.open(mutate(codec.seal(HANDLE)), host, now)
+
+
+def test_other_deployment_key(codec: HandleCodec) -> None:
+    with pytest.raises(InvalidSession):
+        HandleCodec(os.urandom(32)).open(codec.seal(HANDLE), "app.example.com", NOW)
+
+
+def test_domain_handles_cover_subdomains(codec: HandleCodec) -> None:
+    handle = SessionHandle("s", "u", ".example.com", NOW, NOW + 60)
+    token = codec.seal(handle)
+    assert codec.open(token, "a.example.com", NOW) == handle
+    assert codec.open(token, "example.com", NOW) == handle
+    with pytest.raises(InvalidSession):
+        codec.open(token, "evilexample.com", NOW)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_stores(kind: str, tmp_path: Path) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    session = Session("s1", "u1", "a@b.c", "A", ("g",), {"k": ["v"]}, NOW, NOW + 10)
+    store.put(session)
+    assert store.get("s1", NOW) == session
+    assert store.get("s1", NOW + 10) is None
+    assert store.get("missing", NOW) is None
+    store.delete("s1")
+    assert store.get("s1", NOW) is None
+    store.close()
+
+
+def test_sqlite_is_shared_between_connections(tmp_path: Path) -> None:
+    first = open_store(f"sqlite://{tmp_path / 'x.db'}")
+    second = open_store(f"sqlite://{tmp_path / 'x.db'}")
+    first.put(Session("s", "u", expires_at=NOW + 10))
+    assert second.get("s", NOW) is not None
+    first.close()
+    second.close()
+
+
+def test_session_repr_hides_tokens() -> None:
+    session = Session("s", "u", id_token="secret-id-token", access_token="secret-access")
+    assert "secret" not in repr(session)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_single_use_claims_and_leases(kind: str, tmp_path: Path) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    assert store.claim_once("state:a", NOW + 60, NOW)
+    assert not store.claim_once("state:a", NOW + 60, NOW + 30)
+    assert store.claim_once("state:a", NOW + 200, NOW + 61)  # expired markers may be reused
+    store.put(Session("s1", "u1", refresh_token="r", token_expires_at=NOW + 30, expires_at=NOW + 3600))
+    store.put(Session("s2", "u2", token_expires_at=NOW + 30, expires_at=NOW + 3600))  # no refresh token
+    assert [s.id for s in store.due_for_refresh(NOW + 60)] == ["s1"]
+    assert store.due_for_refresh(NOW + 10) == []
+    assert store.try_lease("s1", "worker-a", NOW + 30, NOW)
+    assert not store.try_lease("s1", "worker-b", NOW + 30, NOW + 10)
+    assert store.try_lease("s1", "worker-a", NOW + 60, NOW + 10)  # the holder may extend
+    assert store.try_lease("s1", "worker-b", NOW + 90, NOW + 61)  # after expiry, anyone
+    store.close()

@@ -1,0 +1,87 @@
+"""The sidecar against an identity provider that is down or slow: clear 502/504 pages."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from authz.config import Config
+from authz.identity.oidc import OidcClient
+from authz.runtime.state import Runtime
+from authz.sessions.stores import MemoryStore
+from authz.signing import signed_url
+from authz.web.http11 import Request
+from authz.web.sidecar import Sidecar
+
+ROUTE = {"from": "http://app.localhost", "to": "http://127.0.0.1:9", "allow_any_authenticated_user": True}
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """Accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sign_in(make_config: Callable[..., Config], idp_url: str) -> tuple[int, str]:
+    config = make_config(routes=[ROUTE], idp_provider_url=idp_url, idp_client_id="authz",
+                         idp_client_secret="s", idp_timeout="1s")  # fmt: skip
+    rt = Runtime.build(config, MemoryStore())
+    assert config.idp is not None
+    endpoint = f"{config.authenticate_service_url}/.pomerium/sign_in"
+    url = urlsplit(signed_url.sign(rt.url_key, endpoint, "http://app.localhost/", time.time()))
+
+    async def run() -> tuple[int, str]:
+        oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
+        sidecar = Sidecar(rt, oidc, ready=lambda: True)
+        request = Request("GET", f"{url.path}?{url.query}", url.path, url.query,
+                          {"host": "authenticate.localhost:8080", "accept": "text/html"})  # fmt: skip
+        response = await sidecar(request)
+        await oidc.close()
+        return response.status, response.body.decode()
+
+    return asyncio.run(run())
+
+
+def test_unreachable_idp_is_502(make_config: Callable[..., Config]) -> None:
+    status, body = _sign_in(make_config, f"http://127.0.0.1:{_closed_port()}")
+    assert status == 502 and "unreachable" in body and "Traceback" not in body
+
+
+def test_slow_idp_is_504(make_config: Callable[..., Config], silent_server: int) -> None:
+    started = time.monotonic()
+    status, body = _sign_in(make_config, f"http://127.0.0.1:{silent_server}")
+    assert status == 504 and "timed out" in body
+    assert time.monotonic() - started < 5
