@@ -1,16 +1,26 @@
 """The exceptions authz raises. A policy denial is a value (`Verdict`), never one of these.
 
-AuthzError                  every fault authz raises on purpose
-├── ConfigError             the config is invalid; carries every problem with its path
-├── InvalidSession          a cookie or token that does not open (tampered, expired, foreign)
-└── RequestError            a request that authz refuses before policy; carries status and reason
-    ├── BadRequest          400: a path or header authz cannot interpret safely
-    └── RouteNotFound       404: no route with the route_id Envoy sent
+AuthzError                      every fault authz raises on purpose
+├── ConfigError                 the config is invalid; carries every problem with its path
+├── InvalidSession              a session credential that does not open (tampered, expired, foreign)
+└── RequestError                a request answered with an error page: carries status and reason
+    ├── BadRequest              400 bad-request: the client sent something authz refuses
+    └── IdpError                a step with the identity provider failed
+        ├── InvalidIdToken      400 invalid-id-token: the ID token failed verification
+        ├── IdpRefused          the IdP answered with an OAuth `error` (kept in `.error`):
+        │                       401 idp-access-denied for access_denied, else 400 idp-refused
+        └── IdpUnavailable      502 idp-unavailable: transport error, HTTP 5xx, unusable answer
+            └── IdpTimeout      504 idp-timeout: no answer within idp_timeout
+
+Callers act on the class: the refresher ends a session only on `IdpRefused` with `invalid_grant`,
+retries `IdpUnavailable`, and logs other refusals (an operator fault such as `invalid_client`) loudly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from authz.policy.reasons import Reason
 
 
 class AuthzError(Exception):
@@ -41,10 +51,10 @@ class InvalidSession(AuthzError):
 
 
 class RequestError(AuthzError):
-    """A request refused before policy evaluation."""
+    """A request refused with an error page; `detail` is safe to show to the client."""
 
     status: int = 400
-    reason: str = "bad-request"
+    reason: Reason = Reason.BAD_REQUEST
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -52,35 +62,46 @@ class RequestError(AuthzError):
 
 
 class BadRequest(RequestError):
-    """The request cannot be interpreted safely (for example an encoded slash in the path)."""
+    """The client sent something authz refuses (an encoded slash, a forged link, a replayed handoff)."""
 
     status = 400
-    reason = "bad-request"
-
-
-class RouteNotFound(RequestError):
-    """Envoy sent a route_id that the current config does not have."""
-
-    status = 404
-    reason = "route-not-found"
+    reason = Reason.BAD_REQUEST
 
 
 class IdpError(RequestError):
-    """The identity provider is unreachable or answered something authz cannot use."""
+    """A step with the identity provider failed; see the subclasses for which way."""
 
     status = 502
-    reason = "idp-unavailable"
+    reason = Reason.IDP_UNAVAILABLE
 
 
-class IdpTimeout(IdpError):
+class InvalidIdToken(IdpError):
+    """The ID token failed verification (OpenID Connect Core §3.1.3.7)."""
+
+    status = 400
+    reason = Reason.INVALID_ID_TOKEN
+
+
+class IdpRefused(IdpError):
+    """The identity provider answered with an OAuth error code (RFC 6749 §4.1.2.1, §5.2)."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        self.error = error
+        denied = error == "access_denied"
+        self.status = 401 if denied else 400
+        self.reason = Reason.IDP_ACCESS_DENIED if denied else Reason.IDP_REFUSED
+        super().__init__(detail)
+
+
+class IdpUnavailable(IdpError):
+    """The identity provider is unreachable, answered HTTP 5xx, or answered something unusable."""
+
+    status = 502
+    reason = Reason.IDP_UNAVAILABLE
+
+
+class IdpTimeout(IdpUnavailable):
     """The identity provider did not answer within idp_timeout."""
 
     status = 504
-    reason = "idp-timeout"
-
-
-class IdpDenied(IdpError):
-    """The identity provider refused the sign-in (`access_denied`)."""
-
-    status = 401
-    reason = "idp-access-denied"
+    reason = Reason.IDP_TIMEOUT

@@ -40,4 +40,3 @@ def test_every_module_imports_alone() -> None:
 def test_only_the_entry_points_and_errors_sit_outside_the_subpackages() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "errors.py"]
-

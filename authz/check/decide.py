@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from authz.check.request import RequestContext, origin
 from authz.config import Route
-from authz.policy import PolicyInput
-from authz.policy import reasons as R
+from authz.policy.ast import PolicyInput
+from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session
 from authz.signing import assertion, signed_url
@@ -131,7 +131,7 @@ def _login(rt: Runtime, route: Route, req: RequestContext, creds: Credentials, n
         route_url(route, req),
         now,
     )
-    reasons = (R.USER_UNAUTHENTICATED,)
+    reasons = (Reason.USER_UNAUTHENTICATED,)
     if not is_browser(req.headers, session_header=creds.from_header):
         return error(401, reasons, req, sign_in_url=url, route_id=route.id)
     _, body = pages.error_body(302, (), req.request_id, Format.HTML, sign_in_url=url)
@@ -193,7 +193,7 @@ def decide(rt: Runtime, req: RequestContext, now: float) -> Decision:
     """Route → session → policy → answer, for one request at time `now`."""
     route = rt.config.routes_by_id.get(req.route_id)
     if route is None:
-        return error(404, (R.ROUTE_NOT_FOUND,), req, route_id=req.route_id)
+        return error(404, (Reason.ROUTE_NOT_FOUND,), req, route_id=req.route_id)
     creds = find_credentials(req.headers, rt.config.cookie_name)
     session = rt.load_session(creds.tokens, req.hostname, now) if creds.tokens else None
     verdict = route.policy.evaluate(PolicyInput(req, session, datetime.fromtimestamp(now, UTC)))

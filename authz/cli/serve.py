@@ -22,6 +22,7 @@ from authz.envoy import adapter as ext_authz
 from authz.errors import RequestError
 from authz.identity.oidc import OidcClient
 from authz.identity.refresher import refresh_loop
+from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
 from authz.web import http11
 from authz.web.sidecar import Sidecar
@@ -70,12 +71,12 @@ class Authorization(pb_grpc.AuthorizationServicer):
             return error(exc.status, (exc.reason,), ext_authz.fallback_request(request), detail=exc.detail)
         except Exception:
             log.exception("could not read the check request; answering 503")
-            return error(503, ("internal-error",), ext_authz.fallback_request(request))
+            return error(503, (Reason.INTERNAL_ERROR,), ext_authz.fallback_request(request))
         try:
             return decide(self.runtime, req, now)
         except Exception:
             log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
-            return error(503, ("internal-error",), req)
+            return error(503, (Reason.INTERNAL_ERROR,), req)
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         return ext_authz.to_response(self.check(request, time.time()))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from authz.policy import Policy
+from authz.policy.ast import Policy
 from authz.signing.keys import SigningKey
 
 

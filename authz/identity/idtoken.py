@@ -13,7 +13,7 @@ from typing import Any
 
 import jwt
 
-from authz.errors import BadRequest
+from authz.errors import InvalidIdToken
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 LEEWAY = 60
@@ -50,10 +50,10 @@ def unverified_header(raw: str, allowed: frozenset[str]) -> tuple[str, str]:
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError:
-        raise BadRequest("the ID token is malformed") from None
+        raise InvalidIdToken("the ID token is malformed") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in allowed:
-        raise BadRequest(f"the ID token uses a forbidden algorithm {str(alg)[:16]!r}")
+        raise InvalidIdToken(f"the ID token uses a forbidden algorithm {str(alg)[:16]!r}")
     kid = header.get("kid")
     return alg, kid if isinstance(kid, str) else ""
 
@@ -68,9 +68,9 @@ def verify_id_token(
     nonce: str,
     now: float,
 ) -> dict[str, Any]:
-    """Verify signature, iss, aud, azp, exp, iat and nonce; BadRequest with the reason otherwise."""
+    """Verify signature, iss, aud, azp, exp, iat and nonce; InvalidIdToken with the reason otherwise."""
     if key.alg is not None and key.alg != alg:
-        raise BadRequest("the ID token's algorithm does not match its key")
+        raise InvalidIdToken("the ID token's algorithm does not match its key")
     try:
         claims: dict[str, Any] = jwt.decode(
             raw,
@@ -86,19 +86,19 @@ def verify_id_token(
             },
         )
     except jwt.PyJWTError as exc:
-        raise BadRequest(f"the ID token is not valid: {exc}") from None
+        raise InvalidIdToken(f"the ID token is not valid: {exc}") from None
     if not isinstance(claims["exp"], int | float) or claims["exp"] + LEEWAY <= now:
-        raise BadRequest("the ID token has expired")
+        raise InvalidIdToken("the ID token has expired")
     if not isinstance(claims["iat"], int | float) or claims["iat"] - LEEWAY > now:
-        raise BadRequest("the ID token was issued in the future")
+        raise InvalidIdToken("the ID token was issued in the future")
     audience = claims.get("aud")
     azp = claims.get("azp")
     if isinstance(audience, list) and len(audience) > 1 and azp is None:
-        raise BadRequest("the ID token has several audiences but no azp")
+        raise InvalidIdToken("the ID token has several audiences but no azp")
     if azp is not None and azp != client_id:
-        raise BadRequest("the ID token was issued to another party (azp)")
+        raise InvalidIdToken("the ID token was issued to another party (azp)")
     if not hmac.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
-        raise BadRequest("the ID token's nonce does not match this sign-in")
+        raise InvalidIdToken("the ID token's nonce does not match this sign-in")
     if not isinstance(claims["sub"], str) or not claims["sub"]:
-        raise BadRequest("the ID token has no subject")
+        raise InvalidIdToken("the ID token has no subject")
     return claims

@@ -19,7 +19,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from authz.config import IdentityProvider
-from authz.errors import BadRequest, IdpError, IdpTimeout
+from authz.errors import IdpRefused, IdpTimeout, IdpUnavailable, InvalidIdToken
 from authz.identity.idtoken import ProviderKey, allowed_algorithms, unverified_header, verify_id_token
 
 T = TypeVar("T")
@@ -53,17 +53,17 @@ class Tokens:
 
 
 async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Map transport failures to 502/504 and protocol errors to 400, naming the step."""
+    """Map transport failures to IdpUnavailable/IdpTimeout and OAuth errors to IdpRefused, naming the step."""
     try:
         return await call()
     except httpx2.TimeoutException:
         raise IdpTimeout(f"the identity provider timed out during {what}") from None
     except (httpx2.TransportError, OSError) as exc:
-        raise IdpError(f"the identity provider is unreachable during {what}: {type(exc).__name__}") from None
+        raise IdpUnavailable(f"the identity provider is unreachable during {what}: {type(exc).__name__}") from None
     except OAuthError as exc:
-        raise BadRequest(f"the identity provider refused {what}: {exc.error}") from None
+        raise IdpRefused(str(exc.error), f"the identity provider refused {what}: {exc.error}") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise IdpError(f"the identity provider answered {what} with something unusable: {exc}") from None
+        raise IdpUnavailable(f"the identity provider answered {what} with something unusable: {exc}") from None
 
 
 class OidcClient:
@@ -105,7 +105,7 @@ class OidcClient:
             doc = await self._get_json(f"{self.idp.url}/.well-known/openid-configuration", "discovery")
             issuer = str(doc.get("issuer", ""))
             if issuer.rstrip("/") != self.idp.url.rstrip("/"):
-                raise IdpError(f"discovery names issuer {issuer[:80]!r}, not idp_provider_url")
+                raise IdpUnavailable(f"discovery names issuer {issuer[:80]!r}, not idp_provider_url")
             try:
                 meta = Metadata(
                     issuer=issuer,
@@ -119,9 +119,9 @@ class OidcClient:
                     algorithms=allowed_algorithms(doc.get("id_token_signing_alg_values_supported")),
                 )
             except KeyError as exc:
-                raise IdpError(f"discovery lacks {exc.args[0]}") from None
+                raise IdpUnavailable(f"discovery lacks {exc.args[0]}") from None
             if not meta.algorithms:
-                raise IdpError("the identity provider signs ID tokens with no algorithm authz accepts")
+                raise IdpUnavailable("the identity provider signs ID tokens with no algorithm authz accepts")
             self._metadata, self._metadata_at = meta, time.monotonic()
             return meta
 
@@ -142,7 +142,7 @@ class OidcClient:
         if kid not in self._keys:
             if not kid and len(self._keys) == 1:
                 return next(iter(self._keys.values()))
-            raise BadRequest("the ID token is signed with a key the identity provider does not publish")
+            raise InvalidIdToken("the ID token is signed with a key the identity provider does not publish")
         return self._keys[kid]
 
     def _oauth(self, meta: Metadata, scope: str | None = None) -> AsyncOAuth2Client:
@@ -210,7 +210,7 @@ class OidcClient:
         )
 
     async def refresh(self, meta: Metadata, previous: Tokens) -> Tokens:
-        """Use the refresh token (RFC 6749 §6); BadRequest when the IdP refuses it."""
+        """Use the refresh token (RFC 6749 §6); IdpRefused when the IdP refuses it."""
         now = time.time()
         client = self._oauth(meta, scope="")
         data = await _guard(

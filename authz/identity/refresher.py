@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 
-from authz.errors import BadRequest, IdpError
+from authz.errors import IdpError, IdpRefused
 from authz.identity.oidc import OidcClient, Tokens
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session
@@ -38,7 +38,7 @@ async def refresh_one(rt: Runtime, oidc: OidcClient, session: Session, owner: st
             meta, Tokens(session.access_token, session.id_token, session.refresh_token, session.token_expires_at)
         )
         info = await oidc.userinfo(meta, tokens.access_token)
-    except BadRequest as exc:
+    except IdpRefused as exc:
         rt.store.delete(session.id)
         log.info("session ended: refresh refused", extra={"fields": {"user": session.user_id, "error": str(exc)}})
         return "ended"

@@ -1,7 +1,4 @@
-"""Pomerium Policy Language: parsed once into frozen nodes, evaluated directly."""
+"""Pomerium Policy Language: parsed once into frozen nodes (`parse`), evaluated directly (`ast`).
 
-from authz.policy.ast import Policy, PolicyInput, Verdict
-from authz.policy.legacy import LegacyOptions
-from authz.policy.parse import parse_policy
-
-__all__ = ["LegacyOptions", "Policy", "PolicyInput", "Verdict", "parse_policy"]
+The package imports nothing on its own, so `authz.policy.reasons` stays importable from anywhere.
+"""

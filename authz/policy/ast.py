@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from authz.policy import reasons as R
+from authz.policy.reasons import Reason
 
 if TYPE_CHECKING:
     from authz.check.request import RequestContext
@@ -105,7 +105,7 @@ class Verdict:
     @property
     def login(self) -> bool:
         """No session, and a criterion on either side needed one: send the user to sign in."""
-        return R.USER_UNAUTHENTICATED in self.allow_reasons or R.USER_UNAUTHENTICATED in self.deny_reasons
+        return Reason.USER_UNAUTHENTICATED in self.allow_reasons or Reason.USER_UNAUTHENTICATED in self.deny_reasons
 
     @property
     def allowed(self) -> bool:

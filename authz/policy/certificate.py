@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from authz.errors import Problem
 from authz.policy.ast import PolicyInput, Result
 from authz.policy.matchers import StringMatcher, parse_string_matcher
+from authz.policy.reasons import Reason
 from authz.schema.reader import describe, suggest
 
 _SHORT = re.compile(r"^[0-9a-f]{64}$")
@@ -85,8 +86,8 @@ class ClientCertificate:
             )
         )
         if ok:
-            return True, frozenset({"client-certificate-ok"})
-        return False, frozenset({"client-certificate-unauthorized"})
+            return True, frozenset({Reason.CLIENT_CERTIFICATE_OK})
+        return False, frozenset({Reason.CLIENT_CERTIFICATE_UNAUTHORIZED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +98,11 @@ class InvalidClientCertificate:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         if not inp.request.client_certificate:
-            return True, frozenset({"client-certificate-required"})
+            return True, frozenset({Reason.CLIENT_CERTIFICATE_REQUIRED})
         leaf = parse_leaf(inp.request.client_certificate)
         if leaf is None or not leaf.not_before <= inp.now < leaf.not_after:
-            return True, frozenset({"invalid-client-certificate"})
-        return False, frozenset({"valid-client-certificate"})
+            return True, frozenset({Reason.INVALID_CLIENT_CERTIFICATE})
+        return False, frozenset({Reason.VALID_CLIENT_CERTIFICATE})
 
 
 def _strings(value: Any, path: str, problems: list[Problem]) -> list[str] | None:

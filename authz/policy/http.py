@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authz.policy import reasons as R
 from authz.policy.ast import PolicyInput, Result
 from authz.policy.matchers import StringMatcher
+from authz.policy.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,8 +16,8 @@ class HttpMethod:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         if self.matcher.match(inp.request.method):
-            return True, frozenset({R.HTTP_METHOD_OK})
-        return False, frozenset({R.HTTP_METHOD_UNAUTHORIZED})
+            return True, frozenset({Reason.HTTP_METHOD_OK})
+        return False, frozenset({Reason.HTTP_METHOD_UNAUTHORIZED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,8 @@ class HttpPath:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         if self.matcher.match(inp.request.path):
-            return True, frozenset({R.HTTP_PATH_OK})
-        return False, frozenset({R.HTTP_PATH_UNAUTHORIZED})
+            return True, frozenset({Reason.HTTP_PATH_OK})
+        return False, frozenset({Reason.HTTP_PATH_UNAUTHORIZED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +42,4 @@ class CorsPreflight:
     def evaluate(self, inp: PolicyInput) -> Result:
         headers = inp.request.headers
         ok = inp.request.method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
-        return (True, frozenset({R.CORS_REQUEST})) if ok else (False, frozenset({R.NON_CORS_REQUEST}))
+        return (True, frozenset({Reason.CORS_REQUEST})) if ok else (False, frozenset({Reason.NON_CORS_REQUEST}))

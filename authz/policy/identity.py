@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.policy import reasons as R
 from authz.policy.ast import PolicyInput, Result
 from authz.policy.matchers import ListMatcher, StringMatcher, canonical
+from authz.policy.reasons import Reason
 
-_ACCEPTED: Result = (True, frozenset({R.ACCEPT}))
-_REJECTED: Result = (False, frozenset({R.REJECT}))
-_UNAUTHENTICATED: Result = (False, frozenset({R.USER_UNAUTHENTICATED}))
+_ACCEPTED: Result = (True, frozenset({Reason.ACCEPT}))
+_REJECTED: Result = (False, frozenset({Reason.REJECT}))
+_UNAUTHENTICATED: Result = (False, frozenset({Reason.USER_UNAUTHENTICATED}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class AuthenticatedUser:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(bool(inp.session.user_id), R.USER_OK, R.USER_UNAUTHORIZED)
+        return _verdict(bool(inp.session.user_id), Reason.USER_OK, Reason.USER_UNAUTHORIZED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class User:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(self.matcher.match(inp.session.user_id), R.USER_OK, R.USER_UNAUTHORIZED)
+        return _verdict(self.matcher.match(inp.session.user_id), Reason.USER_OK, Reason.USER_UNAUTHORIZED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class Email:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(self.matcher.match(inp.session.email), R.EMAIL_OK, R.EMAIL_UNAUTHORIZED)
+        return _verdict(self.matcher.match(inp.session.email), Reason.EMAIL_OK, Reason.EMAIL_UNAUTHORIZED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class Domain:
             return _UNAUTHENTICATED
         local, at, domain = inp.session.email.rpartition("@")
         ok = bool(local and at and domain) and self.matcher.match(domain)
-        return _verdict(ok, R.DOMAIN_OK, R.DOMAIN_UNAUTHORIZED)
+        return _verdict(ok, Reason.DOMAIN_OK, Reason.DOMAIN_UNAUTHORIZED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class Groups:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(self.matcher.match(inp.session.groups), R.GROUPS_OK, R.GROUPS_UNAUTHORIZED)
+        return _verdict(self.matcher.match(inp.session.groups), Reason.GROUPS_OK, Reason.GROUPS_UNAUTHORIZED)
 
 
 _MISSING = object()
@@ -137,7 +137,7 @@ class Claim:
         values = claim_values(claims, self.path)
         if not values and self.path in ("email", "name", "sub", "user", "groups"):
             values = _session_field(inp, self.path)
-        return _verdict(self.matcher.match(values), "claim-ok", "claim-unauthorized")
+        return _verdict(self.matcher.match(values), Reason.CLAIM_OK, Reason.CLAIM_UNAUTHORIZED)
 
 
 def _session_field(inp: PolicyInput, name: str) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from authz.errors import Problem
 from authz.policy.ast import PolicyInput, Result
+from authz.policy.reasons import Reason
 from authz.schema.reader import describe
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,7 +36,7 @@ class SourceIp:
     def evaluate(self, inp: PolicyInput) -> Result:
         address = parse_address(inp.request.source_ip) if inp.request.source_ip else None
         ok = address is not None and any(address.version == n.version and address in n for n in self.networks)
-        return (True, frozenset({"source-ip-ok"})) if ok else (False, frozenset({"source-ip-unauthorized"}))
+        return (True, frozenset({Reason.SOURCE_IP_OK})) if ok else (False, frozenset({Reason.SOURCE_IP_UNAUTHORIZED}))
 
 
 def parse_source_ip(value: Any, sub: str, path: str, problems: list[Problem]) -> SourceIp | None:

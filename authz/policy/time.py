@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from authz.errors import Problem
 from authz.policy.ast import PolicyInput, Result
+from authz.policy.reasons import Reason
 from authz.schema.reader import describe, suggest
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -24,8 +25,8 @@ _TWELVE_HOUR = re.compile(r"^(\d{1,2})(?::(\d{2}))?\s*([AaPp][Mm])$")
 _TWENTY_FOUR = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?$")
 
 
-def _verdict(ok: bool, name: str) -> Result:
-    return (True, frozenset({f"{name}-ok"})) if ok else (False, frozenset({f"{name}-unauthorized"}))
+def _verdict(ok: bool, passed: Reason, failed: Reason) -> Result:
+    return (True, frozenset({passed})) if ok else (False, frozenset({failed}))
 
 
 def parse_zone(value: Any, path: str, problems: list[Problem]) -> tzinfo | None:
@@ -103,7 +104,7 @@ class DateRange:
     def evaluate(self, inp: PolicyInput) -> Result:
         now = inp.now
         ok = (self.after is None or now >= self.after) and (self.before is None or now < self.before)
-        return _verdict(ok, "date")
+        return _verdict(ok, Reason.DATE_OK, Reason.DATE_UNAUTHORIZED)
 
 
 def parse_date(value: Any, sub: str, path: str, problems: list[Problem]) -> DateRange | None:
@@ -133,7 +134,9 @@ class DayOfWeek:
     name = "day_of_week"
 
     def evaluate(self, inp: PolicyInput) -> Result:
-        return _verdict(inp.now.astimezone(self.zone).weekday() in self.days, "day-of-week")
+        return _verdict(
+            inp.now.astimezone(self.zone).weekday() in self.days, Reason.DAY_OF_WEEK_OK, Reason.DAY_OF_WEEK_UNAUTHORIZED
+        )
 
 
 def _parse_days(text: str, path: str, problems: list[Problem]) -> frozenset[int] | None:
@@ -192,7 +195,7 @@ class TimeOfDay:
             ok = local >= after or local < before  # crosses midnight
         else:
             ok = (after is None or local >= after) and (before is None or local < before)
-        return _verdict(ok, "time-of-day")
+        return _verdict(ok, Reason.TIME_OF_DAY_OK, Reason.TIME_OF_DAY_UNAUTHORIZED)
 
 
 def parse_time_of_day(value: Any, sub: str, path: str, problems: list[Problem]) -> TimeOfDay | None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from authz.errors import BadRequest, IdpError
 from authz.identity.oidc import OidcClient
+from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session
 from authz.signing import signed_url
@@ -66,7 +67,7 @@ class Account:
     def user_json(self, request: Request, hostname: str) -> Response:
         session = self.login.route_session(request, hostname, time.time())
         if session is None:
-            body = {"status": 401, "error": "Unauthenticated", "reasons": ["user-unauthenticated"]}
+            body = {"status": 401, "error": "Unauthenticated", "reasons": [Reason.USER_UNAUTHENTICATED]}
             return Response(401, json.dumps(body).encode(), [("content-type", "application/json")])
         headers = [("content-type", "application/json"), ("cache-control", "no-store")]
         return Response(200, json.dumps(session_claims(session)).encode(), headers)
@@ -132,7 +133,7 @@ class Account:
                 meta = await self.oidc.metadata()
                 await self.oidc.revoke(meta, session.refresh_token, "refresh_token")
                 await self.oidc.revoke(meta, session.access_token, "access_token")
-            except (IdpError, BadRequest) as exc:
+            except IdpError as exc:
                 log.warning("token revocation failed", extra={"fields": {"error": str(exc)}})
         return id_token
 

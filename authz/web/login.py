@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from authz.check.decide import find_credentials
 from authz.check.request import origin
 from authz.config import Route
-from authz.errors import BadRequest, IdpDenied
+from authz.errors import BadRequest, IdpRefused, InvalidIdToken
 from authz.identity.oidc import OidcClient
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session, SessionHandle
@@ -183,9 +183,9 @@ class Login:
         error = query_param(request, "error")
         if error is not None:
             description = (query_param(request, "error_description") or "")[:200]
-            if error in ("access_denied", "unauthorized_client"):
-                raise IdpDenied(f"the identity provider refused the sign-in: {error[:64]} {description}".strip())
-            raise BadRequest(f"the identity provider reported an error: {error[:64]} {description}".strip())
+            raise IdpRefused(
+                error[:64], f"the identity provider refused the sign-in: {error[:64]} {description}".strip()
+            )
         state, code = query_param(request, "state"), query_param(request, "code")
         if not state or not code:
             raise BadRequest("the sign-in callback lacks its code or state")
@@ -214,11 +214,11 @@ class Login:
         meta = await self.oidc.metadata()
         tokens = await self.oidc.exchange(meta, code, verifier)
         if not tokens.id_token:
-            raise BadRequest("the identity provider returned no ID token")
+            raise InvalidIdToken("the identity provider returned no ID token")
         claims = await self.oidc.verify(meta, tokens.id_token, nonce, now)
         info = await self.oidc.userinfo(meta, tokens.access_token)
         if info and info.get("sub") != claims["sub"]:
-            raise BadRequest("the identity provider's userinfo names another subject")
+            raise InvalidIdToken("the identity provider's userinfo names another subject")
         groups = merge_groups(claims.get("groups"), info.get("groups"))
         session = _session_from_claims(
             secrets.token_urlsafe(18), {**claims, **info}, tokens, now, self.rt.config.cookie_expire, groups

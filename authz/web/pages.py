@@ -6,6 +6,7 @@ import html
 import json
 from collections.abc import Sequence
 
+from authz.policy.reasons import explain
 from authz.web.negotiate import Format
 
 STATUS_TEXT = {
@@ -17,19 +18,6 @@ STATUS_TEXT = {
     503: "Service Unavailable",
 }
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 503: 14}
-_EXPLAIN = {
-    "user-unauthenticated": "You need to sign in first.",
-    "user-unauthorized": "Your account is not on the list of users allowed here.",
-    "email-unauthorized": "Your email address is not allowed to use this route.",
-    "domain-unauthorized": "Your email domain is not allowed to use this route.",
-    "groups-unauthorized": "None of your groups is allowed to use this route.",
-    "http-method-unauthorized": "This HTTP method is not allowed here.",
-    "http-path-unauthorized": "This path is not allowed here.",
-    "reject": "A rule rejects this request.",
-    "route-not-found": "No route is configured for this address.",
-    "bad-request": "The request could not be interpreted safely.",
-    "internal-error": "The access gate could not decide; nothing was let through.",
-}
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;"
     "color:#1f2328}h1{font-size:1.6rem}code{background:#f3f4f6;padding:.1rem .3rem}"
@@ -64,7 +52,7 @@ def error_body(
     if fmt is Format.TEXT:
         lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
         return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
-    items = "".join(f"<li><code>{html.escape(r)}</code> {html.escape(_EXPLAIN.get(r, ''))}</li>" for r in reasons)
+    items = "".join(f"<li><code>{html.escape(r)}</code> {html.escape(explain(r))}</li>" for r in reasons)
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{status} {title}</title>",
         f"<meta name=viewport content='width=device-width'><style>{_STYLE}</style></head><body>",

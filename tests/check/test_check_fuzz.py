@@ -30,7 +30,6 @@ cookie_values = st.one_of(
 @pytest.fixture(scope="module")
 def service(signing_pem: bytes, tmp_path_factory: pytest.TempPathFactory) -> Authorization:
     from authz.config import parse_config
-
     from tests.conftest import base_config
 
     config: Config = parse_config(base_config(signing_pem, routes=[PRIVATE]), base_dir=tmp_path_factory.mktemp("f"))

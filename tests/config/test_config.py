@@ -11,7 +11,6 @@ import pytest
 
 from authz.config import Config
 from authz.errors import ConfigError
-
 from tests.conftest import base_config
 
 

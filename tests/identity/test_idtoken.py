@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from authz.errors import BadRequest
+from authz.errors import InvalidIdToken
 from authz.identity.idtoken import ProviderKey, allowed_algorithms, unverified_header, verify_id_token
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "authz", "n-123"
@@ -56,7 +56,7 @@ def test_only_asymmetric_algorithms_are_ever_allowed() -> None:
 def test_alg_none_is_refused() -> None:
     header = _b64(json.dumps({"alg": "none", "kid": "k1"}).encode())
     raw = f"{header}.{_b64(json.dumps(claims()).encode())}."
-    with pytest.raises(BadRequest, match="forbidden algorithm"):
+    with pytest.raises(InvalidIdToken, match="forbidden algorithm"):
         check(raw)
 
 
@@ -65,7 +65,7 @@ def test_hs256_keyed_with_the_public_key_is_refused() -> None:
     header = _b64(json.dumps({"alg": "HS256", "kid": "k1", "typ": "JWT"}).encode())
     body = _b64(json.dumps(claims()).encode())
     signature = _b64(hmac.new(pem, f"{header}.{body}".encode(), "sha256").digest())
-    with pytest.raises(BadRequest, match="forbidden algorithm"):
+    with pytest.raises(InvalidIdToken, match="forbidden algorithm"):
         check(f"{header}.{body}.{signature}")
 
 
@@ -84,13 +84,13 @@ def test_hs256_keyed_with_the_public_key_is_refused() -> None:
     ],
 )
 def test_claim_checks(payload: dict[str, Any], message: str) -> None:
-    with pytest.raises(BadRequest, match=message):
+    with pytest.raises(InvalidIdToken, match=message):
         check(token(payload))
 
 
 def test_signature_by_another_key_is_refused() -> None:
     other = rsa.generate_private_key(65537, 2048)
-    with pytest.raises(BadRequest, match="not valid"):
+    with pytest.raises(InvalidIdToken, match="not valid"):
         check(token(claims(), key=other))
 
 
@@ -99,11 +99,11 @@ def test_key_algorithm_mismatch_is_refused() -> None:
     allowed = allowed_algorithms(["RS256", "ES256"])
     raw = token(claims(), key=ec_key, alg="ES256")
     alg, _ = unverified_header(raw, allowed)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidIdToken):
         verify_id_token(raw, KEY, alg=alg, issuer=ISSUER, client_id=CLIENT, nonce=NONCE, now=time.time())
 
 
 def test_garbage_is_refused() -> None:
     for raw in ("", "abc", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.!!!.x"):
-        with pytest.raises(BadRequest):
+        with pytest.raises(InvalidIdToken):
             check(raw)

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.config import Config
-from authz.errors import BadRequest, IdpError
+from authz.errors import IdpError, IdpUnavailable, InvalidIdToken
 from authz.identity.oidc import OidcClient
 
 ISSUER = "https://idp.example.com"
@@ -86,7 +86,7 @@ def test_unknown_kid_refetches_once_then_is_rate_limited(make_config: Callable[.
         forged = jwt.encode({"sub": "x"}, rsa.generate_private_key(65537, 2048), algorithm="RS256",
                             headers={"kid": "bogus"})  # fmt: skip
         for _ in range(5):
-            with pytest.raises(BadRequest, match="does not publish"):
+            with pytest.raises(InvalidIdToken, match="does not publish"):
                 await client.verify(meta, forged, "n", time.time())
         assert idp.hits["/jwks"] == 2  # a flood of unknown kids does not hammer the IdP
         await client.close()
@@ -100,7 +100,7 @@ def test_discovery_with_another_issuer_is_refused(make_config: Callable[..., Con
 
     async def go() -> None:
         client = _client(make_config, idp)
-        with pytest.raises(IdpError, match="issuer"):
+        with pytest.raises(IdpUnavailable, match="issuer"):
             await client.metadata()
         await client.close()
 
@@ -130,12 +130,12 @@ def test_odd_token_responses_never_escape_as_faults(make_config: Callable[..., C
         for _ in range(4):
             try:
                 out.append(await client.exchange(meta, "code", "verifier"))
-            except (IdpError, BadRequest) as exc:
+            except IdpError as exc:
                 out.append(type(exc).__name__)
         await client.close()
         return out
 
     first, second, third, fourth = _run(go())
-    assert first == "IdpError"  # authlib refuses a non-numeric expires_in: a 502, not a fault
+    assert first == "IdpUnavailable"  # authlib refuses a non-numeric expires_in: a 502, not a fault
     assert second.expires_at == 0  # type: ignore[attr-defined]  # a negative lifetime is "unknown"
-    assert third == "IdpError" and fourth == "BadRequest"
+    assert third == "IdpUnavailable" and fourth == "IdpRefused"

@@ -8,8 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz.check.request import RequestContext
-from authz.policy import PolicyInput
-from authz.policy.ast import Conditional, Op, Policy
+from authz.policy.ast import Conditional, Op, Policy, PolicyInput
 from authz.policy.http import HttpMethod, HttpPath
 from authz.policy.identity import Accept, Reject
 from authz.policy.matchers import StringMatcher
