@@ -20,9 +20,9 @@ from authz.check.decide import Decision, decide, error
 from authz.config import Config
 from authz.envoy import adapter as ext_authz
 from authz.errors import RequestError
-from authz.identity.oidc import OidcClient
 from authz.identity.refresher import refresh_loop
 from authz.policy.reasons import Reason
+from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.web import http11
 from authz.web.sidecar import Sidecar
@@ -61,8 +61,8 @@ def configure_logging(level: str) -> None:
 class Authorization(pb_grpc.AuthorizationServicer):
     """envoy.service.auth.v3.Authorization: every fault becomes a denial, never an allow."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, holder: RuntimeHolder) -> None:
+        self.holder = holder
 
     def check(self, request: pb.CheckRequest, now: float) -> Decision:
         try:
@@ -73,7 +73,7 @@ class Authorization(pb_grpc.AuthorizationServicer):
             log.exception("could not read the check request; answering 503")
             return error(503, (Reason.INTERNAL_ERROR,), ext_authz.fallback_request(request))
         try:
-            return decide(self.runtime, req, now)
+            return decide(self.holder.current, req, now)
         except Exception:
             log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
             return error(503, (Reason.INTERNAL_ERROR,), req)
@@ -113,9 +113,9 @@ class Health(health_pb2_grpc.HealthServicer):
             await self._changed.wait()
 
 
-async def run(config: Config, stop: asyncio.Event) -> None:
+async def run(holder: RuntimeHolder, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then drain in-flight checks and close."""
-    runtime = Runtime.build(config)
+    config = holder.current.config
     health = Health()
     server = grpc.aio.server(
         options=[
@@ -124,15 +124,14 @@ async def run(config: Config, stop: asyncio.Event) -> None:
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ]
     )
-    pb_grpc.add_AuthorizationServicer_to_server(Authorization(runtime), server)
+    pb_grpc.add_AuthorizationServicer_to_server(Authorization(holder), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     try:
         server.add_insecure_port(str(config.grpc_address))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on grpc_address {config.grpc_address}: {exc}") from None
     await server.start()
-    oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback") if config.idp else None
-    sidecar = Sidecar(runtime, oidc, ready=lambda: health.serving)
+    sidecar = Sidecar(holder, ready=lambda: health.serving)
     try:
         http = await http11.start(sidecar, config.http_address.host, config.http_address.port)
     except OSError as exc:
@@ -144,19 +143,16 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         extra={"fields": {"grpc_address": str(config.grpc_address), "http_address": str(config.http_address),
                           "routes": len(config.routes)}},
     )  # fmt: skip
-    refresher = asyncio.create_task(refresh_loop(runtime, oidc, stop)) if oidc else None
+    refresher = asyncio.create_task(refresh_loop(holder, stop))
     await stop.wait()
     log.info("shutting down: draining in-flight checks")
     health.set(False)
     http.close()
     await server.stop(SHUTDOWN_GRACE)
-    if refresher is not None:
-        await refresher
+    await refresher
     with contextlib.suppress(Exception):
         await asyncio.wait_for(http.wait_closed(), SHUTDOWN_GRACE)
-    if oidc is not None:
-        await oidc.close()
-    runtime.store.close()
+    await holder.current.close()
 
 
 def serve(config_path: str, config: Config) -> int:
@@ -169,7 +165,7 @@ def serve(config_path: str, config: Config) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run(config, stop)
+            await run(RuntimeHolder(Runtime.build(config)), stop)
         except OSError as exc:
             log.error(str(exc))
             return 1

@@ -16,6 +16,7 @@ import time
 
 from authz.errors import IdpError, IdpRefused
 from authz.identity.oidc import OidcClient, Tokens
+from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session
 
@@ -65,14 +66,16 @@ async def refresh_one(rt: Runtime, oidc: OidcClient, session: Session, owner: st
     return "refreshed"
 
 
-async def refresh_loop(rt: Runtime, oidc: OidcClient, stop: asyncio.Event, interval: float = 5.0) -> None:
-    """Refresh due sessions until `stop` is set."""
+async def refresh_loop(holder: RuntimeHolder, stop: asyncio.Event, interval: float = 5.0) -> None:
+    """Refresh due sessions until `stop` is set; each pass uses the Runtime current when it starts."""
     owner = secrets.token_hex(8)
     while not stop.is_set():
         now = time.time()
+        rt = holder.current
         try:
-            for session in rt.store.due_for_refresh(now + REFRESH_AHEAD):
-                await refresh_one(rt, oidc, session, owner, now)
+            if rt.oidc is not None:
+                for session in rt.store.due_for_refresh(now + REFRESH_AHEAD):
+                    await refresh_one(rt, rt.oidc, session, owner, now)
         except Exception:
             log.exception("refresh pass failed")
         with contextlib.suppress(TimeoutError):

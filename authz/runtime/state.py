@@ -1,4 +1,8 @@
-"""The Runtime: config, keys, codecs and stores built once at start and swapped whole on reload."""
+"""The Runtime: config, keys, codecs, stores and the OIDC client, built once and swapped whole on reload.
+
+Nothing here is global: `RuntimeHolder` (runtime/holder.py) owns the current Runtime, and every
+request, page and background pass reads it from there once and uses that one throughout.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 
 from authz.config import Config, Route
 from authz.errors import InvalidSession
+from authz.identity.oidc import OidcClient
 from authz.sessions.sealing import Sealer, derive_key
 from authz.sessions.session import HandleCodec, Session
 from authz.sessions.stores import SessionStore, open_store
@@ -37,10 +42,14 @@ class Runtime:
     signout: Sealer  # the session id carried by a signed sign-out link
     identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
     signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
+    oidc: OidcClient | None  # None when no identity provider is configured
 
     @classmethod
-    def build(cls, config: Config, store: SessionStore | None = None) -> Runtime:
+    def build(cls, config: Config, store: SessionStore | None = None, oidc: OidcClient | None = None) -> Runtime:
+        """Build every part from a validated config; `store` and `oidc` may be injected (tests)."""
         secret = config.cookie_secret.value
+        if oidc is None and config.idp is not None:
+            oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
         return cls(
             config=config,
             codec=HandleCodec(secret),
@@ -52,7 +61,14 @@ class Runtime:
             signout=Sealer(secret, b"sign-out"),
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
             signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
+            oidc=oidc,
         )
+
+    async def close(self) -> None:
+        """Release the IdP connections and the store (after the last request that uses them)."""
+        if self.oidc is not None:
+            await self.oidc.close()
+        self.store.close()
 
     def route_for_host(self, hostname: str) -> Route | None:
         """The first route whose `from` host names this host."""

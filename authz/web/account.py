@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from authz.errors import BadRequest, IdpError
+from authz.identity.claims import session_claims
 from authz.identity.oidc import OidcClient
 from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
@@ -20,7 +21,7 @@ from authz.sessions.session import Session
 from authz.signing import signed_url
 from authz.web import cookies
 from authz.web.http11 import Request, Response
-from authz.web.login import Login, redirect, session_claims
+from authz.web.login import Login, redirect
 from authz.web.pages import html_page
 
 log = logging.getLogger("authz.web.account")

@@ -16,13 +16,13 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from authz.check.decide import find_credentials
 from authz.check.request import origin
 from authz.config import Route
 from authz.errors import BadRequest, IdpRefused, InvalidIdToken
+from authz.identity.claims import merge_groups, session_from_claims
 from authz.identity.oidc import OidcClient
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session, SessionHandle
@@ -35,8 +35,6 @@ log = logging.getLogger("authz.web.login")
 STATE_MAX_AGE = 600
 HANDOFF_LIFETIME = 60
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
-# Claims that describe the token, not the user: not kept in the session's claims.
-_TOKEN_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time", "jti"})
 
 
 def query_param(request: Request, name: str) -> str | None:
@@ -89,36 +87,6 @@ def _programmatic_target(rt: Runtime, target: str) -> str:
     ):
         raise BadRequest("the programmatic redirect target is not in programmatic_redirect_domain_whitelist")
     return target
-
-
-def _groups(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else [value] if value else []
-    return [str(g) for g in items if isinstance(g, str | int) and not isinstance(g, bool)]
-
-
-def merge_groups(*sources: Any) -> tuple[str, ...]:
-    """Groups from the ID token and userinfo, united in order of first appearance."""
-    return tuple(dict.fromkeys(g for source in sources for g in _groups(source)))
-
-
-def _session_from_claims(
-    sid: str, claims: Mapping[str, Any], tokens: Any, now: float, lifetime: float, groups: tuple[str, ...]
-) -> Session:
-    kept = {k: v for k, v in claims.items() if k not in _TOKEN_CLAIMS}
-    return Session(
-        id=sid,
-        user_id=str(claims["sub"]),
-        email=str(claims.get("email") or ""),
-        name=str(claims.get("name") or ""),
-        groups=groups,
-        claims=kept,
-        issued_at=int(now),
-        expires_at=int(now + lifetime),
-        id_token=tokens.id_token,
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        token_expires_at=tokens.expires_at,
-    )
 
 
 class Login:
@@ -220,7 +188,7 @@ class Login:
         if info and info.get("sub") != claims["sub"]:
             raise InvalidIdToken("the identity provider's userinfo names another subject")
         groups = merge_groups(claims.get("groups"), info.get("groups"))
-        session = _session_from_claims(
+        session = session_from_claims(
             secrets.token_urlsafe(18), {**claims, **info}, tokens, now, self.rt.config.cookie_expire, groups
         )
         self.rt.store.put(session)
@@ -287,16 +255,3 @@ class Login:
         return Response(
             200, url.encode(), [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
         )
-
-
-def session_claims(session: Session) -> dict[str, Any]:
-    """The user's claims as `/.pomerium/user` shows them."""
-    return {
-        **{k: v for k, v in session.claims.items() if k not in _TOKEN_CLAIMS},
-        "sub": session.user_id,
-        "user": session.user_id,
-        "email": session.email,
-        "groups": list(session.groups),
-        "sid": session.id,
-        "name": session.name,
-    }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from authz.check.request import origin, split_authority
 from authz.config import Config
 from authz.errors import RequestError
-from authz.identity.oidc import OidcClient
+from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.signing.keys import jwks_document
 from authz.web import pages
@@ -50,15 +50,15 @@ def _method_not_allowed() -> Response:
 class Sidecar:
     """Answers the sidecar's paths for the current runtime; `ready` says whether /healthz is 200."""
 
-    def __init__(self, rt: Runtime, oidc: OidcClient | None, ready: Callable[[], bool]) -> None:
+    def __init__(self, holder: RuntimeHolder, ready: Callable[[], bool]) -> None:
         self._ready = ready
-        self.reload(rt, oidc)
+        self.holder = holder
+        self._jwks: tuple[Config, Published] | None = None
 
-    def reload(self, rt: Runtime, oidc: OidcClient | None) -> None:
-        self.rt = rt
-        self.login = Login(rt, oidc)
-        self.account = Account(rt, self.login, oidc)
-        self._jwks = Published.build(rt.config)
+    def _published(self, config: Config) -> Published:
+        if self._jwks is None or self._jwks[0] is not config:
+            self._jwks = (config, Published.build(config))
+        return self._jwks[1]
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -71,58 +71,62 @@ class Sidecar:
 
     async def _dispatch(self, request: Request) -> Response:
         path, method = request.path, request.method
+        rt = self.holder.current
+        login = Login(rt, rt.oidc)
+        account = Account(rt, login, rt.oidc)
         if path == "/.well-known/pomerium/jwks.json":
-            return self._jwks_response(request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
+            return self._jwks_response(rt, request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
         if path in ("/.well-known/pomerium", "/.well-known/pomerium/"):
-            return self._discovery(request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
+            return self._discovery(rt, request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
         if path == "/healthz":
             ready = self._ready()
             return text_response(200 if ready else 503, "ok\n" if ready else "starting\n")
         hostname, port = split_authority(request.headers.get("host", ""))
-        config = self.rt.config
+        config = rt.config
         if hostname == config.authenticate_host:
             if path == "/.pomerium/sign_in":
-                return await self.login.sign_in(request) if method in _READ else _method_not_allowed()
+                return await login.sign_in(request) if method in _READ else _method_not_allowed()
             if path == "/oauth2/callback":
-                return await self.login.oauth_callback(request) if method in _READ else _method_not_allowed()
+                return await login.oauth_callback(request) if method in _READ else _method_not_allowed()
             if path == "/.pomerium/sign_out":
-                return await self.account.sign_out(request)
+                return await account.sign_out(request)
             if path == "/.pomerium/signed_out":
-                return self.account.signed_out()
+                return account.signed_out()
             return text_response(404, "not found\n")
-        route = self.rt.route_for_host(hostname)
+        route = rt.route_for_host(hostname)
         if route is None:
             return text_response(404, "not found\n")
         here = origin(route.scheme, hostname, port)
         if path in ("/.pomerium/callback/", "/.pomerium/callback"):
-            return await self.login.route_callback(request, hostname) if method in _READ else _method_not_allowed()
+            return await login.route_callback(request, hostname) if method in _READ else _method_not_allowed()
         if path == "/.pomerium/sign_out":
-            return self.account.route_sign_out(request, hostname)
+            return account.route_sign_out(request, hostname)
         if path in ("/.pomerium", "/.pomerium/"):
-            return self.account.user_page(request, hostname, here)
+            return account.user_page(request, hostname, here)
         if path == "/.pomerium/user":
-            return self.account.user_json(request, hostname)
+            return account.user_json(request, hostname)
         if path == "/.pomerium/api/v1/login":
-            return self.login.programmatic_login(request, hostname, port) if method in _READ else _method_not_allowed()
+            return login.programmatic_login(request, hostname, port) if method in _READ else _method_not_allowed()
         return text_response(404, "not found\n")
 
-    def _jwks_response(self, request: Request) -> Response:
+    def _jwks_response(self, rt: Runtime, request: Request) -> Response:
+        jwks = self._published(rt.config)
         headers = [
             *_CORS,
             ("cache-control", "max-age=60"),
-            ("etag", self._jwks.etag),
+            ("etag", jwks.etag),
             ("content-type", "application/json"),
         ]
         if request.method == "OPTIONS":
             return Response(204, b"", headers)
-        if self._jwks.etag in request.headers.get("if-none-match", ""):
+        if jwks.etag in request.headers.get("if-none-match", ""):
             return Response(304, b"", headers)
-        return Response(200, self._jwks.body, headers)
+        return Response(200, jwks.body, headers)
 
-    def _discovery(self, request: Request) -> Response:
-        config = self.rt.config
+    def _discovery(self, rt: Runtime, request: Request) -> Response:
+        config = rt.config
         hostname, port = split_authority(request.headers.get("host", ""))
-        route = self.rt.route_for_host(hostname)
+        route = rt.route_for_host(hostname)
         base = origin(route.scheme, hostname, port) if route is not None else config.authenticate_service_url
         body = {
             "issuer": f"{base}/",

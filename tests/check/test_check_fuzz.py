@@ -10,6 +10,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
 from authz.cli.serve import Authorization
 from authz.config import Config
 from authz.envoy.adapter import to_response
+from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.stores import MemoryStore
 
@@ -33,7 +34,7 @@ def service(signing_pem: bytes, tmp_path_factory: pytest.TempPathFactory) -> Aut
     from tests.conftest import base_config
 
     config: Config = parse_config(base_config(signing_pem, routes=[PRIVATE]), base_dir=tmp_path_factory.mktemp("f"))
-    return Authorization(Runtime.build(config, MemoryStore()))
+    return Authorization(RuntimeHolder(Runtime.build(config, MemoryStore())))
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,6 +16,7 @@ from authz.check.request import RequestContext
 from authz.cli.serve import Authorization
 from authz.config import Config
 from authz.envoy.adapter import to_response
+from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import MemoryStore
@@ -187,7 +188,7 @@ def _check(route_id: str = "private", path: str = "/", **headers: str) -> pb.Che
 
 
 def test_incomplete_check_request_is_denied(runtime: Runtime) -> None:
-    service = Authorization(runtime)
+    service = Authorization(RuntimeHolder(runtime))
     for check in (pb.CheckRequest(), _check(path=""), _check(path="no-slash")):
         d = service.check(check, NOW)
         assert not d.allowed and d.status == 400
@@ -195,7 +196,7 @@ def test_incomplete_check_request_is_denied(runtime: Runtime) -> None:
 
 @pytest.mark.parametrize("path", ["/a%2Fb", "/a%5cb", "/%61dmin", "/a%zz", "/a%00b", "/%ff", "/%C3%28", "/a\x01b"])
 def test_ambiguous_paths_are_400(runtime: Runtime, path: str) -> None:
-    d = Authorization(runtime).check(_check(path=path), NOW)
+    d = Authorization(RuntimeHolder(runtime)).check(_check(path=path), NOW)
     assert (d.allowed, d.status) == (False, 400)
 
 
@@ -206,15 +207,15 @@ def test_internal_fault_fails_closed(runtime: Runtime) -> None:
 
     broken = Runtime.build(runtime.config, Broken())
     cookie = login(runtime)
-    d = Authorization(broken).check(_check(cookie=f"_pomerium={cookie}"), NOW)
+    d = Authorization(RuntimeHolder(broken)).check(_check(cookie=f"_pomerium={cookie}"), NOW)
     assert (d.allowed, d.status, d.reasons) == (False, 503, ("internal-error",))
 
 
 def test_response_headers_always_overwrite(runtime: Runtime) -> None:
     cookie = login(runtime)
-    allowed = to_response(Authorization(runtime).check(_check(cookie=f"_pomerium={cookie}; x=1"), NOW))
+    allowed = to_response(Authorization(RuntimeHolder(runtime)).check(_check(cookie=f"_pomerium={cookie}; x=1"), NOW))
     assert allowed.status.code == 0 and allowed.ok_response.headers
-    denied = to_response(Authorization(runtime).check(_check(route_id="nope"), NOW))
+    denied = to_response(Authorization(RuntimeHolder(runtime)).check(_check(route_id="nope"), NOW))
     assert denied.status.code == 7 and denied.denied_response.status.code == 404
     for option in [*allowed.ok_response.headers, *denied.denied_response.headers]:
         assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

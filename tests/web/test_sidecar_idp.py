@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from authz.config import Config
-from authz.identity.oidc import OidcClient
+from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.stores import MemoryStore
 from authz.signing import signed_url
@@ -58,18 +58,17 @@ def _closed_port() -> int:
 def _sign_in(make_config: Callable[..., Config], idp_url: str) -> tuple[int, str]:
     config = make_config(routes=[ROUTE], idp_provider_url=idp_url, idp_client_id="authz",
                          idp_client_secret="s", idp_timeout="1s")  # fmt: skip
-    rt = Runtime.build(config, MemoryStore())
     assert config.idp is not None
+    rt = Runtime.build(config, MemoryStore())
     endpoint = f"{config.authenticate_service_url}/.pomerium/sign_in"
     url = urlsplit(signed_url.sign(rt.url_key, endpoint, "http://app.localhost/", time.time()))
 
     async def run() -> tuple[int, str]:
-        oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
-        sidecar = Sidecar(rt, oidc, ready=lambda: True)
+        sidecar = Sidecar(RuntimeHolder(rt), ready=lambda: True)
         request = Request("GET", f"{url.path}?{url.query}", url.path, url.query,
                           {"host": "authenticate.localhost:8080", "accept": "text/html"})  # fmt: skip
         response = await sidecar(request)
-        await oidc.close()
+        await rt.close()
         return response.status, response.body.decode()
 
     return asyncio.run(run())
