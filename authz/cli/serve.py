@@ -1,4 +1,4 @@
-"""`authz serve`: the ext_authz gRPC server and the HTTP sidecar on one asyncio loop."""
+"""`authz serve`: the ext_authz gRPC server and the HTTP sidecar on one asyncio loop, one live Runtime."""
 
 from __future__ import annotations
 
@@ -8,20 +8,14 @@ import json
 import logging
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator
 
 import grpc
 
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
-from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
-from authz.check.decide import Decision, decide, error
+from authz._proto.grpc.health.v1 import health_pb2_grpc
 from authz.config import Config
-from authz.envoy import adapter as ext_authz
-from authz.errors import RequestError
+from authz.envoy.service import Authorization, Health
 from authz.identity.refresher import refresh_loop
-from authz.policy.reasons import Reason
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.web import http11
@@ -56,61 +50,6 @@ def configure_logging(level: str) -> None:
     # HTTP client request lines carry URLs (authorization codes, tokens in queries): never log them.
     for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class Authorization(pb_grpc.AuthorizationServicer):
-    """envoy.service.auth.v3.Authorization: every fault becomes a denial, never an allow."""
-
-    def __init__(self, holder: RuntimeHolder) -> None:
-        self.holder = holder
-
-    def check(self, request: pb.CheckRequest, now: float) -> Decision:
-        try:
-            req = ext_authz.to_request(request)
-        except RequestError as exc:
-            return error(exc.status, (exc.reason,), ext_authz.fallback_request(request), detail=exc.detail)
-        except Exception:
-            log.exception("could not read the check request; answering 503")
-            return error(503, (Reason.INTERNAL_ERROR,), ext_authz.fallback_request(request))
-        try:
-            return decide(self.holder.current, req, now)
-        except Exception:
-            log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
-            return error(503, (Reason.INTERNAL_ERROR,), req)
-
-    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
-        return ext_authz.to_response(self.check(request, time.time()))
-
-
-class Health(health_pb2_grpc.HealthServicer):
-    """grpc.health.v1: SERVING once both servers listen, NOT_SERVING while shutting down."""
-
-    def __init__(self) -> None:
-        self.serving = False
-        self._changed = asyncio.Event()
-
-    def set(self, serving: bool) -> None:
-        self.serving = serving
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def _status(self, service: str) -> health_pb2.HealthCheckResponse:
-        if service not in ("", "envoy.service.auth.v3.Authorization"):
-            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-        status = health_pb2.HealthCheckResponse.SERVING if self.serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        return health_pb2.HealthCheckResponse(status=status)
-
-    async def Check(
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
-    ) -> health_pb2.HealthCheckResponse:
-        return self._status(request.service)
-
-    async def Watch(
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        while True:
-            yield self._status(request.service)
-            await self._changed.wait()
 
 
 async def run(holder: RuntimeHolder, stop: asyncio.Event) -> None:

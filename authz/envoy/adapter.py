@@ -8,7 +8,7 @@ from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
-from authz.check.decide import Decision
+from authz.check.answer import Answer
 from authz.check.request import RequestContext
 from authz.errors import BadRequest
 
@@ -58,20 +58,20 @@ def _options(headers: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderValueO
     ]
 
 
-def to_response(decision: Decision) -> pb.CheckResponse:
-    """The CheckResponse for a decision."""
-    if decision.allowed:
+def to_response(answer: Answer) -> pb.CheckResponse:
+    """The CheckResponse for an answer."""
+    if answer.allowed:
         return pb.CheckResponse(
             status=status_pb2.Status(code=0),
             ok_response=pb.OkHttpResponse(
-                headers=_options(decision.headers), headers_to_remove=list(decision.headers_to_remove)
+                headers=_options(answer.headers), headers_to_remove=list(answer.headers_to_remove)
             ),
         )
     return pb.CheckResponse(
         status=status_pb2.Status(code=_PERMISSION_DENIED, message="Access Denied"),
         denied_response=pb.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.status),  # type: ignore[arg-type]
-            headers=_options(decision.headers),
-            body=decision.body,
+            status=http_status_pb2.HttpStatus(code=answer.status),  # type: ignore[arg-type]
+            headers=_options(answer.headers),
+            body=answer.body,
         ),
     )

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from authz.config import Config, Route
 from authz.errors import InvalidSession
 from authz.identity.oidc import OidcClient
+from authz.sessions.codec import HandleCodec
 from authz.sessions.sealing import Sealer, derive_key
-from authz.sessions.session import HandleCodec, Session
+from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import SessionStore, open_store
 
 
@@ -43,6 +44,7 @@ class Runtime:
     identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
     signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
     oidc: OidcClient | None  # None when no identity provider is configured
+    sign_in_endpoint: str  # {authenticate_service_url}/.pomerium/sign_in
 
     @classmethod
     def build(cls, config: Config, store: SessionStore | None = None, oidc: OidcClient | None = None) -> Runtime:
@@ -62,6 +64,7 @@ class Runtime:
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
             signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
             oidc=oidc,
+            sign_in_endpoint=f"{config.authenticate_service_url}/.pomerium/sign_in",
         )
 
     async def close(self) -> None:
@@ -77,14 +80,24 @@ class Runtime:
                 return route
         return None
 
-    def load_session(self, tokens: list[str], hostname: str, now: float) -> Session | None:
-        """The first credential that opens, names this host and has a live stored session."""
+    def open_handles(self, tokens: list[str], hostname: str, now: float) -> tuple[SessionHandle, ...]:
+        """The handles among `tokens` that open, are live and name this host (no I/O)."""
+        handles = []
         for token in tokens:
             try:
-                handle = self.codec.open(token, hostname, now)
+                handles.append(self.codec.open(token, hostname, now))
             except InvalidSession:
                 continue
+        return tuple(handles)
+
+    def live_session(self, handles: tuple[SessionHandle, ...], now: float) -> Session | None:
+        """The first handle's stored session that is live and belongs to the handle's user."""
+        for handle in handles:
             session = self.store.get(handle.session_id, now)
             if session is not None and session.user_id == handle.user_id and session.expires_at > now:
                 return session
         return None
+
+    def load_session(self, tokens: list[str], hostname: str, now: float) -> Session | None:
+        """The first credential that opens, names this host and has a live stored session (may block)."""
+        return self.live_session(self.open_handles(tokens, hostname, now), now)

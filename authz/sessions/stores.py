@@ -19,6 +19,9 @@ from authz.sessions.session import Session
 class SessionStore(Protocol):
     """Where sessions live; every replica and worker reads the same ones."""
 
+    # True when reads wait on a disk or the network: the Check then reads off the event loop.
+    blocking: bool
+
     def get(self, session_id: str, now: float | None = None) -> Session | None: ...
 
     def put(self, session: Session) -> None: ...
@@ -46,6 +49,8 @@ def _now(now: float | None) -> float:
 
 class MemoryStore:
     """Everything in dicts: one process only (tests, single-worker development)."""
+
+    blocking = False
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
@@ -91,6 +96,8 @@ class MemoryStore:
 
 class SQLiteStore:
     """Everything in one SQLite file (WAL): survives restarts, shared by the workers of a host."""
+
+    blocking = True
 
     def __init__(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

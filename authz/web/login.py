@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from authz.check.decide import find_credentials
+from authz.check.credentials import find_credentials
 from authz.check.request import origin
 from authz.config import Route
 from authz.errors import BadRequest, IdpRefused, InvalidIdToken

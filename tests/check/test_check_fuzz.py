@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
-from authz.cli.serve import Authorization
 from authz.config import Config
 from authz.envoy.adapter import to_response
+from authz.envoy.service import Authorization
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.stores import MemoryStore
@@ -56,7 +56,7 @@ def test_check_never_raises_and_never_allows_without_a_session(
     http.headers.update(headers)
     check.attributes.context_extensions["route_id"] = route_id
     check.attributes.source.certificate = certificate
-    decision = service.check(check, 1_800_000_000.0)
+    decision = service.answer(check, 1_800_000_000.0)
     assert not decision.allowed
     assert decision.status in (302, 400, 401, 403, 404)
     to_response(decision).SerializeToString()

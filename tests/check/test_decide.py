@@ -1,243 +1,114 @@
-"""The decision core and the protobuf adapter, in-process (no sockets)."""
+"""The decide step alone: facts in, outcome out; pure, so it is tested with plain values."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit
+from datetime import UTC, datetime
 
-import jwt
 import pytest
 
-from authz._proto.envoy.config.core.v3 import base_pb2
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
-from authz.check.decide import Decision, decide, find_credentials, render_template
+from authz.check.credentials import Credentials
+from authz.check.decide import decide
+from authz.check.facts import Action, Facts, Outcome
 from authz.check.request import RequestContext
-from authz.cli.serve import Authorization
 from authz.config import Config
-from authz.envoy.adapter import to_response
-from authz.runtime.holder import RuntimeHolder
-from authz.runtime.state import Runtime
-from authz.sessions.session import Session, SessionHandle
-from authz.sessions.stores import MemoryStore
-from authz.signing import signed_url
+from authz.config.model import Route
+from authz.sessions.session import Session
 
-NOW = 1_800_000_000.0
-PRIVATE = {
-    "id": "private",
-    "from": "http://app.localhost",
-    "to": "http://127.0.0.1:9",
-    "allowed_domains": ["example.com"],
-    "pass_identity_headers": True,
-}
-PUBLIC = {
-    "id": "public",
-    "from": "http://public.localhost",
-    "to": "http://127.0.0.1:9",
-    "allow_public_unauthenticated_access": True,
-    "pass_identity_headers": True,
-}
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+NO_CREDENTIALS = Credentials([], False, False, None)
+ACCEPT = {"accept": True}
+ANN = Session("sid", "ann", "ann@example.com", groups=("ops",))
 
 
 @pytest.fixture
-def runtime(make_config: Callable[..., Config]) -> Runtime:
-    config = make_config(routes=[PRIVATE, PUBLIC], jwt_claims_headers=["email", "team"])
-    return Runtime.build(config, MemoryStore())
+def routes(make_config: Callable[..., Config]) -> dict[str, Route]:
+    def route(rid: str, **extra: object) -> dict[str, object]:
+        return {"id": rid, "from": f"http://{rid}.localhost", "to": "http://127.0.0.1:9", **extra}
 
-
-def request(route_id: str, host: str = "app.localhost:8080", target: str = "/x", **headers: str) -> RequestContext:
-    return RequestContext.build(
-        method="GET",
-        host=host,
-        target=target,
-        scheme="http",
-        headers=headers,
-        request_id="req-1",
-        route_id=route_id,
+    config = make_config(
+        routes=[
+            route("public", allow_public_unauthenticated_access=True),
+            route("domain", allowed_domains=["example.com"]),
+            route("nobody"),
+            route(
+                "deny-ops", policy=[{"allow": {"or": [{"accept": True}]}, "deny": {"or": [{"groups": {"has": "ops"}}]}}]
+            ),
+            route(
+                "deny-needs-session",
+                policy={"allow": {"or": [{"accept": True}]}, "deny": {"or": [{"email": {"is": "x@y"}}]}},
+            ),
+        ]
     )
+    return dict(config.routes_by_id)
 
 
-def login(rt: Runtime, email: str = "a@example.com", host: str = "app.localhost", **extra: Any) -> str:
-    session = Session("sid-1", "user-1", email, "Ann\r\nX-Evil: 1", ("g1", "g2"), extra, int(NOW), int(NOW) + 3600)
-    rt.store.put(session)
-    return rt.codec.seal(SessionHandle("sid-1", "user-1", host, int(NOW), int(NOW) + 3600))
+def facts(route: Route | None, session: Session | None = None, method: str = "GET") -> Facts:
+    req = RequestContext.build(method=method, host="h.localhost", target="/p", route_id=route.id if route else "gone")
+    return Facts(req, route, NO_CREDENTIALS, session, NOW)
 
 
-def headers_of(decision: Decision) -> dict[str, str]:
-    return dict(decision.headers)
+def test_unknown_route_is_404() -> None:
+    assert decide(facts(None)) == Outcome(Action.DENY, 404, ("route-not-found",))
 
 
-def test_unknown_route_is_404(runtime: Runtime) -> None:
-    d = decide(runtime, request("nope", accept="application/json"), NOW)
-    assert (d.allowed, d.status, d.reasons) == (False, 404, ("route-not-found",))
-    assert '"error": "Not Found"' in d.body
+def test_public_route_allows_anyone(routes: dict[str, Route]) -> None:
+    outcome = decide(facts(routes["public"]))
+    assert (outcome.action, outcome.status, outcome.reasons) == (Action.ALLOW, 200, ("accept",))
 
 
-def test_browser_redirect_is_signed_for_the_original_url(runtime: Runtime) -> None:
-    d = decide(runtime, request("private", target="/x?y=1", accept="text/html"), NOW)
-    assert d.status == 302
-    location = urlsplit(headers_of(d)["location"])
-    endpoint = f"{location.scheme}://{location.netloc}{location.path}"
-    assert endpoint == "http://authenticate.localhost:8080/.pomerium/sign_in"
-    signed = signed_url.verify(runtime.url_key, endpoint, location.query, NOW + 10)
-    assert signed.target == "http://app.localhost:8080/x?y=1"
+def test_a_criterion_needing_a_session_without_one_means_login(routes: dict[str, Route]) -> None:
+    outcome = decide(facts(routes["domain"]))
+    assert (outcome.action, outcome.reasons) == (Action.LOGIN, ("user-unauthenticated",))
 
 
-@pytest.mark.parametrize(
-    ("headers", "status"),
-    [
-        ({"accept": "application/json"}, 401),
-        ({"accept": "text/html;q=0.5, application/json"}, 401),
-        ({"accept": "text/html, application/json;q=0.9"}, 302),
-        ({"accept": "*/*"}, 302),
-        ({}, 302),
-        ({"accept": "image/png"}, 401),
-        ({"accept": "text/html", "x-requested-with": "XMLHttpRequest"}, 401),
-        ({"content-type": "application/grpc"}, 401),
-        ({"authorization": "Pomerium not-a-token"}, 401),
-    ],
-)
-def test_login_answer_depends_on_client(runtime: Runtime, headers: dict[str, str], status: int) -> None:
-    assert decide(runtime, request("private", **headers), NOW).status == status
+def test_a_deny_criterion_needing_a_session_forces_login_even_when_allow_matched(routes: dict[str, Route]) -> None:
+    # Pomerium's order: user-unauthenticated on either side sends the user to sign in first.
+    assert decide(facts(routes["deny-needs-session"])).action is Action.LOGIN
 
 
-def test_grpc_clients_get_grpc_status(runtime: Runtime) -> None:
-    d = decide(runtime, request("private", **{"content-type": "application/grpc"}), NOW)
-    assert headers_of(d)["grpc-status"] == "16"
+def test_allow_with_its_reasons(routes: dict[str, Route]) -> None:
+    outcome = decide(facts(routes["domain"], ANN))
+    assert (outcome.action, outcome.reasons) == (Action.ALLOW, ("domain-ok",))
+    assert outcome.verdict is not None and outcome.verdict.allow
 
 
-def test_allowed_session_gets_signed_assertion(runtime: Runtime) -> None:
-    cookie = login(runtime, team=["red", "blue"])
-    d = decide(runtime, request("private", cookie=f"a=1; _pomerium={cookie}"), NOW)
-    assert d.allowed and d.reasons == ("domain-ok",)
-    headers = headers_of(d)
-    key = runtime.config.signing_keys[0]
-    claims = jwt.decode(
-        headers["x-pomerium-jwt-assertion"],
-        key.private.public_key(),
-        algorithms=["ES256"],
-        audience="app.localhost",
-        options={"verify_exp": False, "verify_iat": False},
-    )
-    assert claims["email"] == "a@example.com" and claims["groups"] == ["g1", "g2"]
-    assert claims["team"] == "red,blue" and claims["iat"] == int(NOW)
-    assert headers["x-pomerium-claim-team"] == "red,blue"
-    assert headers["cookie"] == "a=1"
-    assert "\n" not in headers["x-pomerium-claim-email"]
+def test_deny_beats_allow_and_gives_deny_reasons(routes: dict[str, Route]) -> None:
+    outcome = decide(facts(routes["deny-ops"], ANN))
+    assert (outcome.action, outcome.status, outcome.reasons) == (Action.DENY, 403, ("groups-ok",))
 
 
-def test_cookie_header_removed_when_only_session(runtime: Runtime) -> None:
-    cookie = login(runtime)
-    d = decide(runtime, request("private", cookie=f"_pomerium={cookie}"), NOW)
-    assert "cookie" in d.headers_to_remove and "cookie" not in headers_of(d)
+def test_nothing_allowed_gives_allow_reasons(routes: dict[str, Route]) -> None:
+    other = Session("sid", "bob", "bob@example.org")
+    assert decide(facts(routes["domain"], other)).reasons == ("domain-unauthorized",)
+    assert decide(facts(routes["nobody"], other)).action is Action.DENY
 
 
-def test_foreign_identity_headers_are_removed(runtime: Runtime) -> None:
-    d = decide(
-        runtime,
-        request(
-            "public",
-            host="public.localhost",
-            **{"x-pomerium-foo": "1", "x-pomerium-jwt-assertion": "forged", "x-pomerium-authorization": "x"},
-        ),
-        NOW,
-    )
-    assert d.allowed
-    assert set(d.headers_to_remove) == {"x-pomerium-foo", "x-pomerium-authorization"}
-    assert headers_of(d)["x-pomerium-jwt-assertion"] != "forged"
+def test_decide_reads_no_clock(routes: dict[str, Route], monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    def boom() -> float:
+        raise AssertionError("decide read the clock")
+
+    monkeypatch.setattr(time, "time", boom)
+    monkeypatch.setattr(time, "monotonic", boom)
+    decide(facts(routes["domain"], ANN))
 
 
-def test_denied_session_gets_403(runtime: Runtime) -> None:
-    cookie = login(runtime, email="x@other.test")
-    d = decide(runtime, request("private", cookie=f"_pomerium={cookie}", accept="application/json"), NOW)
-    assert (d.status, d.reasons, d.user) == (403, ("domain-unauthorized",), "user-1")
+_CLOSURE = """
+import json, sys
+import authz.check.decide
+print(json.dumps(sorted(m for m in sys.modules if m == "authz" or m.startswith("authz."))))
+"""
 
 
-def test_session_bound_to_host_and_store(runtime: Runtime) -> None:
-    cookie = login(runtime, host="public.localhost")
-    assert decide(runtime, request("private", cookie=f"_pomerium={cookie}"), NOW).status == 302
-    cookie = login(runtime)
-    runtime.store.delete("sid-1")
-    assert decide(runtime, request("private", cookie=f"_pomerium={cookie}"), NOW).status == 302
-    cookie = login(runtime)
-    assert decide(runtime, request("private", cookie=f"_pomerium={cookie}"), NOW + 7200).status == 302
-
-
-def test_find_credentials() -> None:
-    creds = find_credentials(
-        {"cookie": 'a=1; _pomerium="tok"; b=2', "authorization": "Bearer Pomerium-t2"}, "_pomerium"
-    )
-    assert creds.tokens == ["t2", "tok"] and creds.in_authorization and creds.other_cookies == "a=1; b=2"
-    assert find_credentials({"cookie": "a=1"}, "_pomerium").other_cookies is None
-    assert find_credentials({"authorization": "Bearer abc"}, "_pomerium").tokens == []
-
-
-def test_templates() -> None:
-    values = {"pomerium.jwt": "J", "pomerium.id_token": "I"}
-    assert render_template("Bearer ${pomerium.jwt}", values) == "Bearer J"
-    assert render_template("$pomerium.id_token/$$/${unknown}", values) == "I/$/"
-
-
-def _check(route_id: str = "private", path: str = "/", **headers: str) -> pb.CheckRequest:
-    check = pb.CheckRequest()
-    http = check.attributes.request.http
-    http.method, http.host, http.path, http.scheme = "GET", "app.localhost", path, "http"
-    http.headers.update({"x-request-id": "rid", **headers})
-    check.attributes.context_extensions["route_id"] = route_id
-    return check
-
-
-def test_incomplete_check_request_is_denied(runtime: Runtime) -> None:
-    service = Authorization(RuntimeHolder(runtime))
-    for check in (pb.CheckRequest(), _check(path=""), _check(path="no-slash")):
-        d = service.check(check, NOW)
-        assert not d.allowed and d.status == 400
-
-
-@pytest.mark.parametrize("path", ["/a%2Fb", "/a%5cb", "/%61dmin", "/a%zz", "/a%00b", "/%ff", "/%C3%28", "/a\x01b"])
-def test_ambiguous_paths_are_400(runtime: Runtime, path: str) -> None:
-    d = Authorization(RuntimeHolder(runtime)).check(_check(path=path), NOW)
-    assert (d.allowed, d.status) == (False, 400)
-
-
-def test_internal_fault_fails_closed(runtime: Runtime) -> None:
-    class Broken(MemoryStore):
-        def get(self, session_id: str, now: float | None = None) -> Session | None:
-            raise RuntimeError("disk on fire")
-
-    broken = Runtime.build(runtime.config, Broken())
-    cookie = login(runtime)
-    d = Authorization(RuntimeHolder(broken)).check(_check(cookie=f"_pomerium={cookie}"), NOW)
-    assert (d.allowed, d.status, d.reasons) == (False, 503, ("internal-error",))
-
-
-def test_response_headers_always_overwrite(runtime: Runtime) -> None:
-    cookie = login(runtime)
-    allowed = to_response(Authorization(RuntimeHolder(runtime)).check(_check(cookie=f"_pomerium={cookie}; x=1"), NOW))
-    assert allowed.status.code == 0 and allowed.ok_response.headers
-    denied = to_response(Authorization(RuntimeHolder(runtime)).check(_check(route_id="nope"), NOW))
-    assert denied.status.code == 7 and denied.denied_response.status.code == 404
-    for option in [*allowed.ok_response.headers, *denied.denied_response.headers]:
-        assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-    assert not any(o.HasField("append") for o in allowed.ok_response.headers)
-
-
-def test_groups_are_the_union_of_id_token_and_userinfo() -> None:
-    from authz.web.login import merge_groups
-
-    assert merge_groups(["a", "b"], ["b", "c"]) == ("a", "b", "c")
-    assert merge_groups("solo", None) == ("solo",)
-    assert merge_groups([True, 3, {"x": 1}], []) == ("3",)
-
-
-def test_routes_that_sign_are_known_at_load(make_config: Callable[..., Config]) -> None:
-    templated = {
-        "id": "t",
-        "from": "http://t.localhost",
-        "to": "http://127.0.0.1:9",
-        "allow_any_authenticated_user": True,
-        "set_request_headers": {"X-Token": "Bearer ${pomerium.jwt}"},
-    }
-    plain = {**templated, "id": "p", "from": "http://p.localhost", "set_request_headers": {"X-A": "b"}}
-    rt = Runtime.build(make_config(routes=[PRIVATE, templated, plain]), MemoryStore())
-    assert rt.signing_routes == {"private", "t"}
+def test_decide_imports_only_the_policy_and_plain_data() -> None:
+    out = subprocess.run([sys.executable, "-c", _CLOSURE], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    allowed = {"authz", "authz.check", "authz.check.decide", "authz.check.facts"}
+    outside = [m for m in loaded if m not in allowed and not m.startswith("authz.policy")]
+    assert outside == [], f"decide pulls in {outside}"
+    assert "authz.policy.ast" in loaded

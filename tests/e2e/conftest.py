@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from authz.dev.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
-from authz.sessions.session import HandleCodec, Session, SessionHandle
+from authz.sessions.codec import HandleCodec
+from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import SQLiteStore
 from authz.signing.keys import generate_p256_pem
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from authz.errors import InvalidSession
-from authz.sessions.session import HandleCodec, Session, SessionHandle
+from authz.sessions.codec import HandleCodec
+from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import MemoryStore, SQLiteStore, open_store
 
 NOW = 1_800_000_000

@@ -1,0 +1,161 @@
+"""The answer step: an outcome becomes what Envoy sends — the signed assertion, claim headers,
+header templates and headers to remove on allow; the 302/401/403/404 pages otherwise.
+
+Signing and rendering live here, after the decision, so the decision stays pure and cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from authz.check.facts import Action, Facts, Outcome
+from authz.check.request import RequestContext, origin
+from authz.config.model import Route
+from authz.policy.reasons import Reason
+from authz.runtime.state import Runtime
+from authz.signing import assertion, signed_url
+from authz.web import pages
+from authz.web.negotiate import Format, is_browser, response_format
+from authz.web.pages import GRPC_STATUS
+
+_TEMPLATE = re.compile(r"\$\$|\$\{\s*([A-Za-z0-9_.]+)\s*\}|\$([A-Za-z_][A-Za-z0-9_.]*[A-Za-z0-9_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What Envoy is told. Allowed: headers to set on / remove from the upstream request.
+    Denied: the status, response headers and body sent back to the client."""
+
+    allowed: bool
+    status: int
+    reasons: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    headers_to_remove: tuple[str, ...] = ()
+    body: str = ""
+    route_id: str = ""
+    user: str = ""
+
+
+def route_url(route: Route, req: RequestContext) -> str:
+    """The request's URL on the route host: `from`'s scheme, the request's host and port."""
+    return origin(route.scheme, req.hostname, req.port) + req.raw_path
+
+
+def render_template(template: str, values: Mapping[str, str]) -> str:
+    """`${pomerium.jwt}` and `$pomerium.jwt` references; `$$` is a literal `$`; unknown refs ''."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return values.get(match.group(1) or match.group(2), "")
+
+    return _TEMPLATE.sub(one, template)
+
+
+def _clean(value: str) -> str:
+    """Header values built from IdP data must not carry control characters."""
+    return _CONTROL.sub("", value)
+
+
+def error(
+    status: int,
+    reasons: tuple[str, ...],
+    req: RequestContext,
+    *,
+    sign_in_url: str | None = None,
+    detail: str | None = None,
+    route_id: str = "",
+    user: str = "",
+    account: str | None = None,
+) -> Answer:
+    """A denied answer in the format the client asked for."""
+    fmt = response_format(req.headers)
+    content_type, body = pages.error_body(
+        status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail, account=account
+    )
+    headers = [("content-type", content_type), ("cache-control", "no-store")]
+    if req.request_id:
+        headers.append(("x-request-id", req.request_id))
+    if fmt is Format.GRPC:
+        headers += [
+            ("grpc-status", str(GRPC_STATUS.get(status, 2))),
+            ("grpc-message", pages.STATUS_TEXT.get(status, "Error")),
+        ]
+    return Answer(False, status, reasons, tuple(headers), (), body, route_id, user)
+
+
+def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
+    req = facts.request
+    url = signed_url.sign(rt.url_key, rt.sign_in_endpoint, route_url(route, req), now)
+    reasons = (Reason.USER_UNAUTHENTICATED,)
+    # Programs get a 401 they can act on; only a browser can follow a redirect to a login page.
+    if not is_browser(req.headers, session_header=facts.credentials.from_header):
+        return error(401, reasons, req, sign_in_url=url, route_id=route.id)
+    _, body = pages.error_body(302, (), req.request_id, Format.HTML, sign_in_url=url)
+    headers = (
+        ("location", url),
+        ("content-type", "text/html; charset=utf-8"),
+        ("cache-control", "no-store"),
+    )
+    return Answer(False, 302, reasons, headers, (), body, route.id)
+
+
+def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], now: float) -> Answer:
+    config, req, session, creds = rt.config, facts.request, facts.session, facts.credentials
+    set_headers: list[tuple[str, str]] = []
+    token = ""
+    if route.id in rt.signing_routes:
+        claims = assertion.build_claims(
+            hostname=req.hostname,
+            session=session,
+            now=int(now),
+            issuer_format=route.jwt_issuer_format,
+            extra=tuple(claim for _, claim in config.jwt_claims_headers),
+        )
+        token = assertion.sign(config.signing_keys[0], claims)
+        if route.pass_identity_headers:
+            set_headers.append(("x-pomerium-jwt-assertion", token))
+            set_headers.extend((h, _clean(v)) for h, v in assertion.claim_headers(config.jwt_claims_headers, claims))
+    if route.set_request_headers:
+        values = {
+            "pomerium.jwt": token,
+            "pomerium.id_token": session.id_token if session else "",
+            "pomerium.access_token": session.access_token if session else "",
+        }
+        set_headers.extend((n, _clean(render_template(v, values))) for n, v in route.set_request_headers)
+    set_names = {name.lower() for name, _ in set_headers}
+    # What the client sent in authz's name never reaches the upstream: identity headers are
+    # authz's to set, and session credentials stay between the browser and authz.
+    remove = [
+        h for h in req.headers if (h.startswith("x-pomerium-") or h in rt.identity_headers) and h not in set_names
+    ]
+    if creds.in_authorization:
+        remove.append("authorization")
+    if creds.other_cookies is not None:
+        if creds.other_cookies:
+            set_headers.append(("cookie", creds.other_cookies))
+        else:
+            remove.append("cookie")
+    user = session.user_id if session else ""
+    return Answer(True, 200, reasons, tuple(set_headers), tuple(remove), "", route.id, user)
+
+
+def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
+    session = facts.session
+    user = session.user_id if session else ""
+    account = (session.email or session.user_id) if session else None
+    route_id = route.id if route else facts.request.route_id
+    return error(outcome.status, outcome.reasons, facts.request, route_id=route_id, user=user, account=account)
+
+
+def answer(rt: Runtime, facts: Facts, outcome: Outcome, now: float) -> Answer:
+    """The answer for a decided outcome; `now` stamps the assertion and the sign-in link."""
+    route = facts.route
+    if route is None or outcome.action is Action.DENY:
+        return _deny(route, facts, outcome)
+    if outcome.action is Action.LOGIN:
+        return _login(rt, route, facts, now)
+    return _allow(rt, route, facts, outcome.reasons, now)

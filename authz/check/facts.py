@@ -1,0 +1,48 @@
+"""The values that pass between the Check's steps: the facts gathered, and the outcome decided.
+
+Only data here, and type-only imports: the decide step sees these and the policy, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from authz.check.credentials import Credentials
+    from authz.check.request import RequestContext
+    from authz.config.model import Route
+    from authz.policy.ast import Verdict
+    from authz.sessions.session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the decision needs, gathered (with all the I/O) before it is made.
+
+    Grants and a validated client certificate join here when those features land.
+    """
+
+    request: RequestContext
+    route: Route | None  # None: Envoy sent a route id this config does not have
+    credentials: Credentials
+    session: Session | None  # the first credential that opened to a live session
+    now: datetime  # the clock, read once by the gather step
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    LOGIN = "login"  # the answer step makes this a 302 for browsers, a 401 for programs
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to do, and why; the answer step turns it into a CheckResponse."""
+
+    action: Action
+    status: int
+    reasons: tuple[str, ...]
+    verdict: Verdict | None = None  # the policy's evaluation, for `show_error_details`

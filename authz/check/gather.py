@@ -1,0 +1,50 @@
+"""The gather step: route, credentials and session for one request — all the Check's I/O lives here.
+
+The steady-state path is a plain synchronous call: the route is a dict lookup, credentials are
+opened in memory, and a store that answers without blocking (`memory:`, and later a cache hit) is
+read inline. Only a read that would block (SQLite, a cache miss) comes back as `Pending`, which the
+server resolves off its event loop (asyncio) or directly (a thread-pool server). Grants and a
+validated client certificate will be gathered here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from authz.check.credentials import Credentials, find_credentials
+from authz.check.facts import Facts
+from authz.check.request import RequestContext
+from authz.config.model import Route
+from authz.runtime.state import Runtime
+from authz.sessions.session import SessionHandle
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Facts that still need a blocking store read: call `resolve()` where blocking is allowed."""
+
+    rt: Runtime
+    request: RequestContext
+    route: Route
+    credentials: Credentials
+    handles: tuple[SessionHandle, ...]
+    now: float
+    clock: datetime
+
+    def resolve(self) -> Facts:
+        session = self.rt.live_session(self.handles, self.now)
+        return Facts(self.request, self.route, self.credentials, session, self.clock)
+
+
+def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
+    """The facts for `req` at `now`, or `Pending` when only a blocking read can finish them."""
+    route = rt.config.routes_by_id.get(req.route_id)
+    credentials = find_credentials(req.headers, rt.config.cookie_name)
+    clock = datetime.fromtimestamp(now, UTC)
+    handles = rt.open_handles(credentials.tokens, req.hostname, now) if route and credentials.tokens else ()
+    if not handles:
+        return Facts(req, route, credentials, None, clock)
+    if rt.store.blocking:
+        return Pending(rt, req, route, credentials, handles, now, clock)  # type: ignore[arg-type]
+    return Facts(req, route, credentials, rt.live_session(handles, now), clock)

@@ -1,0 +1,99 @@
+"""The gRPC services Envoy calls: `envoy.service.auth.v3.Authorization` and `grpc.health.v1.Health`.
+
+`Authorization` is a thin adapter over the Check's three steps (authz/check/run.py): protobuf in
+through `adapter`, the Runtime read once from the holder, and every fault a denial, never an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
+from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
+from authz.check import run
+from authz.check.answer import Answer, error
+from authz.check.gather import Pending
+from authz.envoy import adapter
+from authz.errors import RequestError
+from authz.policy.reasons import Reason
+from authz.runtime.holder import RuntimeHolder
+
+log = logging.getLogger("authz")
+
+
+class Authorization(pb_grpc.AuthorizationServicer):
+    """envoy.service.auth.v3.Authorization: every fault becomes a denial, never an allow."""
+
+    def __init__(self, holder: RuntimeHolder) -> None:
+        self.holder = holder
+
+    def begin(self, request: pb.CheckRequest, now: float) -> Answer | Pending:
+        """Everything that does not block; `Pending` when a store read must finish the Check."""
+        try:
+            req = adapter.to_request(request)
+        except RequestError as exc:
+            return error(exc.status, (exc.reason,), adapter.fallback_request(request), detail=exc.detail)
+        except Exception:
+            log.exception("could not read the check request; answering 503")
+            return error(503, (Reason.INTERNAL_ERROR,), adapter.fallback_request(request))
+        try:
+            return run.begin(self.holder.current, req, now)
+        except Exception:
+            log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
+            return error(503, (Reason.INTERNAL_ERROR,), req)
+
+    def finish(self, pending: Pending) -> Answer:
+        """Complete a pending Check; blocks on the store, so never call it on an event loop."""
+        try:
+            return run.finish(pending)
+        except Exception:
+            log.exception("check failed; answering 503", extra={"fields": {"request_id": pending.request.request_id}})
+            return error(503, (Reason.INTERNAL_ERROR,), pending.request)
+
+    def answer(self, request: pb.CheckRequest, now: float) -> Answer:
+        """The whole Check in the calling thread (thread-pool servers, tests, benchmarks)."""
+        result = self.begin(request, now)
+        return self.finish(result) if isinstance(result, Pending) else result
+
+    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        result = self.begin(request, time.time())
+        if isinstance(result, Pending):
+            result = await asyncio.to_thread(self.finish, result)
+        return adapter.to_response(result)
+
+
+class Health(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1: SERVING once both servers listen, NOT_SERVING while shutting down."""
+
+    def __init__(self) -> None:
+        self.serving = False
+        self._changed = asyncio.Event()
+
+    def set(self, serving: bool) -> None:
+        self.serving = serving
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _status(self, service: str) -> health_pb2.HealthCheckResponse:
+        if service not in ("", "envoy.service.auth.v3.Authorization"):
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        status = health_pb2.HealthCheckResponse.SERVING if self.serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        return self._status(request.service)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        while True:
+            yield self._status(request.service)
+            await self._changed.wait()

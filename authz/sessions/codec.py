@@ -1,0 +1,43 @@
+"""The `_pomerium` cookie: a session handle sealed with AES-256-GCM under a key from `cookie_secret`.
+
+The cookie is an opaque handle {session id, user id, host, issued, expiry} sealed under a key derived
+(HKDF-SHA256) from `cookie_secret`. It is not byte-compatible with Pomerium's HS256 cookie, on
+purpose: Pomerium's is signed but readable, this one is also confidential.
+"""
+
+from __future__ import annotations
+
+from authz.errors import InvalidSession
+from authz.sessions.sealing import Sealer
+from authz.sessions.session import SessionHandle
+
+_MAX_TOKEN = 4096
+_CLOCK_SKEW = 60
+
+
+class HandleCodec:
+    """Seals and opens session handles."""
+
+    def __init__(self, cookie_secret: bytes) -> None:
+        self._sealer = Sealer(cookie_secret, b"session-cookie", max_size=_MAX_TOKEN)
+
+    def seal(self, handle: SessionHandle) -> str:
+        """The cookie value (also usable as `Authorization: Pomerium <token>`)."""
+        return self._sealer.seal([handle.session_id, handle.user_id, handle.host, handle.issued_at, handle.expires_at])
+
+    def open(self, token: str, hostname: str, now: float) -> SessionHandle:
+        """Open and check a handle; InvalidSession for anything tampered, foreign or expired."""
+        try:
+            sid, uid, host, iat, exp = self._sealer.open(token)
+        except (ValueError, TypeError) as exc:
+            raise InvalidSession(f"session token: {exc}") from None
+        if not all(isinstance(v, str) for v in (sid, uid, host)) or not all(isinstance(v, int) for v in (iat, exp)):
+            raise InvalidSession("session token payload is malformed")
+        handle = SessionHandle(sid, uid, host, iat, exp)
+        if exp <= now:
+            raise InvalidSession("session token expired")
+        if iat > now + _CLOCK_SKEW:
+            raise InvalidSession("session token issued in the future")
+        if not handle.valid_for(hostname):
+            raise InvalidSession("session token was issued for another host")
+        return handle

@@ -1,0 +1,157 @@
+"""In-process cost of one Check, per scenario: CheckRequest in, CheckResponse out, no sockets.
+
+    python scripts/bench_check.py                      # this checkout
+    python scripts/bench_check.py --tree before=/path/to/other/checkout --tree after=.
+
+With several trees, runs alternate between them (a fresh interpreter per run, `--runs` each), so
+both see the same machine noise; the table gives, per scenario, the median over runs of each run's
+median and p99 in microseconds, and the ratio to the first tree. Envoy is not involved: this is the
+Python cost of the Check itself (protobuf adapter, gather, decide, answer). The memory store is used,
+so no scenario waits on I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+SCENARIOS = ("public+signed", "session+assertion", "session, no assertion", "deny", "login")
+
+# Runs inside a fresh interpreter with the tree under test first on sys.path.
+_RUN = r"""
+import base64, gc, json, secrets, sys, time
+N = int(sys.argv[1])
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
+try:  # the layout by concern
+    from authz.config import parse_config
+    from authz.envoy.adapter import to_response
+    from authz.envoy.service import Authorization
+    from authz.runtime.holder import RuntimeHolder
+    from authz.runtime.state import Runtime
+    from authz.sessions.session import Session, SessionHandle
+    from authz.sessions.stores import MemoryStore
+    from authz.signing.keys import generate_p256_pem
+
+    def service(config):
+        rt = Runtime.build(config, MemoryStore())
+        return rt, Authorization(RuntimeHolder(rt)).answer
+except ImportError:  # the flat layout before it
+    from authz.config import parse_config
+    from authz.ext_authz import to_response
+    from authz.keys import generate_p256_pem
+    from authz.runtime import Runtime
+    from authz.server import Authorization
+    from authz.session import Session, SessionHandle
+    from authz.stores import MemoryStore
+
+    def service(config):
+        rt = Runtime.build(config, MemoryStore())
+        return rt, Authorization(rt).check
+
+def route(rid, host, **extra):
+    return {"id": rid, "from": f"http://{host}", "to": "http://127.0.0.1:9", **extra}
+
+config = parse_config({
+    "insecure_server": True, "address": "127.0.0.1:8080",
+    "authenticate_service_url": "http://authenticate.localhost:8080",
+    "shared_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "signing_key": base64.b64encode(generate_p256_pem()).decode(),
+    "cookie_secure": False, "session_store": "memory:",
+    "jwt_claims_headers": ["email"],
+    "routes": [
+        route("public", "public.localhost", allow_public_unauthenticated_access=True, pass_identity_headers=True),
+        route("signed", "signed.localhost", allowed_domains=["example.com"], pass_identity_headers=True),
+        route("plain", "plain.localhost", allowed_domains=["example.com"]),
+        route("strict", "strict.localhost", allowed_domains=["example.org"]),
+    ],
+})
+rt, check = service(config)
+now = int(time.time())
+rt.store.put(Session("sid", "user-1", "ann@example.com", "Ann", ("g1", "g2"), {}, now, now + 86400))
+
+def cookie(host):
+    return "_pomerium=" + rt.codec.seal(SessionHandle("sid", "user-1", host, now, now + 86400))
+
+def request(route_id, host, **headers):
+    message = pb.CheckRequest()
+    http = message.attributes.request.http
+    http.method, http.host, http.path, http.scheme = "GET", host, "/some/path?q=1", "http"
+    http.id = "1234567890"
+    http.headers.update({"accept": "text/html,application/xhtml+xml", "user-agent": "bench", **headers})
+    message.attributes.context_extensions["route_id"] = route_id
+    message.attributes.source.address.socket_address.address = "127.0.0.1"
+    return message
+
+cases = {
+    "public+signed": (request("public", "public.localhost"), 200),
+    "session+assertion": (request("signed", "signed.localhost", cookie=cookie("signed.localhost")), 200),
+    "session, no assertion": (request("plain", "plain.localhost", cookie=cookie("plain.localhost")), 200),
+    "deny": (request("strict", "strict.localhost", cookie=cookie("strict.localhost")), 403),
+    "login": (request("plain", "plain.localhost"), 302),
+}
+out = {}
+for name, (message, expected) in cases.items():
+    response = to_response(check(message, time.time()))
+    status = response.denied_response.status.code if response.status.code else 200
+    assert status == expected, (name, status)
+    for _ in range(200):
+        to_response(check(message, time.time()))
+    times = []
+    gc.collect()
+    for _ in range(N):
+        start = time.perf_counter_ns()
+        to_response(check(message, time.time()))
+        times.append(time.perf_counter_ns() - start)
+    times.sort()
+    out[name] = {"median": times[len(times) // 2] / 1000, "p99": times[int(len(times) * 0.99)] / 1000}
+print(json.dumps(out))
+"""
+
+
+def run_once(tree: Path, n: int) -> dict[str, dict[str, float]]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-c", _RUN, str(n)]
+    out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{tree}: {out.stderr.strip()}")
+    result: dict[str, dict[str, float]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", default=[], help="name=path of a checkout (default: this one)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("-n", type=int, default=5000, help="Checks per scenario per run")
+    args = parser.parse_args()
+    trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", str(Path(__file__).resolve().parents[1]))]
+    results: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name, _ in trees}
+    for _ in range(args.runs):
+        for name, path in trees:
+            results[name].append(run_once(Path(path).resolve(), args.n))
+    first = trees[0][0]
+    header = f"{'scenario':24}" + "".join(f"{name + ' median':>18}{name + ' p99':>14}" for name, _ in trees)
+    print(header + ("   ratio (median)" if len(trees) > 1 else ""))
+    for scenario in SCENARIOS:
+        row, medians = f"{scenario:24}", {}
+        for name, _ in trees:
+            median = statistics.median(r[scenario]["median"] for r in results[name])
+            p99 = statistics.median(r[scenario]["p99"] for r in results[name])
+            medians[name] = median
+            row += f"{median:>15.1f} µs{p99:>11.1f} µs"
+        if len(trees) > 1:
+            row += "   " + ", ".join(f"{n}/{first} {medians[n] / medians[first]:.3f}" for n, _ in trees[1:])
+        print(row)
+    print(f"({args.runs} runs x {args.n} Checks per scenario and tree, alternating; Envoy not involved)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
