@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint protos clean browser
+.PHONY: dev test lint protos clean browser fuzz bench
 
 $(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: $(STAMP) browser
 	$(BIN)/ruff check authz tests scripts
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Long fuzzing, outside `make test`: hostile CheckRequests and the policy laws with many examples.
+fuzz: $(STAMP)
+	AUTHZ_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q --hypothesis-profile=fuzz tests/check/test_check_fuzz.py tests/policy
+
+# The in-process cost of one Check per scenario (scripts/bench_check.py --help compares checkouts).
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check authz tests scripts

@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from authz.config import Config, parse_config
 from authz.signing.keys import generate_p256_pem
+
+# `make fuzz` runs the property tests with this profile: many more examples, no deadline.
+settings.register_profile("fuzz", max_examples=5000, deadline=None)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,7 +39,12 @@ def service(signing_pem: bytes, tmp_path_factory: pytest.TempPathFactory) -> Aut
     return Authorization(RuntimeHolder(Runtime.build(config, MemoryStore())))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# `make fuzz` raises the count (AUTHZ_FUZZ_EXAMPLES); `make test` keeps it quick.
+@settings(
+    max_examples=int(os.environ.get("AUTHZ_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     method=st.sampled_from(["GET", "POST", "OPTIONS", "", "G\x00T"]) | text,
     host=st.sampled_from(["app.localhost", "app.localhost:8080", "", "[::1]:99999"]) | text,
