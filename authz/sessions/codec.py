@@ -23,20 +23,17 @@ class HandleCodec:
 
     def seal(self, handle: SessionHandle) -> str:
         """The cookie value (also usable as `Authorization: Pomerium <token>`)."""
-        return self._sealer.seal([handle.session_id, handle.user_id, handle.host, handle.issued_at, handle.expires_at])
+        return self._sealer.seal(handle.to_wire())
 
     def open(self, token: str, hostname: str, now: float) -> SessionHandle:
         """Open and check a handle; InvalidSession for anything tampered, foreign or expired."""
         try:
-            sid, uid, host, iat, exp = self._sealer.open(token)
-        except (ValueError, TypeError) as exc:
+            handle = SessionHandle.from_wire(self._sealer.open(token))
+        except ValueError as exc:
             raise InvalidSession(f"session token: {exc}") from None
-        if not all(isinstance(v, str) for v in (sid, uid, host)) or not all(isinstance(v, int) for v in (iat, exp)):
-            raise InvalidSession("session token payload is malformed")
-        handle = SessionHandle(sid, uid, host, iat, exp)
-        if exp <= now:
+        if handle.expires_at <= now:
             raise InvalidSession("session token expired")
-        if iat > now + _CLOCK_SKEW:
+        if handle.issued_at > now + _CLOCK_SKEW:
             raise InvalidSession("session token issued in the future")
         if not handle.valid_for(hostname):
             raise InvalidSession("session token was issued for another host")

@@ -49,6 +49,21 @@ class SessionHandle:
     issued_at: int
     expires_at: int
 
+    def to_wire(self) -> list[str | int]:
+        """The sealed form: a positional list, the shortest JSON for a value in every cookie."""
+        return [self.session_id, self.user_id, self.host, self.issued_at, self.expires_at]
+
+    @classmethod
+    def from_wire(cls, data: object) -> SessionHandle:
+        """The handle from its sealed form; ValueError for anything else."""
+        if not isinstance(data, list) or len(data) != 5:
+            raise ValueError("a session handle is a list of five values")
+        sid, uid, host, iat, exp = data
+        texts, numbers = (sid, uid, host), (iat, exp)
+        if not all(isinstance(v, str) for v in texts) or not all(type(v) is int for v in numbers):
+            raise ValueError("a session handle holds three strings and two integers")
+        return cls(sid, uid, host, iat, exp)
+
     def valid_for(self, hostname: str) -> bool:
         """Host-only handles name one host; `.example.com` (with cookie_domain) covers subdomains."""
         if self.host.startswith("."):

@@ -101,3 +101,18 @@ def test_single_use_claims_and_leases(kind: str, tmp_path: Path) -> None:
     assert store.try_lease("s1", "worker-a", NOW + 60, NOW + 10)  # the holder may extend
     assert store.try_lease("s1", "worker-b", NOW + 90, NOW + 61)  # after expiry, anyone
     store.close()
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [None, [], ["s", "u", "h", 1], ["s", "u", "h", 1, 2, 3], ["s", "u", "h", "1", 2], ["s", 7, "h", 1, 2],
+     ["s", "u", "h", True, 2], {"s": "s"}],
+)  # fmt: skip
+def test_handle_wire_form_refuses_anything_else(wire: object) -> None:
+    with pytest.raises(ValueError):
+        SessionHandle.from_wire(wire)
+
+
+def test_handle_wire_form_round_trips() -> None:
+    handle = SessionHandle("sid", "uid", ".example.com", 1, 2)
+    assert SessionHandle.from_wire(handle.to_wire()) == handle
