@@ -12,8 +12,9 @@ AuthzError                      every fault authz raises on purpose
         └── IdpUnavailable      502 idp-unavailable: transport error, HTTP 5xx, unusable answer
             └── IdpTimeout      504 idp-timeout: no answer within idp_timeout
 
-Callers act on the class: the refresher ends a session only on `IdpRefused` with `invalid_grant`,
-retries `IdpUnavailable`, and logs other refusals (an operator fault such as `invalid_client`) loudly.
+Callers act on the class: the refresher ends a session on `IdpRefused` with `invalid_grant` or on
+`InvalidIdToken` (a refreshed identity that fails verification), retries `IdpUnavailable` with
+back-off, and logs other refusals (an operator fault such as `invalid_client`) loudly and retries.
 """
 
 from __future__ import annotations

@@ -9,43 +9,27 @@ from __future__ import annotations
 import html
 import json
 import threading
-import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 
-
-class KeyCache:
-    """The JWKS, refetched at most once a minute and on an unknown key id."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched = 0.0
-        self._lock = threading.Lock()
-
-    def _refresh(self) -> None:
-        with urllib.request.urlopen(self.url, timeout=5) as response:  # noqa: S310 - our own sidecar
-            document = json.load(response)
-        self._keys = {k["kid"]: jwt.PyJWK(k) for k in document["keys"]}
-        self._fetched = time.monotonic()
-
-    def get(self, kid: str) -> jwt.PyJWK | None:
-        with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched > 60:
-                self._refresh()
-            return self._keys.get(kid)
+# What authz signs with (authz.signing.keys); the key's own JWK, never the token header, picks one.
+ALGORITHMS = frozenset({"ES256", "RS256"})
 
 
-def verify(token: str, keys: KeyCache, audience: str) -> dict[str, Any]:
+def key_client(jwks_url: str) -> jwt.PyJWKClient:
+    """authz's published keys: the JWKS cached for a minute, fetched again for an unknown key id."""
+    return jwt.PyJWKClient(jwks_url, lifespan=60, timeout=5)
+
+
+def verify(token: str, keys: jwt.PyJWKClient, audience: str) -> dict[str, Any]:
     """Claims of a valid assertion for `audience`; jwt.PyJWTError otherwise."""
-    header = jwt.get_unverified_header(token)
-    key = keys.get(str(header.get("kid", "")))
-    if key is None:
-        raise jwt.InvalidKeyError("unknown key id")
-    return jwt.decode(token, key, algorithms=["ES256", "RS256"], audience=audience, leeway=30)
+    key = keys.get_signing_key_from_jwt(token)
+    if key.algorithm_name not in ALGORITHMS:
+        raise jwt.InvalidAlgorithmError(f"authz does not sign with {key.algorithm_name}")
+    claims: dict[str, Any] = jwt.decode(token, key, algorithms=[key.algorithm_name], audience=audience, leeway=30)
+    return claims
 
 
 def _page(host: str, claims: dict[str, Any] | None, problem: str | None) -> bytes:
@@ -70,7 +54,7 @@ def _page(host: str, claims: dict[str, Any] | None, problem: str | None) -> byte
 
 def start_demo(jwks_url: str, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """Serve the demo app in a background thread; returns the server (`.server_address`)."""
-    keys = KeyCache(jwks_url)
+    keys = key_client(jwks_url)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

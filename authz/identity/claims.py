@@ -1,15 +1,22 @@
 """What a sign-in or a refresh learns about the user: one rule for claims, groups and the session record.
 
 The ID token's claims and the UserInfo claims are merged the same way at sign-in and at every
-refresh, so what a policy sees about a user does not change because their tokens were renewed.
+refresh (`merge_identity`), so what a policy sees about a user does not change because their tokens
+were renewed: userinfo wins claim by claim, groups are the union of both, in order of appearance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from authz.errors import InvalidIdToken
 from authz.sessions.session import Session
+
+if TYPE_CHECKING:
+    from authz.identity.oidc import Tokens
 
 # Claims that describe the token, not the user: not kept in the session's claims.
 _TOKEN_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time", "jti"})
@@ -25,17 +32,47 @@ def merge_groups(*sources: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(g for source in sources for g in _groups(source)))
 
 
-def session_from_claims(
-    sid: str, claims: Mapping[str, Any], tokens: Any, now: float, lifetime: float, groups: tuple[str, ...]
-) -> Session:
-    kept = {k: v for k, v in claims.items() if k not in _TOKEN_CLAIMS}
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the IdP says the user is, merged by the one rule: the user fields of a session."""
+
+    user_id: str
+    email: str
+    name: str
+    groups: tuple[str, ...]
+    claims: Mapping[str, Any]  # the merged claims, without those that describe a token
+
+
+def merge_identity(id_claims: Mapping[str, Any], userinfo: Mapping[str, Any]) -> Identity:
+    """Merge verified ID-token claims and UserInfo claims; InvalidIdToken if they name different users.
+
+    OpenID Connect Core §5.3.2: userinfo whose `sub` is not the ID token's must not be used; authz
+    refuses the sign-in (or ends the session at a refresh) rather than quietly keep stale claims.
+    """
+    sub = id_claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise InvalidIdToken("the ID token has no subject")
+    if userinfo and userinfo.get("sub") != sub:
+        raise InvalidIdToken("the identity provider's userinfo names another subject")
+    merged = {**id_claims, **userinfo}
+    return Identity(
+        user_id=sub,
+        email=str(merged.get("email") or ""),
+        name=str(merged.get("name") or ""),
+        groups=merge_groups(id_claims.get("groups"), userinfo.get("groups")),
+        claims={k: v for k, v in merged.items() if k not in _TOKEN_CLAIMS},
+    )
+
+
+def new_session(sid: str, identity: Identity, tokens: Tokens, now: float, lifetime: float) -> Session:
+    """The session a sign-in creates: the merged identity and the IdP's tokens, for `lifetime` seconds."""
     return Session(
         id=sid,
-        user_id=str(claims["sub"]),
-        email=str(claims.get("email") or ""),
-        name=str(claims.get("name") or ""),
-        groups=groups,
-        claims=kept,
+        user_id=identity.user_id,
+        email=identity.email,
+        name=identity.name,
+        groups=identity.groups,
+        claims=identity.claims,
         issued_at=int(now),
         expires_at=int(now + lifetime),
         id_token=tokens.id_token,
@@ -43,6 +80,30 @@ def session_from_claims(
         refresh_token=tokens.refresh_token,
         token_expires_at=tokens.expires_at,
     )
+
+
+def with_identity(session: Session, identity: Identity) -> Session:
+    """The session with the identity a refresh learned (same user, same lifetime)."""
+    return dataclasses.replace(
+        session, email=identity.email, name=identity.name, groups=identity.groups, claims=identity.claims
+    )
+
+
+def session_from_claims(
+    sid: str, claims: Mapping[str, Any], tokens: Any, now: float, lifetime: float, groups: tuple[str, ...]
+) -> Session:
+    """A session from claims already merged (`{**id_claims, **userinfo}`) and their `merge_groups`.
+
+    The older form of `merge_identity` + `new_session`, which check userinfo's subject as well.
+    """
+    identity = Identity(
+        user_id=str(claims["sub"]),
+        email=str(claims.get("email") or ""),
+        name=str(claims.get("name") or ""),
+        groups=groups,
+        claims={k: v for k, v in claims.items() if k not in _TOKEN_CLAIMS},
+    )
+    return new_session(sid, identity, tokens, now, lifetime)
 
 
 def session_claims(session: Session) -> dict[str, Any]:

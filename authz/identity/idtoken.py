@@ -65,10 +65,14 @@ def verify_id_token(
     alg: str,
     issuer: str,
     client_id: str,
-    nonce: str,
+    nonce: str | None,
     now: float,
 ) -> dict[str, Any]:
-    """Verify signature, iss, aud, azp, exp, iat and nonce; InvalidIdToken with the reason otherwise."""
+    """Verify signature, iss, aud, azp, exp, iat and nonce; InvalidIdToken with the reason otherwise.
+
+    `nonce` is None only for an ID token from a refresh (OpenID Connect Core §12.2), which answers no
+    authentication request of ours: whatever nonce it carries is not checked.
+    """
     if key.alg is not None and key.alg != alg:
         raise InvalidIdToken("the ID token's algorithm does not match its key")
     try:
@@ -97,8 +101,23 @@ def verify_id_token(
         raise InvalidIdToken("the ID token has several audiences but no azp")
     if azp is not None and azp != client_id:
         raise InvalidIdToken("the ID token was issued to another party (azp)")
-    if not hmac.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
+    if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
         raise InvalidIdToken("the ID token's nonce does not match this sign-in")
     if not isinstance(claims["sub"], str) or not claims["sub"]:
         raise InvalidIdToken("the ID token has no subject")
     return claims
+
+
+def stored_claims(raw: str) -> dict[str, Any]:
+    """The payload of an ID token authz verified earlier and kept in its own store; {} if unreadable.
+
+    Not verified again, on purpose: it was verified when it arrived (at sign-in or a refresh) and has
+    lived only in authz's session store since. Re-verifying would fail for the wrong reasons: it has
+    expired by the time a refresh reads it, and the key that signed it may have been rotated away.
+    Never use this for a token that came from anywhere else.
+    """
+    try:
+        claims = jwt.decode(raw, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}

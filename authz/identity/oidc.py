@@ -3,6 +3,10 @@
 Protocol steps use authlib's OAuth 2.0 client (on httpx2); ID tokens are verified by `idtoken`.
 Discovery and the JWKS are fetched asynchronously and cached; an unknown `kid` refetches the JWKS
 once (at most every 10 s), so key rotation works and a flood of bogus kids cannot hammer the IdP.
+
+Every failure of a step becomes one class of `authz.errors` (`_guard`): no answer in time is
+IdpTimeout; unreachable, HTTP 5xx or an unusable answer is IdpUnavailable; an OAuth `error`
+(RFC 6749 §5.2) in a 2xx or 4xx answer is IdpRefused with that code.
 """
 
 from __future__ import annotations
@@ -52,16 +56,51 @@ class Tokens:
     expires_at: int
 
 
+def _oauth_error(response: httpx2.Response) -> str | None:
+    """The OAuth `error` code of an error response (RFC 6749 §5.2), or None if it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) and error else None
+
+
+def _check_answer(response: httpx2.Response) -> httpx2.Response:
+    """Pass a 2xx; raise OAuthError for a 4xx with an OAuth `error`, httpx2.HTTPStatusError for the rest.
+
+    authlib raises httpx2.HTTPStatusError itself for a 5xx or a body that is not a JSON object, but
+    hands a 4xx JSON object without `error` back as if it were tokens, and never looks at the status
+    of a revocation; this hook (and `revoke`) makes every endpoint answer the same way.
+    """
+    if response.is_success:
+        return response
+    error = _oauth_error(response) if response.status_code < 500 else None
+    if error is not None:
+        raise OAuthError(error=error)
+    # A 5xx is the IdP's fault, even when its body names an OAuth error (`temporarily_unavailable`).
+    # A 4xx without an OAuth `error` is not the refusal RFC 6749 §5.2 defines (it MUST carry one):
+    # it is a gateway, firewall or rate limiter speaking (403 page, 429), or a wrong endpoint (404).
+    # It says nothing about the user's grant, so it is "answered something unusable" (502, and the
+    # refresher retries it) rather than a refusal with an error code we would have to make up.
+    response.raise_for_status()
+    return response
+
+
 async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Map transport failures to IdpUnavailable/IdpTimeout and OAuth errors to IdpRefused, naming the step."""
+    """Map every failure of an IdP call to IdpTimeout, IdpUnavailable or IdpRefused, naming the step."""
     try:
         return await call()
     except httpx2.TimeoutException:
         raise IdpTimeout(f"the identity provider timed out during {what}") from None
     except (httpx2.TransportError, OSError) as exc:
         raise IdpUnavailable(f"the identity provider is unreachable during {what}: {type(exc).__name__}") from None
+    except httpx2.HTTPStatusError as exc:  # see _check_answer: a 5xx, or a 4xx without an OAuth error
+        status = exc.response.status_code
+        raise IdpUnavailable(f"the identity provider answered {what} with HTTP {status}") from None
     except OAuthError as exc:
-        raise IdpRefused(str(exc.error), f"the identity provider refused {what}: {exc.error}") from None
+        error = str(exc.error)[:64]  # the IdP's words: bounded before they reach a page or a log
+        raise IdpRefused(error, f"the identity provider refused {what}: {error}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise IdpUnavailable(f"the identity provider answered {what} with something unusable: {exc}") from None
 
@@ -146,7 +185,7 @@ class OidcClient:
         return self._keys[kid]
 
     def _oauth(self, meta: Metadata, scope: str | None = None) -> AsyncOAuth2Client:
-        return AsyncOAuth2Client(
+        client = AsyncOAuth2Client(
             client_id=self.idp.client_id,
             client_secret=self.idp.client_secret.value.decode(),
             scope=scope if scope is not None else " ".join(self.idp.scopes),
@@ -155,6 +194,9 @@ class OidcClient:
             transport=self._transport,
             timeout=self.idp.timeout,
         )
+        client.register_compliance_hook("access_token_response", _check_answer)
+        client.register_compliance_hook("refresh_token_response", _check_answer)
+        return client
 
     def authorization_url(self, meta: Metadata, *, state: str, nonce: str, verifier: str) -> str:
         """The IdP's authorization URL: code flow, query response mode, nonce, PKCE S256."""
@@ -170,7 +212,11 @@ class OidcClient:
         return str(url)
 
     @staticmethod
-    def _tokens(data: dict[str, Any], now: float, previous: Tokens | None = None) -> Tokens:
+    def _tokens(data: dict[str, Any], now: float, what: str, previous: Tokens | None = None) -> Tokens:
+        access_token = data.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            # RFC 6749 §5.1: required. Empty tokens stored as if fresh would never be refreshed again.
+            raise IdpUnavailable(f"the identity provider answered {what} without an access_token")
         try:
             lifetime = float(data.get("expires_in") or 0)
         except (TypeError, ValueError):
@@ -179,27 +225,37 @@ class OidcClient:
         # which would make the refresher renew the session on every pass.
         expires_at = int(now + lifetime) if lifetime > 0 else 0
         return Tokens(
-            access_token=str(data.get("access_token", "")),
+            access_token=access_token,
             id_token=str(data.get("id_token") or (previous.id_token if previous else "")),
             refresh_token=str(data.get("refresh_token") or (previous.refresh_token if previous else "")),
             expires_at=expires_at,
         )
 
-    async def exchange(self, meta: Metadata, code: str, verifier: str) -> Tokens:
+    async def exchange(self, meta: Metadata, code: str, verifier: str, now: float | None = None) -> Tokens:
         """Trade an authorization code for tokens (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
-        now = time.time()
+        now = time.time() if now is None else now
         client = self._oauth(meta)
         kwargs = {"code_verifier": verifier} if meta.pkce_s256 else {}
-        data = await _guard("the code exchange", lambda: client.fetch_token(meta.token_endpoint, code=code, **kwargs))
-        return self._tokens(dict(data), now)
+        what = "the code exchange"
+        data = await _guard(what, lambda: client.fetch_token(meta.token_endpoint, code=code, **kwargs))
+        return self._tokens(dict(data), now, what)
 
-    async def verify(self, meta: Metadata, raw: str, nonce: str, now: float) -> dict[str, Any]:
-        """Verify an ID token against the provider's keys and this sign-in's nonce."""
+    async def verify(self, meta: Metadata, raw: str, nonce: str | None, now: float) -> dict[str, Any]:
+        """Verify an ID token against the provider's keys and this sign-in's nonce (None: not checked)."""
         alg, kid = unverified_header(raw, meta.algorithms)
         key = await self._key(kid, meta)
         return verify_id_token(
             raw, key, alg=alg, issuer=meta.issuer, client_id=self.idp.client_id, nonce=nonce, now=now
         )
+
+    async def verify_refreshed(self, meta: Metadata, raw: str, subject: str, now: float) -> dict[str, Any]:
+        """Verify an ID token from a refresh (OpenID Connect Core §12.2): as at sign-in, same subject, no nonce."""
+        # §12.2 has no nonce for a refresh (the sign-in's is not kept, and some IdPs repeat it); iss, aud,
+        # azp, exp, iat and the signature are checked exactly as at sign-in, and the user must not change.
+        claims = await self.verify(meta, raw, None, now)
+        if claims["sub"] != subject:
+            raise InvalidIdToken("the refreshed ID token names another subject than the session's")
+        return claims
 
     async def userinfo(self, meta: Metadata, access_token: str) -> dict[str, Any]:
         """The UserInfo claims (OpenID Connect Core §5.3), or {} if the provider has no endpoint."""
@@ -209,25 +265,27 @@ class OidcClient:
             meta.userinfo_endpoint, "userinfo", headers={"authorization": f"Bearer {access_token}"}
         )
 
-    async def refresh(self, meta: Metadata, previous: Tokens) -> Tokens:
+    async def refresh(self, meta: Metadata, previous: Tokens, now: float | None = None) -> Tokens:
         """Use the refresh token (RFC 6749 §6); IdpRefused when the IdP refuses it."""
-        now = time.time()
+        now = time.time() if now is None else now
         client = self._oauth(meta, scope="")
+        what = "the token refresh"
         data = await _guard(
-            "the token refresh",
-            lambda: client.refresh_token(meta.token_endpoint, refresh_token=previous.refresh_token),
+            what, lambda: client.refresh_token(meta.token_endpoint, refresh_token=previous.refresh_token)
         )
-        return self._tokens(dict(data), now, previous)
+        return self._tokens(dict(data), now, what, previous)
 
     async def revoke(self, meta: Metadata, token: str, hint: str) -> None:
-        """Revoke a token at the IdP where it offers revocation (RFC 7009); failures are logged, not fatal."""
+        """Revoke a token where the IdP offers revocation (RFC 7009 §2); IdpError if that fails."""
         if not meta.revocation_endpoint or not token:
             return
         client = self._oauth(meta)
-        await _guard(
-            "revocation",
-            lambda: client.revoke_token(meta.revocation_endpoint, token=token, token_type_hint=hint),
-        )
+
+        async def call() -> None:
+            # authlib hands back the raw response of a revocation, whatever its status (RFC 7009 §2.2).
+            _check_answer(await client.revoke_token(meta.revocation_endpoint, token=token, token_type_hint=hint))
+
+        await _guard("revocation", call)
 
     @staticmethod
     def end_session_url(meta: Metadata, *, id_token: str, client_id: str, post_logout_redirect_uri: str) -> str:

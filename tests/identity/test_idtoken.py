@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from authz.errors import InvalidIdToken
-from authz.identity.idtoken import ProviderKey, allowed_algorithms, unverified_header, verify_id_token
+from authz.identity.idtoken import ProviderKey, allowed_algorithms, stored_claims, unverified_header, verify_id_token
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "authz", "n-123"
 RSA_KEY = rsa.generate_private_key(65537, 2048)
@@ -107,3 +107,23 @@ def test_garbage_is_refused() -> None:
     for raw in ("", "abc", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.!!!.x"):
         with pytest.raises(InvalidIdToken):
             check(raw)
+
+
+def test_a_refreshed_token_is_checked_without_a_nonce() -> None:
+    """OpenID Connect Core §12.2: a refresh answers no authentication request, so it has no nonce to match."""
+
+    def refreshed(raw: str) -> dict[str, Any]:
+        alg, _ = unverified_header(raw, ALLOWED)
+        return verify_id_token(raw, KEY, alg=alg, issuer=ISSUER, client_id=CLIENT, nonce=None, now=time.time())
+
+    assert refreshed(token(claims(nonce=None)))["sub"] == "alice"
+    assert refreshed(token(claims(nonce="the-sign-in-one")))["sub"] == "alice"  # some IdPs repeat it
+    with pytest.raises(InvalidIdToken, match=r"(?i)audience"):
+        refreshed(token(claims(aud="other")))
+    with pytest.raises(InvalidIdToken, match="expired"):
+        refreshed(token(claims(exp=int(time.time()) - 3600)))
+
+
+def test_stored_claims_reads_a_token_it_does_not_verify() -> None:
+    assert stored_claims(token(claims(exp=1)))["sub"] == "alice"  # expired long ago: still readable
+    assert stored_claims("") == {} and stored_claims("not.a.token") == {}

@@ -1,10 +1,8 @@
-"""The OIDC client's caching: discovery once, the JWKS refetched once on an unknown kid."""
+"""The OIDC client: discovery and JWKS caching, and every IdP answer mapped to one IdpError class."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,44 +12,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.config import Config
-from authz.errors import IdpError, IdpUnavailable, InvalidIdToken
-from authz.identity.oidc import OidcClient
-
-ISSUER = "https://idp.example.com"
-
-
-class FakeIdp:
-    def __init__(self) -> None:
-        self.keys: dict[str, rsa.RSAPrivateKey] = {"k1": rsa.generate_private_key(65537, 2048)}
-        self.hits: dict[str, int] = {}
-        self.issuer = ISSUER
-
-    def handler(self, request: httpx2.Request) -> httpx2.Response:
-        self.hits[request.url.path] = self.hits.get(request.url.path, 0) + 1
-        if request.url.path == "/.well-known/openid-configuration":
-            return httpx2.Response(200, json={
-                "issuer": self.issuer, "authorization_endpoint": f"{ISSUER}/auth", "token_endpoint": f"{ISSUER}/token",
-                "jwks_uri": f"{ISSUER}/jwks", "id_token_signing_alg_values_supported": ["RS256", "HS256"],
-                "code_challenge_methods_supported": ["S256"],
-            })  # fmt: skip
-        if request.url.path == "/jwks":
-            jwks = [
-                {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig"}
-                for kid, k in self.keys.items()
-            ]
-            return httpx2.Response(200, json={"keys": jwks})
-        return httpx2.Response(404)
-
-    def token(self, kid: str) -> str:
-        now = int(time.time())
-        claims = {"iss": ISSUER, "aud": "authz", "sub": "u", "iat": now, "exp": now + 60, "nonce": "n"}
-        return jwt.encode(claims, self.keys[kid], algorithm="RS256", headers={"kid": kid})
+from authz.errors import IdpError, IdpRefused, IdpUnavailable, InvalidIdToken
+from authz.identity.oidc import OidcClient, Tokens
+from tests.identity.fake_idp import SECRET, FakeIdp
 
 
 def _client(make_config: Callable[..., Config], idp: FakeIdp) -> OidcClient:
-    config = make_config(idp_provider_url=ISSUER, idp_client_id="authz", idp_client_secret="s")
-    assert config.idp is not None
-    return OidcClient(config.idp, "https://auth.example.com/oauth2/callback", httpx2.MockTransport(idp.handler))
+    return idp.client(make_config)
 
 
 def _run(coro: Any) -> Any:
@@ -78,16 +45,16 @@ def test_unknown_kid_refetches_once_then_is_rate_limited(make_config: Callable[.
     async def go() -> None:
         client = _client(make_config, idp)
         meta = await client.metadata()
-        assert (await client.verify(meta, idp.token("k1"), "n", time.time()))["sub"] == "u"
+        assert (await client.verify(meta, idp.id_token("k1"), "n", idp.now))["sub"] == "u"
         idp.keys["k2"] = rsa.generate_private_key(65537, 2048)  # rotation at the IdP
         client._keys_at = 0.0  # the cached set is older than the refetch interval
-        assert (await client.verify(meta, idp.token("k2"), "n", time.time()))["sub"] == "u"
+        assert (await client.verify(meta, idp.id_token("k2"), "n", idp.now))["sub"] == "u"
         assert idp.hits["/jwks"] == 2
         forged = jwt.encode({"sub": "x"}, rsa.generate_private_key(65537, 2048), algorithm="RS256",
                             headers={"kid": "bogus"})  # fmt: skip
         for _ in range(5):
             with pytest.raises(InvalidIdToken, match="does not publish"):
-                await client.verify(meta, forged, "n", time.time())
+                await client.verify(meta, forged, "n", idp.now)
         assert idp.hits["/jwks"] == 2  # a flood of unknown kids does not hammer the IdP
         await client.close()
 
@@ -117,14 +84,10 @@ def test_odd_token_responses_never_escape_as_faults(make_config: Callable[..., C
         httpx2.Response(400, json={"error": "invalid_grant"}),
     ])  # fmt: skip
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return next(answers) if request.url.path == "/token" else idp.handler(request)
-
-    config = make_config(idp_provider_url=ISSUER, idp_client_id="authz", idp_client_secret="s")
-    assert config.idp is not None
+    idp.token = lambda request: next(answers)
 
     async def go() -> list[object]:
-        client = OidcClient(config.idp, "https://auth.example.com/oauth2/callback", httpx2.MockTransport(handler))
+        client = _client(make_config, idp)
         meta = await client.metadata()
         out: list[object] = []
         for _ in range(4):
@@ -139,3 +102,86 @@ def test_odd_token_responses_never_escape_as_faults(make_config: Callable[..., C
     assert first == "IdpUnavailable"  # authlib refuses a non-numeric expires_in: a 502, not a fault
     assert second.expires_at == 0  # type: ignore[attr-defined]  # a negative lifetime is "unknown"
     assert third == "IdpUnavailable" and fourth == "IdpRefused"
+
+
+# What the token and revocation endpoints may answer, and the IdpError each must become: a 5xx (with
+# or without a body, even one naming an OAuth `error`) is the IdP's fault, 502 idp-unavailable; a 4xx
+# with an OAuth `error` is a refusal carrying that code; a 4xx without one is an unusable answer.
+ANSWERS = {
+    "500 text": (httpx2.Response(500, text="oops"), IdpUnavailable, None),
+    "502 empty": (httpx2.Response(502), IdpUnavailable, None),
+    "503 json": (httpx2.Response(503, json={"status": "down"}), IdpUnavailable, None),
+    "500 oauth error": (httpx2.Response(500, json={"error": "server_error"}), IdpUnavailable, None),
+    "503 with error": (httpx2.Response(503, json={"error": "temporarily_unavailable"}), IdpUnavailable, None),
+    "400 invalid_grant": (httpx2.Response(400, json={"error": "invalid_grant"}), IdpRefused, "invalid_grant"),
+    "401 invalid_client": (httpx2.Response(401, json={"error": "invalid_client"}), IdpRefused, "invalid_client"),
+    "400 json without error": (httpx2.Response(400, json={"message": "no"}), IdpUnavailable, None),
+    "403 gateway page": (httpx2.Response(403, text="<html>blocked</html>"), IdpUnavailable, None),
+    "429 rate limited": (httpx2.Response(429, json={"message": "slow down"}), IdpUnavailable, None),
+}  # fmt: skip
+STEPS = ("exchange", "refresh", "revoke")
+
+
+async def _step(client: OidcClient, step: str) -> None:
+    meta = await client.metadata()
+    if step == "exchange":
+        await client.exchange(meta, "code", "verifier")
+    elif step == "refresh":
+        await client.refresh(meta, Tokens("at", "idt", "rt", 0))
+    else:
+        await client.revoke(meta, "rt", "refresh_token")
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("answer", list(ANSWERS))
+def test_http_errors_of_the_token_and_revocation_endpoints_map_to_idp_errors(
+    make_config: Callable[..., Config], answer: str, step: str
+) -> None:
+    response, expected, code = ANSWERS[answer]
+    idp = FakeIdp()
+    idp.token = idp.revoke = lambda request: response
+
+    async def go() -> IdpError:
+        client = _client(make_config, idp)
+        try:
+            with pytest.raises(IdpError) as caught:
+                await _step(client, step)
+        finally:
+            await client.close()
+        return caught.value
+
+    error = _run(go())
+    assert type(error) is expected, error
+    if expected is IdpUnavailable:
+        assert (error.status, error.reason) == (502, "idp-unavailable")
+        assert f"HTTP {response.status_code}" in error.detail
+    else:
+        assert isinstance(error, IdpRefused) and error.error == code
+    assert SECRET not in error.detail
+
+
+def test_a_token_answer_without_an_access_token_is_unusable(make_config: Callable[..., Config]) -> None:
+    """RFC 6749 §5.1: access_token is required; an answer without one must not become empty tokens."""
+    idp = FakeIdp()
+    idp.token = lambda request: httpx2.Response(200, json={"token_type": "Bearer", "id_token": "x"})
+
+    async def go() -> None:
+        client = _client(make_config, idp)
+        for step in ("exchange", "refresh"):
+            with pytest.raises(IdpUnavailable, match="access_token"):
+                await _step(client, step)
+        await client.close()
+
+    _run(go())
+
+
+def test_revocation_that_succeeds_raises_nothing(make_config: Callable[..., Config]) -> None:
+    idp = FakeIdp()
+
+    async def go() -> None:
+        client = _client(make_config, idp)
+        await _step(client, "revoke")
+        await client.close()
+
+    _run(go())
+    assert idp.hits["/revoke"] == 1
