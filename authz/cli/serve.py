@@ -18,8 +18,8 @@ from authz.envoy.service import Authorization, Health
 from authz.identity.refresher import refresh_loop
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
-from authz.web import http11
-from authz.web.sidecar import Sidecar
+from authz.web.server import HttpServer
+from authz.web.sidecar import create_app
 
 log = logging.getLogger("authz")
 SHUTDOWN_GRACE = 5.0
@@ -70,9 +70,9 @@ async def run(holder: RuntimeHolder, stop: asyncio.Event) -> None:
     except RuntimeError as exc:
         raise OSError(f"cannot listen on grpc_address {config.grpc_address}: {exc}") from None
     await server.start()
-    sidecar = Sidecar(holder, ready=lambda: health.serving)
+    sidecar = create_app(holder, ready=lambda: health.serving)
     try:
-        http = await http11.start(sidecar, config.http_address.host, config.http_address.port)
+        http = await HttpServer.start(sidecar, config.http_address.host, config.http_address.port)
     except OSError as exc:
         await server.stop(None)
         raise OSError(f"cannot listen on http_address {config.http_address}: {exc.strerror}") from None

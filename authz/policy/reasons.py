@@ -107,7 +107,6 @@ EXPLAIN: dict[Reason, str] = {
 
 def explain(reason: str) -> str:
     """The human explanation of a reason; '' for a string that is not in the registry."""
-    try:
-        return EXPLAIN[Reason(reason)]
-    except ValueError:
-        return ""
+    # StrEnum keys hash and compare as their strings, so a plain string finds its member's entry.
+    text: str = EXPLAIN.get(reason, "")  # type: ignore[call-overload]
+    return text

@@ -6,6 +6,9 @@ route host ──302──► authenticate /.pomerium/sign_in (signed, 5 min)
                     ID token, userinfo, session stored, `_pomerium_authenticate` set)
            ──302──► route host /.pomerium/callback/?pomerium_handoff=… (one-time, 60 s)
            ──302──► the original URL, with `_pomerium` set for that host
+
+The endpoints take a Starlette request and work with its `Context` (the Runtime and time read
+when it arrived); the helpers take the Runtime explicitly and are shared with `account`.
 """
 
 from __future__ import annotations
@@ -14,21 +17,24 @@ import hashlib
 import logging
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from authz.check.credentials import find_credentials
 from authz.check.request import origin
 from authz.config import Route
 from authz.errors import BadRequest, IdpRefused, InvalidIdToken
-from authz.identity.claims import merge_groups, session_from_claims
-from authz.identity.oidc import OidcClient
+from authz.identity.claims import merge_identity, new_session
 from authz.runtime.state import Runtime
+from authz.sessions.payloads import CsrfCookie, Handoff, LoginState
 from authz.sessions.session import Session, SessionHandle
 from authz.signing import signed_url
 from authz.web import cookies
-from authz.web.http11 import Request, Response
+from authz.web.context import Context, context
+from authz.web.responses import NO_STORE, TEXT, redirect, respond
 
 log = logging.getLogger("authz.web.login")
 
@@ -37,15 +43,10 @@ HANDOFF_LIFETIME = 60
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 
 
-def query_param(request: Request, name: str) -> str | None:
-    values = parse_qs(request.query, keep_blank_values=True).get(name)
+def query_param(query: str, name: str) -> str | None:
+    """The one value of `name` in a raw query string; None when absent or repeated."""
+    values = parse_qs(query, keep_blank_values=True).get(name)
     return values[0] if values and len(values) == 1 else None
-
-
-def redirect(location: str, *set_cookies: str) -> Response:
-    headers = [("location", location), ("cache-control", "no-store")]
-    headers += [("set-cookie", c) for c in set_cookies]
-    return Response(302, b"", headers)
 
 
 def check_target(rt: Runtime, target: str) -> tuple[Route, str]:
@@ -89,169 +90,177 @@ def _programmatic_target(rt: Runtime, target: str) -> str:
     return target
 
 
-class Login:
-    """The sign-in endpoints, for one runtime and identity provider."""
+# -- shared with sign-out and the user pages ------------------------------------------------------
 
-    def __init__(self, rt: Runtime, oidc: OidcClient | None) -> None:
-        self.rt = rt
-        self.oidc = oidc
-        self.sign_in_endpoint = f"{rt.config.authenticate_service_url}/.pomerium/sign_in"
-        self.callback_url = f"{rt.config.authenticate_service_url}/oauth2/callback"
-        self.auth_cookie = f"{rt.config.cookie_name}_authenticate"
 
-    # -- shared with sign-out and the user pages ------------------------------------------------
+def sign_in_url(rt: Runtime, target: str, now: float, extra: Mapping[str, str] | None = None) -> str:
+    """A signed link to the authenticate host's sign-in for `target`."""
+    return signed_url.sign(rt.url_key, rt.sign_in_endpoint, target, now, extra)
 
-    def sign_in_url(self, target: str, now: float, extra: Mapping[str, str] | None = None) -> str:
-        return signed_url.sign(self.rt.url_key, self.sign_in_endpoint, target, now, extra)
 
-    def authenticate_session(self, request: Request, now: float) -> Session | None:
-        token = cookies.parse(request.headers.get("cookie", "")).get(self.auth_cookie)
-        if not token:
-            return None
-        return self.rt.load_session([token], self.rt.config.authenticate_host, now)
+def auth_cookie(rt: Runtime) -> str:
+    """The authenticate host's own session cookie: `<cookie_name>_authenticate`."""
+    return f"{rt.config.cookie_name}_authenticate"
 
-    def route_session(self, request: Request, hostname: str, now: float) -> Session | None:
-        """The route host's session, found and opened by the same code as Check."""
-        tokens = find_credentials(request.headers, self.rt.config.cookie_name).tokens
-        return self.rt.load_session(tokens, hostname, now) if tokens else None
 
-    def handle_for(self, session: Session, hostname: str, now: float) -> str:
-        domain = self.rt.config.cookie_domain
-        host = f".{domain.lstrip('.')}" if domain and hostname.endswith(domain.lstrip(".")) else hostname
-        return self.rt.codec.seal(SessionHandle(session.id, session.user_id, host, int(now), session.expires_at))
+def authenticate_session(ctx: Context) -> Session | None:
+    """The authenticate host's session from its cookie, if live."""
+    token = cookies.parse(ctx.headers.get("cookie", "")).get(auth_cookie(ctx.rt))
+    if not token:
+        return None
+    return ctx.rt.load_session([token], ctx.rt.config.authenticate_host, ctx.now)
 
-    # -- the authenticate host -------------------------------------------------------------------
 
-    async def sign_in(self, request: Request) -> Response:
-        now = time.time()
-        signed = signed_url.verify(self.rt.url_key, self.sign_in_endpoint, request.query, now)
-        callback_host = signed.extra.get("pomerium_callback_host", "")
-        if callback_host:
-            _programmatic_target(self.rt, signed.target)
-            check_target(self.rt, callback_host)
-        else:
-            check_target(self.rt, signed.target)
-        session = self.authenticate_session(request, now)
-        if session is not None:
-            return self._handoff(session, signed.target, callback_host, now)
-        if self.oidc is None:
-            raise BadRequest("sign-in is not configured: set idp_provider_url and idp_client_id")
-        meta = await self.oidc.metadata()
-        csrf, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
-        state = self.rt.state.seal({"t": signed.target, "c": csrf, "i": int(now), "p": callback_host})
-        digest = hashlib.sha256(state.encode()).hexdigest()
-        csrf_cookie = self.rt.csrf.seal({"c": csrf, "v": verifier, "n": nonce, "s": digest})
-        name = f"{self.rt.config.cookie_name}_csrf_{digest[:8]}"
-        location = self.oidc.authorization_url(meta, state=state, nonce=nonce, verifier=verifier)
-        return redirect(location, cookies.set_cookie(self.rt.config, name, csrf_cookie, STATE_MAX_AGE))
+def route_session(ctx: Context) -> Session | None:
+    """The route host's session, found and opened by the same code as Check."""
+    tokens = find_credentials(ctx.headers, ctx.rt.config.cookie_name).tokens
+    return ctx.rt.load_session(tokens, ctx.hostname, ctx.now) if tokens else None
 
-    async def oauth_callback(self, request: Request) -> Response:
-        now = time.time()
-        error = query_param(request, "error")
-        if error is not None:
-            description = (query_param(request, "error_description") or "")[:200]
-            raise IdpRefused(
-                error[:64], f"the identity provider refused the sign-in: {error[:64]} {description}".strip()
-            )
-        state, code = query_param(request, "state"), query_param(request, "code")
-        if not state or not code:
-            raise BadRequest("the sign-in callback lacks its code or state")
-        try:
-            opened = self.rt.state.open(state)
-            target, csrf, issued, callback_host = opened["t"], opened["c"], int(opened["i"]), str(opened["p"])
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest("the sign-in state is invalid") from None
-        if not issued <= now + 60 or now - issued > STATE_MAX_AGE:
-            raise BadRequest("the sign-in took too long; please start again")
-        digest = hashlib.sha256(state.encode()).hexdigest()
-        name = f"{self.rt.config.cookie_name}_csrf_{digest[:8]}"
-        raw_cookie = cookies.parse(request.headers.get("cookie", "")).get(name)
-        try:
-            pinned = self.rt.csrf.open(raw_cookie or "")
-            ok = secrets.compare_digest(pinned["c"], csrf) and secrets.compare_digest(pinned["s"], digest)
-            verifier, nonce = str(pinned["v"]), str(pinned["n"])
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise BadRequest("this sign-in was not started in this browser (missing or wrong CSRF cookie)")
-        if not self.rt.store.claim_once(f"state:{digest}", issued + STATE_MAX_AGE + 60, now):
-            raise BadRequest("this sign-in link was already used")
-        if self.oidc is None:
-            raise BadRequest("sign-in is not configured")
-        meta = await self.oidc.metadata()
-        tokens = await self.oidc.exchange(meta, code, verifier)
-        if not tokens.id_token:
-            raise InvalidIdToken("the identity provider returned no ID token")
-        claims = await self.oidc.verify(meta, tokens.id_token, nonce, now)
-        info = await self.oidc.userinfo(meta, tokens.access_token)
-        if info and info.get("sub") != claims["sub"]:
-            raise InvalidIdToken("the identity provider's userinfo names another subject")
-        groups = merge_groups(claims.get("groups"), info.get("groups"))
-        session = session_from_claims(
-            secrets.token_urlsafe(18), {**claims, **info}, tokens, now, self.rt.config.cookie_expire, groups
-        )
-        self.rt.store.put(session)
-        log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})
-        response = self._handoff(session, target, callback_host, now)
-        response.headers.append(
-            ("set-cookie", cookies.set_cookie(self.rt.config, self.auth_cookie,
-                                              self.handle_for(session, self.rt.config.authenticate_host, now),
-                                              int(self.rt.config.cookie_expire)))
-        )  # fmt: skip
-        response.headers.append(("set-cookie", cookies.clear_cookie(self.rt.config, name)))
-        return response
 
-    def _handoff(self, session: Session, target: str, callback_host: str, now: float) -> Response:
-        """Send the browser to the route host's callback with a sealed, one-time handoff."""
-        origin_url = callback_host or target
-        _, target_origin = check_target(self.rt, origin_url)
-        hostname = urlsplit(target_origin).hostname or ""
-        token = self.rt.handoff.seal(
-            {"s": session.id, "u": session.user_id, "h": hostname, "t": target, "p": bool(callback_host),
-             "e": int(now) + HANDOFF_LIFETIME, "j": secrets.token_urlsafe(12)}
-        )  # fmt: skip
-        return redirect(f"{target_origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
+def handle_for(rt: Runtime, session: Session, hostname: str, now: float) -> str:
+    """A sealed session handle for `hostname` (or for `cookie_domain` when it covers the host)."""
+    domain = rt.config.cookie_domain
+    host = f".{domain.lstrip('.')}" if domain and hostname.endswith(domain.lstrip(".")) else hostname
+    return rt.codec.seal(SessionHandle(session.id, session.user_id, host, int(now), session.expires_at))
 
-    # -- route hosts -------------------------------------------------------------------------------
 
-    async def route_callback(self, request: Request, hostname: str) -> Response:
-        now = time.time()
-        try:
-            data = self.rt.handoff.open(query_param(request, "pomerium_handoff") or "")
-            sid, uid, host, target = str(data["s"]), str(data["u"]), str(data["h"]), str(data["t"])
-            expires, jti, programmatic = int(data["e"]), str(data["j"]), bool(data["p"])
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest("the sign-in handoff is invalid") from None
-        if expires < now:
-            raise BadRequest("the sign-in handoff has expired; please sign in again")
-        if host != hostname:
-            raise BadRequest("the sign-in handoff was issued for another host")
-        if not self.rt.store.claim_once(f"handoff:{jti}", expires + 60, now):
-            raise BadRequest("this sign-in handoff was already used")
-        session = self.rt.store.get(sid, now)
-        if session is None or session.user_id != uid:
-            raise BadRequest("the session of this sign-in no longer exists; please sign in again")
-        token = self.handle_for(session, hostname, now)
-        if programmatic:
-            target = _programmatic_target(self.rt, target)
-            separator = "&" if urlsplit(target).query else "?"
-            return redirect(f"{target}{separator}{urlencode({'pomerium_jwt': token})}")
-        check_target(self.rt, target)
-        name = self.rt.config.cookie_name
-        return redirect(target, cookies.set_cookie(self.rt.config, name, token, int(self.rt.config.cookie_expire)))
+def _csrf_cookie_name(rt: Runtime, state_digest: str) -> str:
+    return f"{rt.config.cookie_name}_csrf_{state_digest[:8]}"
 
-    def programmatic_login(self, request: Request, hostname: str, port: int | None) -> Response:
-        """`/.pomerium/api/v1/login`: a signed sign-in URL (text/plain) for a CLI's local redirect."""
-        target = query_param(request, "pomerium_redirect_uri")
-        if not target:
-            raise BadRequest("pomerium_redirect_uri is required")
-        _programmatic_target(self.rt, target)
-        route = self.rt.route_for_host(hostname)
-        if route is None:
-            raise BadRequest("not a route host")
-        callback_host = origin(route.scheme, hostname, port) + "/"
-        url = self.sign_in_url(target, time.time(), {"pomerium_callback_host": callback_host})
-        return Response(
-            200, url.encode(), [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
-        )
+
+def _handoff(rt: Runtime, session: Session, target: str, callback_host: str, now: float) -> Response:
+    """Send the browser to the route host's callback with a sealed, one-time handoff."""
+    _, target_origin = check_target(rt, callback_host or target)
+    hostname = urlsplit(target_origin).hostname or ""
+    handoff = Handoff(
+        session_id=session.id,
+        user_id=session.user_id,
+        host=hostname,
+        target=target,
+        programmatic=bool(callback_host),
+        expires_at=int(now) + HANDOFF_LIFETIME,
+        jti=secrets.token_urlsafe(12),
+    )
+    token = rt.handoff.seal(handoff.to_wire())
+    return redirect(f"{target_origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
+
+
+# -- the authenticate host ------------------------------------------------------------------------
+
+
+async def sign_in(request: Request) -> Response:
+    """`/.pomerium/sign_in`: check the signed link, then hand off a live session or go to the IdP."""
+    ctx = context(request)
+    rt, now = ctx.rt, ctx.now
+    signed = signed_url.verify(rt.url_key, rt.sign_in_endpoint, ctx.query, now)
+    callback_host = signed.extra.get("pomerium_callback_host", "")
+    if callback_host:
+        _programmatic_target(rt, signed.target)
+        check_target(rt, callback_host)
+    else:
+        check_target(rt, signed.target)
+    session = authenticate_session(ctx)
+    if session is not None:
+        return _handoff(rt, session, signed.target, callback_host, now)
+    if rt.oidc is None:
+        raise BadRequest("sign-in is not configured: set idp_provider_url and idp_client_id")
+    meta = await rt.oidc.metadata()
+    csrf, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    verifier = secrets.token_urlsafe(48)
+    state = rt.state.seal(LoginState(signed.target, csrf, int(now), callback_host).to_wire())
+    digest = hashlib.sha256(state.encode()).hexdigest()
+    pinned = rt.csrf.seal(CsrfCookie(csrf, verifier, nonce, digest).to_wire())
+    location = rt.oidc.authorization_url(meta, state=state, nonce=nonce, verifier=verifier)
+    return redirect(location, cookies.set_cookie(rt.config, _csrf_cookie_name(rt, digest), pinned, STATE_MAX_AGE))
+
+
+async def oauth_callback(request: Request) -> Response:
+    """`/oauth2/callback`: the IdP's answer; check state, CSRF cookie and age, then create the session."""
+    ctx = context(request)
+    rt, now = ctx.rt, ctx.now
+    error = query_param(ctx.query, "error")
+    if error is not None:
+        description = (query_param(ctx.query, "error_description") or "")[:200]
+        raise IdpRefused(error[:64], f"the identity provider refused the sign-in: {error[:64]} {description}".strip())
+    sealed_state, code = query_param(ctx.query, "state"), query_param(ctx.query, "code")
+    if not sealed_state or not code:
+        raise BadRequest("the sign-in callback lacks its code or state")
+    try:
+        state = LoginState.from_wire(rt.state.open(sealed_state))
+    except ValueError:
+        raise BadRequest("the sign-in state is invalid") from None
+    if not state.issued_at <= now + 60 or now - state.issued_at > STATE_MAX_AGE:
+        raise BadRequest("the sign-in took too long; please start again")
+    digest = hashlib.sha256(sealed_state.encode()).hexdigest()
+    name = _csrf_cookie_name(rt, digest)
+    try:
+        pinned = CsrfCookie.from_wire(rt.csrf.open(cookies.parse(ctx.headers.get("cookie", "")).get(name) or ""))
+    except ValueError:
+        pinned = None
+    if (
+        pinned is None
+        or not secrets.compare_digest(pinned.csrf.encode(), state.csrf.encode())
+        or not secrets.compare_digest(pinned.state_digest.encode(), digest.encode())
+    ):
+        raise BadRequest("this sign-in was not started in this browser (missing or wrong CSRF cookie)")
+    if not rt.store.claim_once(f"state:{digest}", state.issued_at + STATE_MAX_AGE + 60, now):
+        raise BadRequest("this sign-in link was already used")
+    if rt.oidc is None:
+        raise BadRequest("sign-in is not configured")
+    meta = await rt.oidc.metadata()
+    tokens = await rt.oidc.exchange(meta, code, pinned.verifier)
+    if not tokens.id_token:
+        raise InvalidIdToken("the identity provider returned no ID token")
+    claims = await rt.oidc.verify(meta, tokens.id_token, pinned.nonce, now)
+    info = await rt.oidc.userinfo(meta, tokens.access_token)
+    identity = merge_identity(claims, info)  # the rule every refresh uses too; checks userinfo's sub
+    session = new_session(secrets.token_urlsafe(18), identity, tokens, now, rt.config.cookie_expire)
+    rt.store.put(session)
+    log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})
+    response = _handoff(rt, session, state.target, state.callback_host, now)
+    own = handle_for(rt, session, rt.config.authenticate_host, now)
+    lifetime = int(rt.config.cookie_expire)
+    response.headers.append("set-cookie", cookies.set_cookie(rt.config, auth_cookie(rt), own, lifetime))
+    response.headers.append("set-cookie", cookies.clear_cookie(rt.config, name))
+    return response
+
+
+# -- route hosts ----------------------------------------------------------------------------------
+
+
+async def route_callback(request: Request) -> Response:
+    """`/.pomerium/callback/`: redeem a handoff once and set this host's session cookie."""
+    ctx = context(request)
+    rt, now = ctx.rt, ctx.now
+    try:
+        handoff = Handoff.from_wire(rt.handoff.open(query_param(ctx.query, "pomerium_handoff") or ""))
+    except ValueError:
+        raise BadRequest("the sign-in handoff is invalid") from None
+    if handoff.expires_at < now:
+        raise BadRequest("the sign-in handoff has expired; please sign in again")
+    if handoff.host != ctx.hostname:
+        raise BadRequest("the sign-in handoff was issued for another host")
+    if not rt.store.claim_once(f"handoff:{handoff.jti}", handoff.expires_at + 60, now):
+        raise BadRequest("this sign-in handoff was already used")
+    session = rt.store.get(handoff.session_id, now)
+    if session is None or session.user_id != handoff.user_id:
+        raise BadRequest("the session of this sign-in no longer exists; please sign in again")
+    token = handle_for(rt, session, ctx.hostname, now)
+    if handoff.programmatic:
+        target = _programmatic_target(rt, handoff.target)
+        separator = "&" if urlsplit(target).query else "?"
+        return redirect(f"{target}{separator}{urlencode({'pomerium_jwt': token})}")
+    check_target(rt, handoff.target)
+    cookie = cookies.set_cookie(rt.config, rt.config.cookie_name, token, int(rt.config.cookie_expire))
+    return redirect(handoff.target, cookie)
+
+
+async def programmatic_login(request: Request) -> Response:
+    """`/.pomerium/api/v1/login`: a signed sign-in URL (text/plain) for a CLI's local redirect."""
+    ctx = context(request)
+    target = query_param(ctx.query, "pomerium_redirect_uri")
+    if not target:
+        raise BadRequest("pomerium_redirect_uri is required")
+    _programmatic_target(ctx.rt, target)
+    url = sign_in_url(ctx.rt, target, ctx.now, {"pomerium_callback_host": ctx.route_origin + "/"})
+    return respond(200, url, [("content-type", TEXT), NO_STORE])

@@ -1,10 +1,21 @@
-"""Error answers people and programs can read: HTML pages and JSON bodies, never a traceback."""
+"""Error answers people and programs can read: HTML pages and JSON bodies, never a traceback.
+
+Every HTML page is a Jinja2 template under `templates/`, autoescaped: a page template renders the
+content, and `base.html` (the one layout: product name, a card, inline CSS) frames it.
+`error_body` runs on the Check's hot path (every deny and every login redirect), so the
+Environment is built and every template compiled once, at import, and the layout is rendered once
+per heading and kept as the text before and after the content: a call renders only the content.
+"""
 
 from __future__ import annotations
 
-import html
+import functools
 import json
 from collections.abc import Sequence
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+from markupsafe import Markup
 
 from authz.policy.reasons import explain
 from authz.web.negotiate import Format
@@ -18,11 +29,43 @@ STATUS_TEXT = {
     503: "Service Unavailable",
 }
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 503: 14}
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;"
-    "color:#1f2328}h1{font-size:1.6rem}code{background:#f3f4f6;padding:.1rem .3rem}"
-    "li{margin:.3rem 0}.meta{color:#59636e;font-size:.9rem}"
+HTML = "text/html; charset=utf-8"
+
+_ENV = Environment(
+    loader=PackageLoader("authz.web", "templates"),
+    autoescape=True,
+    auto_reload=False,  # templates ship with the package: never stat them per render
+    undefined=StrictUndefined,  # a misspelt variable is a fault in tests, not an empty string
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
+# The templates use none of Jinja's default globals (range, lipsum, cycler, …), and merging them
+# into every render's context was a third of the cost of a 302 body.
+_ENV.globals.clear()
+_LAYOUT = _ENV.get_template("base.html")
+_ERROR = _ENV.get_template("error.html")
+_PAGES = {name: _ENV.get_template(f"{name}.html") for name in ("user", "sign_out", "signed_out")}
+# Stands for the content while the layout is rendered once per heading; no page can contain it,
+# because autoescaping turns every "<" of a value into "&lt;".
+_CONTENT = Markup("<authz-content>")
+
+
+def _render(template: Template, values: dict[str, Any]) -> str:
+    """`template.render(values)` without merging the environment's globals (there are none)."""
+    return "".join(template.root_render_func(_ENV.context_class(_ENV, values, template.name, template.blocks)))
+
+
+@functools.cache
+def _frame(heading: str) -> tuple[str, str]:
+    """The layout before and after the content, for one heading (a handful: one per status and page)."""
+    before, found, after = _render(_LAYOUT, {"heading": heading, "content": _CONTENT}).partition(_CONTENT)
+    assert found, "base.html must show {{ content }}"
+    return before, after
+
+
+def _page(heading: str, template: Template, values: dict[str, Any]) -> str:
+    before, after = _frame(heading)
+    return before + _render(template, values) + after
 
 
 def error_body(
@@ -34,8 +77,13 @@ def error_body(
     sign_in_url: str | None = None,
     detail: str | None = None,
     account: str | None = None,
+    details: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, str]:
-    """(content type, body) for a denied request; `account` names who is signed in (HTML only)."""
+    """(content type, body) for a denied request.
+
+    `account` names who is signed in (HTML only); `details` are rows for routes with
+    `show_error_details` (HTML, and a "details" object in JSON where a repeated name keeps its last value).
+    """
     title = STATUS_TEXT.get(status, "Error")
     if fmt is Format.JSON or fmt is Format.GRPC:
         data: dict[str, object] = {
@@ -48,37 +96,23 @@ def error_body(
             data["sign_in_url"] = sign_in_url
         if detail:
             data["detail"] = detail
+        if details:
+            data["details"] = dict(details)
         return "application/json", json.dumps(data)
     if fmt is Format.TEXT:
         lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
         return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
-    items = "".join(f"<li><code>{html.escape(r)}</code> {html.escape(explain(r))}</li>" for r in reasons)
-    parts = [
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{status} {title}</title>",
-        f"<meta name=viewport content='width=device-width'><style>{_STYLE}</style></head><body>",
-        f"<h1>{status} {html.escape(title)}</h1>",
-    ]
-    if detail:
-        parts.append(f"<p>{html.escape(detail)}</p>")
-    if items:
-        parts.append(f"<p>Why:</p><ul>{items}</ul>")
-    if sign_in_url:
-        parts.append(f"<p><a href='{html.escape(sign_in_url, quote=True)}'>Sign in</a></p>")
-    if account:
-        parts.append(
-            f"<form method=post action='/.pomerium/sign_out'><p>Signed in as <b>{html.escape(account)}</b>. "
-            "<button type=submit>Sign out</button> to use another account.</p></form>"
-        )
-    parts.append(f"<p class=meta>Request ID: <code>{html.escape(request_id)}</code></p></body></html>")
-    return "text/html; charset=utf-8", "".join(parts)
+    values = {
+        "detail": detail,
+        "reasons": [(r, explain(r)) for r in reasons],
+        "sign_in_url": sign_in_url,
+        "account": account,
+        "details": details,
+        "request_id": request_id,
+    }
+    return HTML, _page(f"{status} {title}", _ERROR, values)
 
 
-def html_page(status: int, title: str, body: str) -> tuple[str, str]:
-    """A small HTML page; `body` must already be escaped HTML."""
-    return "text/html; charset=utf-8", (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<meta name=viewport content='width=device-width'><style>{_STYLE}"
-        "table{border-collapse:collapse}th{text-align:left;padding-right:1rem}"
-        "button{font-size:1rem;padding:.4rem 1rem}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
+def account_page(template: str, heading: str, **values: Any) -> str:
+    """An account page (`user`, `sign_out`, `signed_out`) in the layout, as HTML text."""
+    return _page(heading, _PAGES[template], values)

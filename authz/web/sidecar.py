@@ -1,138 +1,152 @@
 """The HTTP sidecar: everything a browser sees of authz, served through Envoy with ext_authz off.
 
-On every host: the JWKS and the discovery document. On the authenticate host: sign-in, the OIDC
-callback, sign-out. On route hosts: the session handoff, sign-out, the user page and JSON, and
-the programmatic login. Directly on `http_address`: /healthz. URLs are built from the config:
-the Host header only selects which configured host is meant, and client X-Pomerium-* headers
-are never read.
+A Starlette app whose route tables are chosen by host, from the Runtime read when the request
+arrives (the hosts come from the config, which a reload may change):
+
+  every host         /.well-known/pomerium/jwks.json, /.well-known/pomerium(/), /healthz
+  authenticate host  /.pomerium/sign_in, /oauth2/callback, /.pomerium/sign_out, /.pomerium/signed_out
+  route hosts        /.pomerium/callback(/), /.pomerium/sign_out, /.pomerium(/), /.pomerium/user,
+                     /.pomerium/api/v1/login
+
+Anything else is 404. Sign-in, the callbacks and the programmatic login take GET (and HEAD), the
+published documents GET and OPTIONS; another method is 405 with `Allow`. Sign-out, signed-out,
+the user pages and /healthz answer every method, as they always have. /healthz is reached on
+`http_address` only (Envoy never routes it here). Errors: a `RequestError` is its status with a
+JSON, HTML or text body chosen by Accept; anything else is a plain 500 and a log line
+(`middleware.Faults`). URLs are built from the config as `context` describes, and client
+X-Pomerium-* headers are never read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
 
-from authz.check.request import origin, split_authority
-from authz.config import Config
+from starlette.applications import Starlette
+from starlette.datastructures import URLPath
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
+from starlette.types import Receive, Scope, Send
+
 from authz.errors import RequestError
 from authz.runtime.holder import RuntimeHolder
-from authz.runtime.state import Runtime
-from authz.signing.keys import jwks_document
-from authz.web import pages
-from authz.web.account import Account
-from authz.web.http11 import Request, Response, text_response
-from authz.web.login import Login
+from authz.web import account, login, pages
+from authz.web.context import Context, header_map
+from authz.web.middleware import BodyLimit, Faults
 from authz.web.negotiate import response_format
+from authz.web.responses import NO_STORE, respond, text
+from authz.web.wellknown import WellKnown
 
-_CORS = [("access-control-allow-origin", "*"), ("access-control-allow-methods", "GET, HEAD, OPTIONS")]
-_READ = ("GET", "HEAD")
+MAX_BODY = 64 * 1024  # as before; no endpoint reads a body, and a sign-out form is a few bytes
+_READ = ["GET"]  # HEAD is added by Starlette wherever GET is
+_PUBLISHED = ["GET", "OPTIONS"]  # OPTIONS: CORS preflight for the JWKS and discovery
+_ALLOW_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """The JWKS body and its ETag, computed once per config."""
-
-    body: bytes
-    etag: str
-
-    @classmethod
-    def build(cls, config: Config) -> Published:
-        body = json.dumps(jwks_document(config.signing_keys), separators=(",", ":")).encode()
-        return cls(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _method_not_allowed() -> Response:
-    return text_response(405, "method not allowed\n")
+def any_method(path: str, endpoint: Endpoint) -> Route:
+    """A route that answers every method, as these paths always have (Starlette's default is GET only)."""
+    route = Route(path, endpoint)
+    route.methods = None
+    return route
 
 
-class Sidecar:
-    """Answers the sidecar's paths for the current runtime; `ready` says whether /healthz is 200."""
+def _table(*routes: BaseRoute) -> Router:
+    # No trailing-slash redirects: they would be built from the request's Host, and each path
+    # that takes both spellings lists both.
+    return Router(list(routes), redirect_slashes=False)
 
-    def __init__(self, holder: RuntimeHolder, ready: Callable[[], bool]) -> None:
-        self._ready = ready
+
+class Hosts(BaseRoute):
+    """Reads the Runtime and the clock once, then answers from the table of the host the request names."""
+
+    def __init__(self, holder: RuntimeHolder, clock: Callable[[], float], ready: Callable[[], bool]) -> None:
         self.holder = holder
-        self._jwks: tuple[Config, Published] | None = None
+        self.clock = clock
+        well_known = WellKnown()
 
-    def _published(self, config: Config) -> Published:
-        if self._jwks is None or self._jwks[0] is not config:
-            self._jwks = (config, Published.build(config))
-        return self._jwks[1]
+        async def healthz(request: Request) -> Response:
+            """200 once both servers serve, 503 while starting or draining."""
+            return text(200, "ok\n") if ready() else text(503, "starting\n")
 
-    async def __call__(self, request: Request) -> Response:
-        try:
-            return await self._dispatch(request)
-        except RequestError as exc:
-            fmt = response_format(request.headers)
-            request_id = request.headers.get("x-request-id", "")
-            content_type, body = pages.error_body(exc.status, (exc.reason,), request_id, fmt, detail=exc.detail)
-            return Response(exc.status, body.encode(), [("content-type", content_type), ("cache-control", "no-store")])
+        every_host = (
+            Route("/.well-known/pomerium/jwks.json", well_known.jwks, methods=_PUBLISHED),
+            Route("/.well-known/pomerium", well_known.discovery, methods=_PUBLISHED),
+            Route("/.well-known/pomerium/", well_known.discovery, methods=_PUBLISHED),
+            any_method("/healthz", healthz),
+        )
+        self.authenticate_host = _table(
+            *every_host,
+            Route("/.pomerium/sign_in", login.sign_in, methods=_READ),
+            Route("/oauth2/callback", login.oauth_callback, methods=_READ),
+            any_method("/.pomerium/sign_out", account.sign_out),
+            any_method("/.pomerium/signed_out", account.signed_out),
+        )
+        self.route_host = _table(
+            *every_host,
+            Route("/.pomerium/callback/", login.route_callback, methods=_READ),
+            Route("/.pomerium/callback", login.route_callback, methods=_READ),
+            any_method("/.pomerium/sign_out", account.route_sign_out),
+            any_method("/.pomerium", account.user_page),
+            any_method("/.pomerium/", account.user_page),
+            any_method("/.pomerium/user", account.user_json),
+            Route("/.pomerium/api/v1/login", login.programmatic_login, methods=_READ),
+        )
+        self.other_host = _table(*every_host)
 
-    async def _dispatch(self, request: Request) -> Response:
-        path, method = request.path, request.method
-        rt = self.holder.current
-        login = Login(rt, rt.oidc)
-        account = Account(rt, login, rt.oidc)
-        if path == "/.well-known/pomerium/jwks.json":
-            return self._jwks_response(rt, request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
-        if path in ("/.well-known/pomerium", "/.well-known/pomerium/"):
-            return self._discovery(rt, request) if method in (*_READ, "OPTIONS") else _method_not_allowed()
-        if path == "/healthz":
-            ready = self._ready()
-            return text_response(200 if ready else 503, "ok\n" if ready else "starting\n")
-        hostname, port = split_authority(request.headers.get("host", ""))
-        config = rt.config
-        if hostname == config.authenticate_host:
-            if path == "/.pomerium/sign_in":
-                return await login.sign_in(request) if method in _READ else _method_not_allowed()
-            if path == "/oauth2/callback":
-                return await login.oauth_callback(request) if method in _READ else _method_not_allowed()
-            if path == "/.pomerium/sign_out":
-                return await account.sign_out(request)
-            if path == "/.pomerium/signed_out":
-                return account.signed_out()
-            return text_response(404, "not found\n")
-        route = rt.route_for_host(hostname)
-        if route is None:
-            return text_response(404, "not found\n")
-        here = origin(route.scheme, hostname, port)
-        if path in ("/.pomerium/callback/", "/.pomerium/callback"):
-            return await login.route_callback(request, hostname) if method in _READ else _method_not_allowed()
-        if path == "/.pomerium/sign_out":
-            return account.route_sign_out(request, hostname)
-        if path in ("/.pomerium", "/.pomerium/"):
-            return account.user_page(request, hostname, here)
-        if path == "/.pomerium/user":
-            return account.user_json(request, hostname)
-        if path == "/.pomerium/api/v1/login":
-            return login.programmatic_login(request, hostname, port) if method in _READ else _method_not_allowed()
-        return text_response(404, "not found\n")
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return (Match.FULL, {}) if scope["type"] == "http" else (Match.NONE, {})
 
-    def _jwks_response(self, rt: Runtime, request: Request) -> Response:
-        jwks = self._published(rt.config)
-        headers = [
-            *_CORS,
-            ("cache-control", "max-age=60"),
-            ("etag", jwks.etag),
-            ("content-type", "application/json"),
-        ]
-        if request.method == "OPTIONS":
-            return Response(204, b"", headers)
-        if jwks.etag in request.headers.get("if-none-match", ""):
-            return Response(304, b"", headers)
-        return Response(200, jwks.body, headers)
+    def url_path_for(self, name: str, /, **path_params: object) -> URLPath:
+        raise NoMatchFound(name, path_params)  # URLs are never built from routes (see `context`)
 
-    def _discovery(self, rt: Runtime, request: Request) -> Response:
-        config = rt.config
-        hostname, port = split_authority(request.headers.get("host", ""))
-        route = rt.route_for_host(hostname)
-        base = origin(route.scheme, hostname, port) if route is not None else config.authenticate_service_url
-        body = {
-            "issuer": f"{base}/",
-            "authentication_callback_endpoint": f"{config.authenticate_service_url}/oauth2/callback",
-            "jwks_uri": f"{base}/.well-known/pomerium/jwks.json",
-            "frontchannel_logout_uri": f"{base}/.pomerium/sign_out",
-        }
-        headers = [*_CORS, ("cache-control", "max-age=60"), ("content-type", "application/json")]
-        return Response(200, json.dumps(body).encode(), headers)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.holder.current  # once per request: a reload mid-request never mixes configs
+        ctx = Context.arrive(scope, rt, self.clock())
+        if ctx.hostname == rt.config.authenticate_host:
+            table = self.authenticate_host
+        elif ctx.route is not None:
+            table = self.route_host
+        else:
+            table = self.other_host
+        await table(scope, receive, send)
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    """A refused request: its status, reason and detail, in the format Accept prefers."""
+    assert isinstance(exc, RequestError)
+    headers = header_map(request.scope)
+    fmt = response_format(headers)
+    content_type, body = pages.error_body(
+        exc.status, (exc.reason,), headers.get("x-request-id", ""), fmt, detail=exc.detail
+    )
+    return respond(exc.status, body, [("content-type", content_type), NO_STORE])
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's routing answers: 404 for an unknown path, 405 (with Allow) for a wrong method."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return text(404, "not found\n")
+    if exc.status_code == 405:
+        allowed = {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",")}
+        allow = ", ".join(m for m in _ALLOW_ORDER if m in allowed)
+        response = text(405, "method not allowed\n")
+        response.headers["allow"] = allow
+        return response
+    return text(exc.status_code, f"{exc.detail.lower()}\n")
+
+
+def create_app(
+    holder: RuntimeHolder, ready: Callable[[], bool], *, clock: Callable[[], float] = time.time
+) -> Starlette:
+    """The sidecar app over the live Runtime; `ready` says whether /healthz is 200, `clock` is the time."""
+    return Starlette(
+        routes=[Hosts(holder, clock, ready)],
+        middleware=[Middleware(BodyLimit, limit=MAX_BODY), Middleware(Faults)],
+        exception_handlers={RequestError: _request_error, HTTPException: _http_error},
+    )

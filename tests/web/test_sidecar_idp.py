@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 
 from authz.config import Config
@@ -16,8 +17,7 @@ from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.stores import MemoryStore
 from authz.signing import signed_url
-from authz.web.http11 import Request
-from authz.web.sidecar import Sidecar
+from authz.web.sidecar import create_app
 
 ROUTE = {"from": "http://app.localhost", "to": "http://127.0.0.1:9", "allow_any_authenticated_user": True}
 
@@ -64,12 +64,11 @@ def _sign_in(make_config: Callable[..., Config], idp_url: str) -> tuple[int, str
     url = urlsplit(signed_url.sign(rt.url_key, endpoint, "http://app.localhost/", time.time()))
 
     async def run() -> tuple[int, str]:
-        sidecar = Sidecar(RuntimeHolder(rt), ready=lambda: True)
-        request = Request("GET", f"{url.path}?{url.query}", url.path, url.query,
-                          {"host": "authenticate.localhost:8080", "accept": "text/html"})  # fmt: skip
-        response = await sidecar(request)
+        transport = httpx2.ASGITransport(app=create_app(RuntimeHolder(rt), ready=lambda: True))
+        async with httpx2.AsyncClient(transport=transport, base_url=config.authenticate_service_url) as client:
+            response = await client.get(f"{url.path}?{url.query}", headers={"accept": "text/html"})
         await rt.close()
-        return response.status, response.body.decode()
+        return response.status_code, response.text
 
     return asyncio.run(run())
 

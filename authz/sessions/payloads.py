@@ -1,0 +1,147 @@
+"""The sign-in and sign-out payloads that authz seals (`authz.sessions.sealing.Sealer`), as named values.
+
+Each has an explicit wire form: a JSON object with short keys, or a bare string, kept exactly as
+earlier releases sealed it so values in flight across an upgrade still open. `from_wire` takes what
+`Sealer.open` returned and raises ValueError for anything malformed; unknown keys are ignored.
+
+  LoginState   the OIDC `state` (travels through the IdP)      {"t", "c", "i", "p"}
+  CsrfCookie   the per-login CSRF cookie                        {"c", "v", "n", "s"}
+  Handoff      the one-time handoff to a route host's callback  {"s", "u", "h", "t", "p", "e", "j"}
+  SignOutLink  the session a signed sign-out link ends          "<session id>"
+
+The session cookie's handle is `authz.sessions.session.SessionHandle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _object(data: object, what: str) -> Mapping[str, object]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return data
+
+
+def _text(data: Mapping[str, object], key: str, what: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: {key!r} is not a string")
+    return value
+
+
+def _integer(data: Mapping[str, object], key: str, what: str) -> int:
+    value = data.get(key)
+    if type(value) is not int:  # bool is an int subclass; it is not a time
+        raise ValueError(f"{what}: {key!r} is not an integer")
+    return value
+
+
+def _flag(data: Mapping[str, object], key: str, what: str) -> bool:
+    value = data.get(key)
+    if not isinstance(value, bool):
+        raise ValueError(f"{what}: {key!r} is not a boolean")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """The OIDC `state`: where to go after sign-in, the CSRF token it is bound to, and when it began."""
+
+    target: str  # the signed pomerium_redirect_uri
+    csrf: str  # must match the CSRF cookie's token
+    issued_at: int
+    callback_host: str  # a programmatic login's route-host origin + "/", else ""
+
+    def to_wire(self) -> dict[str, str | int]:
+        return {"t": self.target, "c": self.csrf, "i": self.issued_at, "p": self.callback_host}
+
+    @classmethod
+    def from_wire(cls, data: object) -> LoginState:
+        what = "login state"
+        fields = _object(data, what)
+        return cls(
+            target=_text(fields, "t", what),
+            csrf=_text(fields, "c", what),
+            issued_at=_integer(fields, "i", what),
+            callback_host=_text(fields, "p", what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CsrfCookie:
+    """What only the browser that started a sign-in holds: the CSRF token, PKCE verifier and nonce."""
+
+    csrf: str
+    verifier: str  # the PKCE code verifier (RFC 7636 §4.1)
+    nonce: str  # the ID token must carry it (OpenID Connect Core §3.1.2.1)
+    state_digest: str  # hex SHA-256 of the sealed state this cookie belongs to
+
+    def to_wire(self) -> dict[str, str]:
+        return {"c": self.csrf, "v": self.verifier, "n": self.nonce, "s": self.state_digest}
+
+    @classmethod
+    def from_wire(cls, data: object) -> CsrfCookie:
+        what = "CSRF cookie"
+        fields = _object(data, what)
+        return cls(
+            csrf=_text(fields, "c", what),
+            verifier=_text(fields, "v", what),
+            nonce=_text(fields, "n", what),
+            state_digest=_text(fields, "s", what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A session handed from the authenticate host to one route host, once, for a short time."""
+
+    session_id: str
+    user_id: str
+    host: str  # the route host whose /.pomerium/callback/ may redeem it
+    target: str  # where the browser (or a programmatic client) goes next
+    programmatic: bool  # hand the token to the client's local redirect instead of setting a cookie
+    expires_at: int
+    jti: str  # claimed once in the store, so a replay is refused
+
+    def to_wire(self) -> dict[str, str | int | bool]:
+        return {
+            "s": self.session_id,
+            "u": self.user_id,
+            "h": self.host,
+            "t": self.target,
+            "p": self.programmatic,
+            "e": self.expires_at,
+            "j": self.jti,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> Handoff:
+        what = "handoff"
+        fields = _object(data, what)
+        return cls(
+            session_id=_text(fields, "s", what),
+            user_id=_text(fields, "u", what),
+            host=_text(fields, "h", what),
+            target=_text(fields, "t", what),
+            programmatic=_flag(fields, "p", what),
+            expires_at=_integer(fields, "e", what),
+            jti=_text(fields, "j", what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SignOutLink:
+    """The session that a signed sign-out link (route host → authenticate host) ends."""
+
+    session_id: str
+
+    def to_wire(self) -> str:
+        return self.session_id
+
+    @classmethod
+    def from_wire(cls, data: object) -> SignOutLink:
+        if not isinstance(data, str):
+            raise ValueError("sign-out link: the session id is not a string")
+        return cls(data)
