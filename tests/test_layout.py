@@ -40,3 +40,11 @@ def test_every_module_imports_alone() -> None:
 def test_only_the_entry_points_and_errors_sit_outside_the_subpackages() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "errors.py"]
+
+
+def test_tests_mirror_the_package() -> None:
+    import pkgutil
+
+    tests = Path(__file__).parent
+    subpackages = {m.name for m in pkgutil.iter_modules([str(PACKAGE)]) if m.ispkg and not m.name.startswith("_")}
+    assert sorted(name for name in subpackages if not (tests / name / "__init__.py").is_file()) == []

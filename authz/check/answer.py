@@ -70,11 +70,12 @@ def error(
     route_id: str = "",
     user: str = "",
     account: str | None = None,
+    details: tuple[tuple[str, str], ...] = (),
 ) -> Answer:
     """A denied answer in the format the client asked for."""
     fmt = response_format(req.headers)
     content_type, body = pages.error_body(
-        status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail, account=account
+        status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail, account=account, details=details
     )
     headers = [("content-type", content_type), ("cache-control", "no-store")]
     if req.request_id:
@@ -143,12 +144,37 @@ def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], no
     return Answer(True, 200, reasons, tuple(set_headers), tuple(remove), "", route.id, user)
 
 
+def _trace(ok: bool, reasons: frozenset[str]) -> str:
+    return f"{'matched' if ok else 'not matched'}: {', '.join(sorted(reasons)) or '-'}"
+
+
+def error_details(route: Route, facts: Facts, outcome: Outcome) -> tuple[tuple[str, str], ...]:
+    """What `show_error_details` adds to a denial (as Pomerium's error page shows its evaluation)."""
+    req, session, verdict = facts.request, facts.session, outcome.verdict
+    rows = [("route", route.id), ("request", f"{req.method} {req.hostname}{req.path}")]
+    if req.source_ip:
+        rows.append(("source ip", req.source_ip))
+    if session is not None:
+        rows.append(("user", f"{session.user_id} <{session.email}>" if session.email else session.user_id))
+        if session.groups:
+            rows.append(("groups", ", ".join(session.groups)))
+    if verdict is not None:
+        rows.append(("allow", _trace(verdict.allow, verdict.allow_reasons)))
+        rows.append(("deny", _trace(verdict.deny, verdict.deny_reasons)))
+    rows.append(("time", facts.now.isoformat()))
+    return tuple(rows)
+
+
 def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
     session = facts.session
     user = session.user_id if session else ""
     account = (session.email or session.user_id) if session else None
-    route_id = route.id if route else facts.request.route_id
-    return error(outcome.status, outcome.reasons, facts.request, route_id=route_id, user=user, account=account)
+    if route is None:
+        return error(outcome.status, outcome.reasons, facts.request, route_id=facts.request.route_id)
+    details = error_details(route, facts, outcome) if route.show_error_details else ()
+    return error(
+        outcome.status, outcome.reasons, facts.request, route_id=route.id, user=user, account=account, details=details
+    )
 
 
 def answer(rt: Runtime, facts: Facts, outcome: Outcome, now: float) -> Answer:

@@ -25,7 +25,7 @@ def begin(rt: Runtime, req: RequestContext, now: float) -> Answer | Pending:
     facts = gather(rt, req, now)
     if isinstance(facts, Pending):
         return facts
-    return conclude(rt, facts, now)
+    return answer(rt, facts, decide(facts), now)
 
 
 def finish(pending: Pending) -> Answer:

@@ -59,8 +59,10 @@ class SessionHandle:
         if not isinstance(data, list) or len(data) != 5:
             raise ValueError("a session handle is a list of five values")
         sid, uid, host, iat, exp = data
-        texts, numbers = (sid, uid, host), (iat, exp)
-        if not all(isinstance(v, str) for v in texts) or not all(type(v) is int for v in numbers):
+        # Spelt out rather than all(...) over generators: this runs in every Check with a session.
+        if type(sid) is not str or type(uid) is not str or type(host) is not str or type(iat) is not int:
+            raise ValueError("a session handle holds three strings and two integers")
+        if type(exp) is not int:
             raise ValueError("a session handle holds three strings and two integers")
         return cls(sid, uid, host, iat, exp)
 

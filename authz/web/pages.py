@@ -4,18 +4,21 @@ Every HTML page is a Jinja2 template under `templates/`, autoescaped: a page tem
 content, and `base.html` (the one layout: product name, a card, inline CSS) frames it.
 `error_body` runs on the Check's hot path (every deny and every login redirect), so the
 Environment is built and every template compiled once, at import, and the layout is rendered once
-per heading and kept as the text before and after the content: a call renders only the content.
+per heading and kept as the text before and after the content. An error page without one-off
+content is rendered once per status and reasons with slots for the request id, sign-in link and
+account, which a call fills in, escaped as autoescaping would: no template runs per request.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from authz.policy.reasons import explain
 from authz.web.negotiate import Format
@@ -48,6 +51,14 @@ _PAGES = {name: _ENV.get_template(f"{name}.html") for name in ("user", "sign_out
 # Stands for the content while the layout is rendered once per heading; no page can contain it,
 # because autoescaping turns every "<" of a value into "&lt;".
 _CONTENT = Markup("<authz-content>")
+
+
+# The per-request values of an error page. Its shell (everything else) is rendered once per status,
+# reasons and which values are present, with these slots standing in; a call then fills the slots
+# with the values, escaped exactly as autoescaping would, in one pass (a value is never rescanned).
+_SLOTS = {"request-id": Markup("<authz-request-id>"), "sign-in-url": Markup("<authz-sign-in-url>"),
+          "account": Markup("<authz-account>")}  # fmt: skip
+_SLOT = re.compile(r"<authz-(request-id|sign-in-url|account)>")
 
 
 def _render(template: Template, values: dict[str, Any]) -> str:
@@ -102,7 +113,24 @@ def error_body(
     if fmt is Format.TEXT:
         lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
         return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
-    values = {
+    heading = f"{status} {title}"
+    if detail or details:  # one-off pages (a refused request's detail, an evaluation trace)
+        values = _error_values(reasons, request_id, sign_in_url, account, detail, details)
+        return HTML, _page(heading, _ERROR, values)
+    shell = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
+    filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
+    return HTML, _SLOT.sub(lambda slot: escape(filled[slot.group(1)]), shell)
+
+
+def _error_values(
+    reasons: Sequence[str],
+    request_id: str,
+    sign_in_url: str | None,
+    account: str | None,
+    detail: str | None = None,
+    details: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    return {
         "detail": detail,
         "reasons": [(r, explain(r)) for r in reasons],
         "sign_in_url": sign_in_url,
@@ -110,7 +138,14 @@ def error_body(
         "details": details,
         "request_id": request_id,
     }
-    return HTML, _page(f"{status} {title}", _ERROR, values)
+
+
+@functools.lru_cache(maxsize=512)
+def _error_shell(heading: str, reasons: tuple[str, ...], with_sign_in: bool, with_account: bool) -> str:
+    """The error page for a heading and reasons, with slots for the per-request values."""
+    sign_in = _SLOTS["sign-in-url"] if with_sign_in else None
+    account = _SLOTS["account"] if with_account else None
+    return _page(heading, _ERROR, _error_values(reasons, _SLOTS["request-id"], sign_in, account))
 
 
 def account_page(template: str, heading: str, **values: Any) -> str:

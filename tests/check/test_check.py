@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -274,3 +275,19 @@ def test_a_blocking_store_is_read_off_the_event_loop(make_config: Callable[..., 
     assert response.status.code == 0 and response.ok_response.headers
     assert readers and loop_thread not in readers
     store.close()
+
+
+def test_show_error_details_adds_the_evaluation_and_the_request(make_config: Callable[..., Config]) -> None:
+    detailed = {**PRIVATE, "id": "detailed", "show_error_details": True}
+    rt = Runtime.build(make_config(routes=[detailed, PRIVATE]), MemoryStore())
+    cookie = login(rt, email="eve@evil.example")
+    json_answer = check_blocking(rt, request("detailed", cookie=f"_pomerium={cookie}", accept="application/json"), NOW)
+    details = json.loads(json_answer.body)["details"]
+    assert json_answer.status == 403 and details["route"] == "detailed"
+    assert details["request"] == "GET app.localhost/x"
+    assert details["allow"] == "not matched: domain-unauthorized" and details["deny"] == "not matched: -"
+    assert details["user"] == "user-1 <eve@evil.example>" and details["time"].startswith("2027-01-15T")
+    page = check_blocking(rt, request("detailed", cookie=f"_pomerium={cookie}", accept="text/html"), NOW)
+    assert "not matched: domain-unauthorized" in page.body and "<th>route</th>" in page.body
+    plain = check_blocking(rt, request("private", cookie=f"_pomerium={cookie}", accept="application/json"), NOW)
+    assert plain.status == 403 and "details" not in json.loads(plain.body)

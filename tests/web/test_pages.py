@@ -119,3 +119,24 @@ def test_pages_share_the_layout_and_are_well_formed(body: str) -> None:
 def test_a_missing_template_value_is_an_error() -> None:
     with pytest.raises(UndefinedError):
         pages.account_page("user", "Signed in")  # no rows
+
+
+@pytest.mark.parametrize(
+    ("reasons", "request_id", "sign_in_url", "account"),
+    [
+        (("email-unauthorized",), "rid-1", None, "ann@example.com"),
+        ((), "r", "https://auth.example.com/.pomerium/sign_in?a=1&b='2'\"", None),
+        (("groups-unauthorized", "<b>x</b>"), "<script>alert(1)</script>", None, "<authz-request-id>\"'&"),
+        (("user-unauthenticated",), "<authz-account>", "http://x/<authz-sign-in-url>", "<authz-account>"),
+        ((), "", "", ""),
+    ],
+)
+def test_a_page_from_the_cached_shell_is_exactly_the_rendered_page(
+    reasons: tuple[str, ...], request_id: str, sign_in_url: str | None, account: str | None
+) -> None:
+    from authz.web import pages
+
+    cached = pages.error_body(403, reasons, request_id, Format.HTML, sign_in_url=sign_in_url, account=account)
+    values = pages._error_values(reasons, request_id, sign_in_url, account)
+    assert cached[1] == pages._page("403 Forbidden", pages._ERROR, values)
+    assert "<script>" not in cached[1] and "<authz-" not in cached[1]
