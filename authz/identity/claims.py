@@ -89,23 +89,6 @@ def with_identity(session: Session, identity: Identity) -> Session:
     )
 
 
-def session_from_claims(
-    sid: str, claims: Mapping[str, Any], tokens: Any, now: float, lifetime: float, groups: tuple[str, ...]
-) -> Session:
-    """A session from claims already merged (`{**id_claims, **userinfo}`) and their `merge_groups`.
-
-    The older form of `merge_identity` + `new_session`, which check userinfo's subject as well.
-    """
-    identity = Identity(
-        user_id=str(claims["sub"]),
-        email=str(claims.get("email") or ""),
-        name=str(claims.get("name") or ""),
-        groups=groups,
-        claims={k: v for k, v in claims.items() if k not in _TOKEN_CLAIMS},
-    )
-    return new_session(sid, identity, tokens, now, lifetime)
-
-
 def session_claims(session: Session) -> dict[str, Any]:
     """The user's claims as `/.pomerium/user` shows them."""
     return {

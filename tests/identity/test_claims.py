@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from authz.errors import InvalidIdToken
-from authz.identity.claims import merge_groups, merge_identity, new_session, session_from_claims, with_identity
+from authz.identity.claims import merge_identity, new_session, with_identity
 from authz.identity.oidc import Tokens
 from authz.sessions.session import Session
 
@@ -41,8 +41,5 @@ def test_sign_in_and_refresh_give_the_same_session_fields() -> None:
     info = {"sub": "u", "groups": ["eng"]}
     tokens = Tokens("at", "idt", "rt", 100)
     signed_in = new_session("sid", merge_identity(ID_CLAIMS, info), tokens, 10, 3600)
-    # The older entry point login.py used gives the same session.
-    groups = merge_groups(ID_CLAIMS.get("groups"), info.get("groups"))
-    assert session_from_claims("sid", {**ID_CLAIMS, **info}, tokens, 10, 3600, groups) == signed_in
     stale = Session("sid", "u", "x@example.com", "X", ("gone",), {"stale": True}, 10, 3610, "idt", "at", "rt", 100)
     assert with_identity(stale, merge_identity(ID_CLAIMS, info)) == signed_in

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from authz.config import Config
-from authz.identity.claims import merge_groups, session_from_claims
+from authz.identity.claims import merge_identity, new_session
 from authz.identity.oidc import Tokens
 from authz.identity.refresher import FIRST_RETRY, MAX_RETRY, Backoff, Outcome, refresh_loop, refresh_one, refresh_pass
 from authz.runtime.holder import RuntimeHolder
@@ -70,8 +70,7 @@ def setup(make_config: Callable[..., Config]) -> Setup:
     claims = {"iss": "x", "sub": "u", "email": "u@example.com", "name": "U", "groups": ["admins"]}
     info = {"sub": "u", "email": "u@example.com", "groups": ["eng"]}
     tokens = Tokens("at-1", signed_in_id_token, "rt-1", int(NOW + 30))
-    groups = merge_groups(claims.get("groups"), info.get("groups"))
-    session = session_from_claims("sid-1", {**claims, **info}, tokens, NOW - 3000, 4 * 3600, groups)
+    session = new_session("sid-1", merge_identity(claims, info), tokens, NOW - 3000, 4 * 3600)
     assert session.groups == ("admins", "eng")
     rt.store.put(session)
     idp.token = refreshed_tokens()
