@@ -13,17 +13,14 @@ from authz.runtime.state import Runtime
 class RuntimeHolder:
     """Holds the current Runtime; the gRPC servicer, the web app and background tasks read it here."""
 
-    __slots__ = ("_current",)
+    # `current` is a plain slot, not a property: it is read on every Check, and an attribute read
+    # costs no Python call.
+    __slots__ = ("current",)
 
     def __init__(self, runtime: Runtime) -> None:
-        self._current = runtime
-
-    @property
-    def current(self) -> Runtime:
-        """The Runtime to use for the whole of one request or one background pass."""
-        return self._current
+        self.current = runtime  # the Runtime to use for the whole of one request or background pass
 
     def swap(self, runtime: Runtime) -> Runtime:
         """Make `runtime` current and return the previous one (close it once its requests are done)."""
-        previous, self._current = self._current, runtime
+        previous, self.current = self.current, runtime
         return previous
