@@ -151,11 +151,11 @@ def _callgrind(tree: Path, scenario: str, n: int, out_file: Path) -> int:
     raise SystemExit(f"{tree}: callgrind gave no count")
 
 
-def count_instructions(trees: list[tuple[str, str]], n: int) -> int:
+def count_instructions(trees: list[tuple[str, str]], n: int, scenarios: tuple[str, ...] = SCENARIOS) -> int:
     """Instructions per Check, per scenario and tree: the difference between runs of n and 2n Checks."""
     print(f"{'scenario':24}" + "".join(f"{name + ' instr/Check':>22}" for name, _ in trees) + "   ratio")
     first = trees[0][0]
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         counts = {}
         for name, path in trees:
             tree = Path(path).resolve()
@@ -174,10 +174,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("-n", type=int, default=5000, help="Checks per scenario per run")
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these (with --instructions)")
     args = parser.parse_args()
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", str(Path(__file__).resolve().parents[1]))]
     if args.instructions:
-        return count_instructions(trees, min(args.n, 200))
+        return count_instructions(trees, min(args.n, 200), tuple(args.scenario or SCENARIOS))
     results: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name, _ in trees}
     for _ in range(args.runs):
         for name, path in trees:

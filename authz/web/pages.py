@@ -6,7 +6,7 @@ content, and `base.html` (the one layout: product name, a card, inline CSS) fram
 Environment is built and every template compiled once, at import, and the layout is rendered once
 per heading and kept as the text before and after the content. An error page without one-off
 content is rendered once per status and reasons with slots for the request id, sign-in link and
-account, which a call fills in, escaped as autoescaping would: no template runs per request.
+account, split at the slots once, which a call fills in, escaped as autoescaping would: no template runs per request.
 """
 
 from __future__ import annotations
@@ -117,9 +117,10 @@ def error_body(
     if detail or details:  # one-off pages (a refused request's detail, an evaluation trace)
         values = _error_values(reasons, request_id, sign_in_url, account, detail, details)
         return HTML, _page(heading, _ERROR, values)
-    shell = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
     filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
-    return HTML, _SLOT.sub(lambda slot: escape(filled[slot.group(1)]), shell)
+    pieces = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
+    # Even pieces are the shell's text, odd ones the names of its slots.
+    return HTML, "".join([piece if i % 2 == 0 else escape(filled[piece]) for i, piece in enumerate(pieces)])
 
 
 def _error_values(
@@ -141,11 +142,12 @@ def _error_values(
 
 
 @functools.lru_cache(maxsize=512)
-def _error_shell(heading: str, reasons: tuple[str, ...], with_sign_in: bool, with_account: bool) -> str:
-    """The error page for a heading and reasons, with slots for the per-request values."""
+def _error_shell(heading: str, reasons: tuple[str, ...], with_sign_in: bool, with_account: bool) -> tuple[str, ...]:
+    """The error page for a heading and reasons, split at its slots: text, slot name, text, …"""
     sign_in = _SLOTS["sign-in-url"] if with_sign_in else None
     account = _SLOTS["account"] if with_account else None
-    return _page(heading, _ERROR, _error_values(reasons, _SLOTS["request-id"], sign_in, account))
+    page = _page(heading, _ERROR, _error_values(reasons, _SLOTS["request-id"], sign_in, account))
+    return tuple(_SLOT.split(page))
 
 
 def account_page(template: str, heading: str, **values: Any) -> str:
