@@ -42,7 +42,7 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-# The templates use none of Jinja's default globals (range, lipsum, cycler, …), and merging them
+# The templates use none of Jinja's default globals (range, lipsum, cycler...), and merging them
 # into every render's context was a third of the cost of a 302 body.
 _ENV.globals.clear()
 _LAYOUT = _ENV.get_template("base.html")
@@ -143,7 +143,7 @@ def _error_values(
 
 @functools.lru_cache(maxsize=512)
 def _error_shell(heading: str, reasons: tuple[str, ...], with_sign_in: bool, with_account: bool) -> tuple[str, ...]:
-    """The error page for a heading and reasons, split at its slots: text, slot name, text, …"""
+    """The error page for a heading and reasons, split at its slots: text, slot name, text, ..."""
     sign_in = _SLOTS["sign-in-url"] if with_sign_in else None
     account = _SLOTS["account"] if with_account else None
     page = _page(heading, _ERROR, _error_values(reasons, _SLOTS["request-id"], sign_in, account))

@@ -23,7 +23,7 @@ async def test_user_page_shows_the_session_escaped(web: Web) -> None:
     assert "<th>Name</th><td>Dora &lt;Explorer&gt;</td>" in page.text and "<Explorer>" not in page.text
     assert "<td>eng, ops</td>" in page.text and "<td>dora@example.com</td>" in page.text
     assert '<form method="post" action="/.pomerium/sign_out">' in page.text
-    assert "<title>Signed in · authz</title>" in page.text and 'name="viewport"' in page.text
+    assert "<title>Signed in &middot; authz</title>" in page.text and 'name="viewport"' in page.text
     assert bare.text == page.text
 
 
