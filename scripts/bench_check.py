@@ -141,7 +141,8 @@ def instructions(tree: Path, scenario: str, n: int) -> int:
 
 def _callgrind(tree: Path, scenario: str, n: int, out_file: Path) -> int:
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable, "-c", _RUN]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # A fixed hash seed: set and dict layouts (and so their probe counts) are the same in every run.
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
     out = subprocess.run([*command, str(n), scenario], env=env, cwd=tree, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {out.stderr.strip()[-2000:]}")

@@ -22,6 +22,9 @@ from authz.web.pages import GRPC_STATUS
 
 _TEMPLATE = re.compile(r"\$\$|\$\{\s*([A-Za-z0-9_.]+)\s*\}|\$([A-Za-z_][A-Za-z0-9_.]*[A-Za-z0-9_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_UNAUTHENTICATED = (Reason.USER_UNAUTHENTICATED,)
+# Enum members as module globals: reading one through its class costs a metaclass lookup per Check.
+_LOGIN, _DENY = Action.LOGIN, Action.DENY
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,7 @@ def error(
 def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
     req = facts.request
     url = signed_url.sign(rt.url_key, rt.sign_in_endpoint, route_url(route, req), now)
-    reasons = (Reason.USER_UNAUTHENTICATED,)
+    reasons = _UNAUTHENTICATED
     # Programs get a 401 they can act on; only a browser can follow a redirect to a login page.
     if not is_browser(req.headers, session_header=facts.credentials.from_header):
         return error(401, reasons, req, sign_in_url=url, route_id=route.id)
@@ -180,8 +183,8 @@ def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
 def answer(rt: Runtime, facts: Facts, outcome: Outcome, now: float) -> Answer:
     """The answer for a decided outcome; `now` stamps the assertion and the sign-in link."""
     route = facts.route
-    if route is None or outcome.action is Action.DENY:
+    if route is None or outcome.action is _DENY:
         return _deny(route, facts, outcome)
-    if outcome.action is Action.LOGIN:
+    if outcome.action is _LOGIN:
         return _login(rt, route, facts, now)
     return _allow(rt, route, facts, outcome.reasons, now)

@@ -10,6 +10,9 @@ from authz.policy.ast import PolicyInput
 from authz.policy.reasons import Reason
 
 _NOT_FOUND = Outcome(Action.DENY, 404, (Reason.ROUTE_NOT_FOUND,))
+_UNAUTHENTICATED = (Reason.USER_UNAUTHENTICATED,)
+# Enum members as module globals: reading one through its class costs a metaclass lookup per Check.
+_ALLOW, _LOGIN, _DENY = Action.ALLOW, Action.LOGIN, Action.DENY
 
 
 def decide(facts: Facts) -> Outcome:
@@ -24,12 +27,12 @@ def decide(facts: Facts) -> Outcome:
     # A criterion on either side needed a session and there is none: signing in is the only way
     # forward, even when `allow: accept` matched, because a deny rule could not be judged.
     if verdict.login:
-        return Outcome(Action.LOGIN, 401, (Reason.USER_UNAUTHENTICATED,), verdict)
+        return Outcome(_LOGIN, 401, _UNAUTHENTICATED, verdict)
     # A deny rule matched: deny wins over any allow, and its reasons are the ones to show.
     if verdict.deny:
-        return Outcome(Action.DENY, 403, tuple(sorted(verdict.deny_reasons)), verdict)
+        return Outcome(_DENY, 403, tuple(sorted(verdict.deny_reasons)), verdict)
     # An allow rule matched and nothing denied.
     if verdict.allow:
-        return Outcome(Action.ALLOW, 200, tuple(sorted(verdict.allow_reasons)), verdict)
+        return Outcome(_ALLOW, 200, tuple(sorted(verdict.allow_reasons)), verdict)
     # Nothing allowed: deny with the reasons the allow rules failed for.
-    return Outcome(Action.DENY, 403, tuple(sorted(verdict.allow_reasons)), verdict)
+    return Outcome(_DENY, 403, tuple(sorted(verdict.allow_reasons)), verdict)

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 Result = tuple[bool, frozenset[str]]
 NO_MATCH: Result = (False, frozenset())
+_UNAUTHENTICATED = Reason.USER_UNAUTHENTICATED  # a module global: read on every Check
+
+
+def outcomes(passed: Reason, failed: Reason) -> tuple[Result, Result]:
+    """A criterion's two results, built once at import: (matched, `passed`), (not matched, `failed`)."""
+    return (True, frozenset({passed})), (False, frozenset({failed}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,7 @@ class Verdict:
     @property
     def login(self) -> bool:
         """No session, and a criterion on either side needed one: send the user to sign in."""
-        return Reason.USER_UNAUTHENTICATED in self.allow_reasons or Reason.USER_UNAUTHENTICATED in self.deny_reasons
+        return _UNAUTHENTICATED in self.allow_reasons or _UNAUTHENTICATED in self.deny_reasons
 
     @property
     def allowed(self) -> bool:

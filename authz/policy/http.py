@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authz.policy.ast import PolicyInput, Result
+from authz.policy.ast import PolicyInput, Result, outcomes
 from authz.policy.matchers import StringMatcher
 from authz.policy.reasons import Reason
+
+_METHOD = outcomes(Reason.HTTP_METHOD_OK, Reason.HTTP_METHOD_UNAUTHORIZED)
+_PATH = outcomes(Reason.HTTP_PATH_OK, Reason.HTTP_PATH_UNAUTHORIZED)
+_CORS = outcomes(Reason.CORS_REQUEST, Reason.NON_CORS_REQUEST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,8 +20,8 @@ class HttpMethod:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         if self.matcher.match(inp.request.method):
-            return True, frozenset({Reason.HTTP_METHOD_OK})
-        return False, frozenset({Reason.HTTP_METHOD_UNAUTHORIZED})
+            return _METHOD[0]
+        return _METHOD[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +33,8 @@ class HttpPath:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         if self.matcher.match(inp.request.path):
-            return True, frozenset({Reason.HTTP_PATH_OK})
-        return False, frozenset({Reason.HTTP_PATH_UNAUTHORIZED})
+            return _PATH[0]
+        return _PATH[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +46,4 @@ class CorsPreflight:
     def evaluate(self, inp: PolicyInput) -> Result:
         headers = inp.request.headers
         ok = inp.request.method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
-        return (True, frozenset({Reason.CORS_REQUEST})) if ok else (False, frozenset({Reason.NON_CORS_REQUEST}))
+        return _CORS[0] if ok else _CORS[1]

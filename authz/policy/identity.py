@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.policy.ast import PolicyInput, Result
+from authz.policy.ast import PolicyInput, Result, outcomes
 from authz.policy.matchers import ListMatcher, StringMatcher, canonical
 from authz.policy.reasons import Reason
 
@@ -31,8 +31,15 @@ class Reject:
         return _REJECTED
 
 
-def _verdict(ok: bool, good: str, bad: str) -> Result:
-    return (True, frozenset({good})) if ok else (False, frozenset({bad}))
+_USER = outcomes(Reason.USER_OK, Reason.USER_UNAUTHORIZED)
+_EMAIL = outcomes(Reason.EMAIL_OK, Reason.EMAIL_UNAUTHORIZED)
+_DOMAIN = outcomes(Reason.DOMAIN_OK, Reason.DOMAIN_UNAUTHORIZED)
+_GROUPS = outcomes(Reason.GROUPS_OK, Reason.GROUPS_UNAUTHORIZED)
+_CLAIM = outcomes(Reason.CLAIM_OK, Reason.CLAIM_UNAUTHORIZED)
+
+
+def _verdict(ok: bool, results: tuple[Result, Result]) -> Result:
+    return results[0] if ok else results[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,7 @@ class AuthenticatedUser:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(bool(inp.session.user_id), Reason.USER_OK, Reason.USER_UNAUTHORIZED)
+        return _verdict(bool(inp.session.user_id), _USER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,7 @@ class User:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(self.matcher.match(inp.session.user_id), Reason.USER_OK, Reason.USER_UNAUTHORIZED)
+        return _verdict(self.matcher.match(inp.session.user_id), _USER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +71,7 @@ class Email:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(self.matcher.match(inp.session.email), Reason.EMAIL_OK, Reason.EMAIL_UNAUTHORIZED)
+        return _verdict(self.matcher.match(inp.session.email), _EMAIL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class Domain:
             return _UNAUTHENTICATED
         local, at, domain = inp.session.email.rpartition("@")
         ok = bool(local and at and domain) and self.matcher.match(domain)
-        return _verdict(ok, Reason.DOMAIN_OK, Reason.DOMAIN_UNAUTHORIZED)
+        return _verdict(ok, _DOMAIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,7 @@ class Groups:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        return _verdict(self.matcher.match(inp.session.groups), Reason.GROUPS_OK, Reason.GROUPS_UNAUTHORIZED)
+        return _verdict(self.matcher.match(inp.session.groups), _GROUPS)
 
 
 _MISSING = object()
@@ -137,7 +144,7 @@ class Claim:
         values = claim_values(claims, self.path)
         if not values and self.path in ("email", "name", "sub", "user", "groups"):
             values = _session_field(inp, self.path)
-        return _verdict(self.matcher.match(values), Reason.CLAIM_OK, Reason.CLAIM_UNAUTHORIZED)
+        return _verdict(self.matcher.match(values), _CLAIM)
 
 
 def _session_field(inp: PolicyInput, name: str) -> list[str]:

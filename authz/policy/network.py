@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from authz.errors import Problem
-from authz.policy.ast import PolicyInput, Result
+from authz.policy.ast import PolicyInput, Result, outcomes
 from authz.policy.reasons import Reason
 from authz.schema.reader import describe
 
@@ -28,6 +28,9 @@ def parse_address(text: str) -> Address | None:
     return address
 
 
+_SOURCE_IP = outcomes(Reason.SOURCE_IP_OK, Reason.SOURCE_IP_UNAUTHORIZED)
+
+
 @dataclass(frozen=True, slots=True)
 class SourceIp:
     networks: tuple[Network, ...]
@@ -36,7 +39,7 @@ class SourceIp:
     def evaluate(self, inp: PolicyInput) -> Result:
         address = parse_address(inp.request.source_ip) if inp.request.source_ip else None
         ok = address is not None and any(address.version == n.version and address in n for n in self.networks)
-        return (True, frozenset({Reason.SOURCE_IP_OK})) if ok else (False, frozenset({Reason.SOURCE_IP_UNAUTHORIZED}))
+        return _SOURCE_IP[0] if ok else _SOURCE_IP[1]
 
 
 def parse_source_ip(value: Any, sub: str, path: str, problems: list[Problem]) -> SourceIp | None:

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from authz.errors import Problem
-from authz.policy.ast import PolicyInput, Result
+from authz.policy.ast import PolicyInput, Result, outcomes
 from authz.policy.reasons import Reason
 from authz.schema.reader import describe, suggest
 
@@ -25,8 +25,13 @@ _TWELVE_HOUR = re.compile(r"^(\d{1,2})(?::(\d{2}))?\s*([AaPp][Mm])$")
 _TWENTY_FOUR = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?$")
 
 
-def _verdict(ok: bool, passed: Reason, failed: Reason) -> Result:
-    return (True, frozenset({passed})) if ok else (False, frozenset({failed}))
+_DATE = outcomes(Reason.DATE_OK, Reason.DATE_UNAUTHORIZED)
+_DAY_OF_WEEK = outcomes(Reason.DAY_OF_WEEK_OK, Reason.DAY_OF_WEEK_UNAUTHORIZED)
+_TIME_OF_DAY = outcomes(Reason.TIME_OF_DAY_OK, Reason.TIME_OF_DAY_UNAUTHORIZED)
+
+
+def _verdict(ok: bool, results: tuple[Result, Result]) -> Result:
+    return results[0] if ok else results[1]
 
 
 def parse_zone(value: Any, path: str, problems: list[Problem]) -> tzinfo | None:
@@ -104,7 +109,7 @@ class DateRange:
     def evaluate(self, inp: PolicyInput) -> Result:
         now = inp.now
         ok = (self.after is None or now >= self.after) and (self.before is None or now < self.before)
-        return _verdict(ok, Reason.DATE_OK, Reason.DATE_UNAUTHORIZED)
+        return _verdict(ok, _DATE)
 
 
 def parse_date(value: Any, sub: str, path: str, problems: list[Problem]) -> DateRange | None:
@@ -134,9 +139,7 @@ class DayOfWeek:
     name = "day_of_week"
 
     def evaluate(self, inp: PolicyInput) -> Result:
-        return _verdict(
-            inp.now.astimezone(self.zone).weekday() in self.days, Reason.DAY_OF_WEEK_OK, Reason.DAY_OF_WEEK_UNAUTHORIZED
-        )
+        return _verdict(inp.now.astimezone(self.zone).weekday() in self.days, _DAY_OF_WEEK)
 
 
 def _parse_days(text: str, path: str, problems: list[Problem]) -> frozenset[int] | None:
@@ -195,7 +198,7 @@ class TimeOfDay:
             ok = local >= after or local < before  # crosses midnight
         else:
             ok = (after is None or local >= after) and (before is None or local < before)
-        return _verdict(ok, Reason.TIME_OF_DAY_OK, Reason.TIME_OF_DAY_UNAUTHORIZED)
+        return _verdict(ok, _TIME_OF_DAY)
 
 
 def parse_time_of_day(value: Any, sub: str, path: str, problems: list[Problem]) -> TimeOfDay | None:
