@@ -69,9 +69,8 @@ def _escape(value: str) -> str:
     """
     if not value:
         return value
-    return (
-        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;").replace('"', "&#34;")
-    )
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value.replace("'", "&#39;").replace('"', "&#34;")
 
 
 def _render(template: Template, values: dict[str, Any]) -> str:
