@@ -42,9 +42,11 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     route = rt.config.routes_by_id.get(req.route_id)
     credentials = find_credentials(req.headers, rt.config.cookie_name)
     clock = datetime.fromtimestamp(now, UTC)
-    handles = rt.open_handles(credentials.tokens, req.hostname, now) if route and credentials.tokens else ()
+    if route is None or not credentials.tokens:
+        return Facts(req, route, credentials, None, clock)
+    handles = rt.open_handles(credentials.tokens, req.hostname, now)
     if not handles:
         return Facts(req, route, credentials, None, clock)
     if rt.store.blocking:
-        return Pending(rt, req, route, credentials, handles, now, clock)  # type: ignore[arg-type]
+        return Pending(rt, req, route, credentials, handles, now, clock)
     return Facts(req, route, credentials, rt.live_session(handles, now), clock)
