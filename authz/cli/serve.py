@@ -102,6 +102,8 @@ async def run(holder: RuntimeHolder, stop: asyncio.Event) -> None:
 def serve(config_path: str, config: Config) -> int:
     """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown, 1 if a port cannot be bound."""
     configure_logging(config.log_level)
+    for warning in config.warnings:
+        log.warning(warning)
 
     async def main() -> int:
         stop = asyncio.Event()

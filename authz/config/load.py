@@ -26,9 +26,9 @@ GLOBAL_KEYS = (
     "default_upstream_timeout", "session_store", "log_level", "routes", "idp_provider",
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
+    "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce",
 )  # fmt: skip
 GLOBAL_LATER = {
-    "jwt_groups_filter": "planned",
     "databroker_storage_connection_string": "use session_store",
 }  # fmt: skip
 ROUTE_KEYS = (
@@ -36,11 +36,11 @@ ROUTE_KEYS = (
     "host_rewrite", "timeout", "allow_websockets", "policy", "allow_public_unauthenticated_access",
     "allow_any_authenticated_user", "allowed_users", "allowed_domains", "allowed_idp_claims", "cors_allow_preflight",
     "pass_identity_headers", "set_request_headers", "remove_request_headers",
-    "set_response_headers", "show_error_details", "jwt_issuer_format",
+    "set_response_headers", "show_error_details", "jwt_issuer_format", "jwt_groups_filter",
+    "keep_request_headers", "allow_path_parameters", "allow_double_encoding",
 )  # fmt: skip
 ROUTE_LATER = {
     "jit": "comes with just-in-time access",
-    "jwt_groups_filter": "planned",
     "tls_downstream_client_ca": "planned",
     "tls_downstream_client_ca_file": "planned",
 }
@@ -55,6 +55,16 @@ _HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-
 _ROUTE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+# Client headers that make an upstream read another path, method, host or client address than the
+# policy judged: removed on every route by authz and by the generated Envoy config. A route may keep
+# one by name (`keep_request_headers`) for an app that needs it, at its own risk.
+STRIPPED_REQUEST_HEADERS = (
+    "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-original-uri",
+    "x-http-method-override", "x-http-method", "x-method-override",
+    "x-envoy-auth-failure-mode-allowed",
+    "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "forwarded",
+    "x-real-ip", "true-client-ip", "x-client-ip",
+)  # fmt: skip
 
 
 def load_config(path: str | Path) -> Config:
@@ -266,7 +276,47 @@ def _identity_provider(node: Node, base_dir: Path) -> IdentityProvider | None:
         scopes=tuple(scopes) or DEFAULT_SCOPES,
         request_params=tuple(params.items()),
         timeout=timeout,
+        pkce=not node.flag("idp_disable_pkce"),
     )
+
+
+def _groups_filter(node: Node) -> tuple[str, ...] | None:
+    """Pomerium's `jwt_groups_filter`: a list of group names (a route also takes `{groups: [...]}`)."""
+    value = node.raw("jwt_groups_filter")
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        inner = Node(value, node.at("jwt_groups_filter"), node.problems)
+        if inner.flag("infer_from_ppl"):
+            inner.error("infer_from_ppl", "is not supported: list the groups to keep")
+        groups = inner.str_list("groups")
+        inner.finish(("groups", "infer_from_ppl"))
+        return tuple(groups)
+    return tuple(node.str_list("jwt_groups_filter"))
+
+
+def _kept_headers(node: Node) -> tuple[str, ...]:
+    kept = []
+    for name in node.str_list("keep_request_headers"):
+        if name.lower() not in STRIPPED_REQUEST_HEADERS:
+            node.error(
+                "keep_request_headers",
+                f"{describe(name)} is not a header authz removes (it removes: {', '.join(STRIPPED_REQUEST_HEADERS)})",
+            )
+        else:
+            kept.append(name.lower())
+    return tuple(kept)
+
+
+def _route_port(url: SplitResult | None, auth: SplitResult | None) -> int | None:
+    """`from`'s explicit port, else the authenticate URL's when the schemes agree; default ports are None."""
+    if url is None:
+        return None
+    default = 443 if url.scheme == "https" else 80
+    port = url.port
+    if port is None and auth is not None and auth.scheme == url.scheme:
+        port = auth.port
+    return None if port == default else port
 
 
 def _route_id(node: Node, url: str, to: tuple[Upstream, ...]) -> str:
@@ -302,6 +352,12 @@ def _upstreams(node: Node, insecure: bool) -> tuple[Upstream, ...]:
 
 def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
     url = _host_url(node, "from", cfg["insecure"])
+    auth: SplitResult | None = cfg["auth"]
+    if url is not None and auth is not None and url.scheme != auth.scheme and url.port is None:
+        cfg["warnings"].append(
+            f"{node.at('from')}: uses {url.scheme} but authenticate_service_url uses {auth.scheme}"
+            f" and `from` names no port: sign-ins land on the default {url.scheme} port"
+        )
     to = _upstreams(node, cfg["insecure"])
     matches = {k: node.text(k) or None for k in ("prefix", "path", "regex")}
     if sum(v is not None for v in matches.values()) > 1:
@@ -349,7 +405,18 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         jwt_issuer_format=IssuerFormat(
             node.choice("jwt_issuer_format", cfg["issuer"], [f.value for f in IssuerFormat])
         ),
+        port=_route_port(url, auth),
+        jwt_groups_filter=_groups_filter(node),
+        keep_request_headers=_kept_headers(node),
+        allow_path_parameters=node.flag("allow_path_parameters"),
+        allow_double_encoding=node.flag("allow_double_encoding"),
     )
+    if route.keep_request_headers:
+        cfg["warnings"].append(
+            f"{node.at('keep_request_headers')}: {', '.join(route.keep_request_headers)} reach the"
+            " upstream as the client sent them; an upstream that reads them may see another path, method,"
+            " host or client address than the policy judged"
+        )
     node.finish(ROUTE_KEYS, ROUTE_LATER, ROUTE_UNSUPPORTED)
     return route if url and to else None
 
@@ -397,13 +464,15 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     if grpc_timeout <= 0:
         node.error("grpc_client_timeout", "must be greater than zero")
 
+    allow_unverified = node.flag("allow_unverified_email")
     routes: list[Route] = []
     raw_routes = node.raw("routes")
     if raw_routes is not None and not isinstance(raw_routes, list):
         node.error("routes", f"expected a list of routes, got {describe(raw_routes)}")
         raw_routes = []
-    shared_cfg = {"insecure": insecure, "timeout": upstream_timeout,
-                  "pass_identity_headers": pass_identity, "issuer": issuer}  # fmt: skip
+    warnings: list[str] = []
+    shared_cfg = {"insecure": insecure, "timeout": upstream_timeout, "pass_identity_headers": pass_identity,
+                  "issuer": issuer, "auth": auth, "warnings": warnings}  # fmt: skip
     for i, item in enumerate(raw_routes or []):
         if not isinstance(item, Mapping):
             problems.append(Problem(f"routes[{i}]", f"expected a mapping, got {describe(item)}"))
@@ -414,6 +483,11 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         if auth is not None and route.host == auth.hostname:
             problems.append(Problem(f"routes[{i}].from", "must not use the authenticate_service_url host"))
         routes.append(route)
+    if allow_unverified:
+        warnings.append(
+            "allow_unverified_email: emails the identity provider marks unverified count as identities"
+            " (anyone who can set such an email at the IdP passes email and domain rules)"
+        )
     by_id: dict[str, Route] = {}
     for route in routes:
         if route.id in by_id:
@@ -456,6 +530,10 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
             d.lower() for d in node.str_list("programmatic_redirect_domain_whitelist")
         )
         or ("localhost",),
+        authenticate_port=auth.port if auth else None,
+        allow_unverified_email=allow_unverified,
+        jwt_groups_filter=_groups_filter(node),
+        warnings=tuple(warnings),
     )
     node.finish(GLOBAL_KEYS, GLOBAL_LATER)
     if problems:

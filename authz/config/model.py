@@ -64,6 +64,14 @@ class Route:
     set_response_headers: tuple[tuple[str, str], ...] = ()
     show_error_details: bool = False
     jwt_issuer_format: IssuerFormat = IssuerFormat.HOST_ONLY
+    # The port of every URL authz builds back to this route's host: `from`'s explicit port, else
+    # authenticate_service_url's port when both use one scheme, else None (the scheme's default).
+    # Never the request's Host port: a login must land where the config says.
+    port: int | None = None
+    jwt_groups_filter: tuple[str, ...] | None = None  # None: no route filter (the global one alone)
+    keep_request_headers: tuple[str, ...] = ()  # names from the strip list this route lets through
+    allow_path_parameters: bool = False  # `;` in the path (refused with 400 by default)
+    allow_double_encoding: bool = False  # `%25` + two hex digits in the path (refused by default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,7 @@ class IdentityProvider:
     scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
     request_params: tuple[tuple[str, str], ...] = ()
     timeout: float = 10.0
+    pkce: bool = True  # PKCE S256 on every sign-in; `idp_disable_pkce: true` only for a broken IdP
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +131,7 @@ class Config:
     signout_redirect_url: str = ""
     programmatic_redirect_domain_whitelist: tuple[str, ...] = ("localhost",)
     routes_by_id: Mapping[str, Route] = field(default_factory=dict)
+    authenticate_port: int | None = None  # authenticate_service_url's explicit port, if any
+    allow_unverified_email: bool = False  # authz's own: count emails the IdP says are unverified
+    jwt_groups_filter: tuple[str, ...] | None = None  # Pomerium's global group filter; None: off
+    warnings: tuple[str, ...] = ()  # settings that load but weaken a defence (check-config prints them)

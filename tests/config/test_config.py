@@ -62,8 +62,58 @@ def test_unknown_keys_suggest(make_config: Callable[..., Config]) -> None:
 
 
 def test_later_keys_are_rejected_not_ignored(make_config: Callable[..., Config]) -> None:
-    out = problems(make_config, jwt_groups_filter=["a"])
-    assert out == ["jwt_groups_filter: not supported yet (planned)"]
+    out = problems(make_config, databroker_storage_connection_string="x")
+    assert out == ["databroker_storage_connection_string: not supported yet (use session_store)"]
+
+
+def _route(**extra: Any) -> dict[str, Any]:
+    return {"from": "http://a.localhost", "to": "http://127.0.0.1:1", "allow_any_authenticated_user": True, **extra}
+
+
+def test_route_ports_come_from_from_else_the_authenticate_url(make_config: Callable[..., Config]) -> None:
+    routes = [
+        _route(id="same"),
+        _route(id="explicit", **{"from": "http://b.localhost:8444"}),
+        _route(id="default", **{"from": "http://c.localhost:80"}),
+    ]
+    config = make_config(routes=routes)
+    assert [r.port for r in config.routes] == [8080, 8444, None]
+    assert config.authenticate_port == 8080 and config.warnings == ()
+    tls = make_config(authenticate_service_url="https://auth.localhost", routes=[_route(id="plain")])
+    assert tls.routes[0].port is None
+    assert any("routes[0].from: uses http but authenticate_service_url uses https" in w for w in tls.warnings)
+
+
+def test_hardening_keys(make_config: Callable[..., Config]) -> None:
+    config = make_config(
+        allow_unverified_email=True,
+        jwt_groups_filter=["admins", "ops"],
+        idp_provider_url="http://idp.localhost",
+        idp_client_id="c",
+        idp_disable_pkce=True,
+        routes=[
+            _route(
+                jwt_groups_filter={"groups": ["ops"]},
+                keep_request_headers=["X-Forwarded-Host"],
+                allow_path_parameters=True,
+                allow_double_encoding=True,
+            )
+        ],
+    )
+    (route,) = config.routes
+    assert config.allow_unverified_email and config.jwt_groups_filter == ("admins", "ops")
+    assert config.idp is not None and config.idp.pkce is False
+    assert route.jwt_groups_filter == ("ops",) and route.keep_request_headers == ("x-forwarded-host",)
+    assert route.allow_path_parameters and route.allow_double_encoding
+    assert len(config.warnings) == 2
+    assert make_config().routes[0].jwt_groups_filter is None and make_config().jwt_groups_filter is None
+    out = problems(
+        make_config,
+        routes=[_route(keep_request_headers=["x-custom"], jwt_groups_filter={"infer_from_ppl": True, "x": 1})],
+    )
+    assert any(p.startswith("routes[0].keep_request_headers: 'x-custom' is not a header authz removes") for p in out)
+    assert "routes[0].jwt_groups_filter.infer_from_ppl: is not supported: list the groups to keep" in out
+    assert any(p.startswith("routes[0].jwt_groups_filter.x: unknown key") for p in out)
 
 
 def test_identity_provider(make_config: Callable[..., Config], tmp_path: Path) -> None:
