@@ -16,7 +16,7 @@ from authz.config.model import Route
 from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
 from authz.signing import assertion, signed_url
-from authz.web import pages
+from authz.web import binding, cookies, pages
 from authz.web.negotiate import Format, is_browser, response_format
 from authz.web.pages import GRPC_STATUS
 
@@ -43,8 +43,9 @@ class Answer:
 
 
 def route_url(route: Route, req: RequestContext) -> str:
-    """The request's URL on the route host: `from`'s scheme, the request's host and port."""
-    return origin(route.scheme, req.hostname, req.port) + req.raw_path
+    """The request's URL on the route host: `from`'s scheme and the configured port (`Route.port`),
+    never the port the client put in Host: a sign-in must land where the config says."""
+    return origin(route.scheme, req.hostname, route.port) + req.raw_path
 
 
 def render_template(template: str, values: Mapping[str, str]) -> str:
@@ -91,18 +92,58 @@ def error(
     return Answer(False, status, reasons, tuple(headers), (), body, route_id, user)
 
 
+def _conflict_deletions(rt: Runtime, req: RequestContext) -> list[str]:
+    """Deletions of the session cookie wherever a sibling host could have planted one: this host and
+    each parent domain (up to `cookie_domain`), at Path=/ and at each prefix of the request path."""
+    labels = req.hostname.split(".")
+    stop = rt.config.cookie_domain.lstrip(".").lower()
+    domains = [""]
+    for i in range(len(labels) - 1):
+        domain = ".".join(labels[i:])
+        domains.append(domain)
+        if domain == stop:
+            break
+    paths = ["/"]
+    segments = [s for s in req.path.split("/") if s][:8]
+    for i in range(1, len(segments) + 1):
+        prefix = "/" + "/".join(segments[:i])
+        paths += [prefix, prefix + "/"]
+    name, secure = rt.cookies.session, rt.cookies.secure
+    return [cookies.deletion(name, domain=d, path=p, secure=secure) for d in domains for p in paths]
+
+
+def _conflict(rt: Runtime, route: Route, facts: Facts) -> Answer:
+    """Sessions of two users again after a sign-in meant to clear them: say so, never loop."""
+    name = rt.cookies.session
+    detail = (
+        f"This browser holds several '{name}' cookies that belong to different users; one was probably set"
+        f" by another site under the same domain. Clear this site's cookies ({facts.request.hostname} and"
+        " its parent domains) and sign in again."
+    )
+    return error(400, (Reason.BAD_REQUEST,), facts.request, detail=detail, route_id=route.id)
+
+
 def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
-    req = facts.request
-    url = signed_url.sign(rt.url_key, rt.sign_in_endpoint, route_url(route, req), now)
+    req, creds = facts.request, facts.credentials
+    target = route_url(route, req)
     reasons = _UNAUTHENTICATED
     # Programs get a 401 they can act on; only a browser can follow a redirect to a login page.
-    if not is_browser(req.headers, session_header=facts.credentials.from_header):
+    if not is_browser(req.headers, session_header=creds.from_header):
+        url = signed_url.sign(rt.url_key, rt.sign_in_endpoint, target, now)
         return error(401, reasons, req, sign_in_url=url, route_id=route.id)
+    if facts.conflict and creds.conflict_marked:
+        return _conflict(rt, route, facts)
+    bound, set_cookies = binding.begin(rt.cookies, now, creds.bindings)
+    url = signed_url.sign(rt.url_key, rt.sign_in_endpoint, target, now, {"pomerium_binding": bound})
+    if facts.conflict:
+        set_cookies += _conflict_deletions(rt, req)
+        set_cookies.append(cookies.binding_cookie(rt.cookies, rt.cookies.conflict, "1", binding.LIFETIME))
     _, body = pages.error_body(302, (), req.request_id, Format.HTML, sign_in_url=url)
     headers = (
         ("location", url),
         ("content-type", "text/html; charset=utf-8"),
         ("cache-control", "no-store"),
+        *(("set-cookie", line) for line in set_cookies),
     )
     return Answer(False, 302, reasons, headers, (), body, route.id)
 
@@ -132,9 +173,12 @@ def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], no
         set_headers.extend((n, _clean(render_template(v, values))) for n, v in route.set_request_headers)
     set_names = {name.lower() for name, _ in set_headers}
     # What the client sent in authz's name never reaches the upstream: identity headers are
-    # authz's to set, and session credentials stay between the browser and authz.
+    # authz's to set, and session credentials stay between the browser and authz. Headers that
+    # would make the upstream read another path, method, host or client go too.
+    stripped = rt.stripped[route.id]
+    identity = rt.identity_headers
     remove = [
-        h for h in req.headers if (h.startswith("x-pomerium-") or h in rt.identity_headers) and h not in set_names
+        h for h in req.headers if (h.startswith("x-pomerium-") or h in identity or h in stripped) and h not in set_names
     ]
     if creds.in_authorization:
         remove.append("authorization")

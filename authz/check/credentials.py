@@ -1,45 +1,77 @@
-"""Session credentials on a request: the `_pomerium` cookie and Pomerium's authorization headers."""
+"""Session credentials on a request: the session cookie and Pomerium's authorization headers.
+
+Everything in authz's name is found here, so that the answer step can remove all of it before the
+upstream, whether or not it opens: every cookie in authz's namespace (`authz.web.cookies`), in any
+case and in any `Cookie:` line, and an `Authorization` header carrying a Pomerium credential in
+any case of its scheme (RFC 9110 §11.1), on any line.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from authz.web.cookies import CookieNames
+
+# `Pomerium <token>` or `Bearer Pomerium-<token>`, schemes case-insensitive, at the start of a line
+# or after the `,` that joins a repeated header.
+_AUTHORIZATION = re.compile(r"(?:^|,)\s*(?:pomerium\s+|bearer\s+pomerium-)([^\s,]*)", re.IGNORECASE)
+_PREFIX = re.compile(r"^\s*pomerium\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Session tokens found on the request, and where."""
+    """Session tokens found on the request, where they were, and what must not reach the upstream."""
 
-    tokens: list[str]
+    tokens: list[str]  # headers first, then every session cookie in header order
     from_header: bool
-    in_authorization: bool
-    other_cookies: str | None  # the Cookie header without the session cookie; None if untouched
+    in_authorization: bool  # `Authorization` carries a Pomerium credential: remove the whole header
+    other_cookies: str | None  # the Cookie header without authz's cookies; None if it had none
+    bindings: tuple[tuple[str, str], ...] = ()  # login-binding cookies (name, value)
+    conflict_marked: bool = False  # the conflict cookie: a sign-in already tried to clear a conflict
 
 
-def find_credentials(headers: Mapping[str, str], cookie_name: str) -> Credentials:
+_NONE = Credentials([], False, False, None)
+
+
+def find_credentials(headers: Mapping[str, str], names: CookieNames) -> Credentials:
     """Session tokens from `X-Pomerium-Authorization`, `Authorization` and the session cookie."""
     tokens: list[str] = []
     from_header = in_authorization = False
     if value := headers.get("x-pomerium-authorization", "").strip():
-        tokens.append(value.removeprefix("Pomerium ").strip())
+        tokens.append(_PREFIX.sub("", value).strip())
         from_header = True
-    auth = headers.get("authorization", "").strip()
-    if auth.startswith("Pomerium "):
-        tokens.append(auth[len("Pomerium ") :].strip())
-        from_header = in_authorization = True
-    elif auth.startswith("Bearer Pomerium-"):
-        tokens.append(auth[len("Bearer Pomerium-") :].strip())
-        from_header = in_authorization = True
-    other_cookies = None
-    if cookie := headers.get("cookie"):
-        kept, found = [], False
-        for part in cookie.split(";"):
-            name, eq, value = part.strip().partition("=")
-            if eq and name == cookie_name:
-                tokens.append(value.strip().strip('"'))
-                found = True
-            elif part.strip():
-                kept.append(part.strip())
+    if auth := headers.get("authorization"):
+        found = _AUTHORIZATION.findall(auth)
         if found:
-            other_cookies = "; ".join(kept)
-    return Credentials(tokens, from_header, in_authorization, other_cookies)
+            tokens.extend(token for token in found if token)
+            from_header = in_authorization = True
+    cookie = headers.get("cookie")
+    # The common case (no authz cookie, or none at all) costs one lower() and one search.
+    if not cookie or names.namespace not in cookie.lower():
+        if not from_header:
+            return _NONE
+        return Credentials(tokens, from_header, in_authorization, None)
+    kept: list[str] = []
+    bindings: list[tuple[str, str]] = []
+    conflict_marked = removed = False
+    for part in cookie.replace(",", ";").split(";"):
+        text = part.strip()
+        name, eq, value = text.partition("=")
+        name = name.strip()
+        if not eq or not names.is_authz(name):
+            if text:
+                kept.append(text)
+            continue
+        removed = True
+        value = value.strip().strip('"')
+        if name == names.session:
+            tokens.append(value)
+        elif name.startswith(names.binding_prefix):
+            bindings.append((name, value))
+        elif name == names.conflict:
+            conflict_marked = True
+    if not removed:  # the name only appeared inside another cookie: leave the header as it came
+        return Credentials(tokens, from_header, in_authorization, None)
+    return Credentials(tokens, from_header, in_authorization, "; ".join(kept), tuple(bindings), conflict_marked)

@@ -30,6 +30,7 @@ class Facts:
     credentials: Credentials
     session: Session | None  # the first credential that opened to a live session
     now: datetime  # the clock, read once by the gather step
+    conflict: bool = False  # credentials of two different users opened: none counts (a planted cookie)
 
 
 class Action(StrEnum):

@@ -16,7 +16,7 @@ from authz.check.credentials import Credentials, find_credentials
 from authz.check.facts import Facts
 from authz.check.request import RequestContext
 from authz.config.model import Route
-from authz.runtime.state import Runtime
+from authz.runtime.state import Runtime, conflicting
 from authz.sessions.session import SessionHandle
 
 
@@ -40,13 +40,15 @@ class Pending:
 def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     """The facts for `req` at `now`, or `Pending` when only a blocking read can finish them."""
     route = rt.config.routes_by_id.get(req.route_id)
-    credentials = find_credentials(req.headers, rt.config.cookie_name)
+    credentials = find_credentials(req.headers, rt.cookies)
     clock = datetime.fromtimestamp(now, UTC)
     if route is None or not credentials.tokens:
         return Facts(req, route, credentials, None, clock)
     handles = rt.open_handles(credentials.tokens, req.hostname, now)
     if not handles:
         return Facts(req, route, credentials, None, clock)
+    if conflicting(handles):
+        return Facts(req, route, credentials, None, clock, conflict=True)
     if rt.store.blocking:
         return Pending(rt, req, route, credentials, handles, now, clock)
     return Facts(req, route, credentials, rt.live_session(handles, now), clock)

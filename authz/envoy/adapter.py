@@ -13,6 +13,7 @@ from authz.check.request import RequestContext
 from authz.errors import BadRequest
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _PERMISSION_DENIED = 7
 
 
@@ -51,9 +52,12 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
 
 def _options(headers: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderValueOption]:
     # Every header overwrites: Envoy 1.40 appends when append_action is unset, which would put
-    # our value next to a header the client forged.
+    # our value next to a header the client forged. Set-Cookie lines (only ever in a response
+    # authz writes itself) are each their own header, so they append.
     return [
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v), append_action=_APPEND if k == "set-cookie" else _OVERWRITE
+        )
         for k, v in headers
     ]
 

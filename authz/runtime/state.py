@@ -6,15 +6,21 @@ request, page and background pass reads it from there once and uses that one thr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from authz.config import Config, Route
+from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.errors import InvalidSession
 from authz.identity.oidc import OidcClient
+from authz.sessions import codec as handle_codec
 from authz.sessions.codec import HandleCodec
 from authz.sessions.sealing import Sealer, derive_key
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import SessionStore, open_store
+from authz.web.cookies import CookieNames
+
+_STRIPPED = frozenset(STRIPPED_REQUEST_HEADERS)
 
 
 def host_matches(pattern: str, hostname: str) -> bool:
@@ -34,7 +40,9 @@ class Runtime:
     """Everything the hot path and the sidecar need, with no global state behind it."""
 
     config: Config
-    codec: HandleCodec
+    codec: HandleCodec  # route hosts' session cookie
+    auth_codec: HandleCodec  # the authenticate host's own session cookie (another key)
+    cookies: CookieNames
     store: SessionStore
     url_key: bytes
     state: Sealer  # the login `state` (travels through the IdP, so it is encrypted)
@@ -43,6 +51,7 @@ class Runtime:
     signout: Sealer  # the session id carried by a signed sign-out link
     identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
     signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
+    stripped: Mapping[str, frozenset[str]]  # route id → client headers removed before its upstream
     oidc: OidcClient | None  # None when no identity provider is configured
     sign_in_endpoint: str  # {authenticate_service_url}/.pomerium/sign_in
 
@@ -54,7 +63,9 @@ class Runtime:
             oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
         return cls(
             config=config,
-            codec=HandleCodec(secret),
+            codec=HandleCodec(secret, handle_codec.ROUTE),
+            auth_codec=HandleCodec(secret, handle_codec.AUTHENTICATE),
+            cookies=CookieNames.build(config),
             store=store if store is not None else open_store(config.session_store),
             url_key=derive_key(config.shared_secret.value, b"authz/signed-url"),
             state=Sealer(secret, b"login-state"),
@@ -63,6 +74,7 @@ class Runtime:
             signout=Sealer(secret, b"sign-out"),
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
             signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
+            stripped={r.id: _STRIPPED - frozenset(r.keep_request_headers) for r in config.routes},
             oidc=oidc,
             sign_in_endpoint=f"{config.authenticate_service_url}/.pomerium/sign_in",
         )
@@ -80,12 +92,16 @@ class Runtime:
                 return route
         return None
 
-    def open_handles(self, tokens: list[str], hostname: str, now: float) -> tuple[SessionHandle, ...]:
-        """The handles among `tokens` that open, are live and name this host (no I/O)."""
+    def open_handles(
+        self, tokens: list[str], hostname: str, now: float, codec: HandleCodec | None = None
+    ) -> tuple[SessionHandle, ...]:
+        """The handles among `tokens` that open (with the route codec unless told), are live and
+        name this host (no I/O)."""
+        opener = codec or self.codec
         handles = []
         for token in tokens:
             try:
-                handles.append(self.codec.open(token, hostname, now))
+                handles.append(opener.open(token, hostname, now))
             except InvalidSession:
                 continue
         return tuple(handles)
@@ -98,6 +114,20 @@ class Runtime:
                 return session
         return None
 
-    def load_session(self, tokens: list[str], hostname: str, now: float) -> Session | None:
-        """The first credential that opens, names this host and has a live stored session (may block)."""
-        return self.live_session(self.open_handles(tokens, hostname, now), now)
+    def load_session(
+        self, tokens: list[str], hostname: str, now: float, codec: HandleCodec | None = None
+    ) -> Session | None:
+        """The first credential that opens, names this host and has a live stored session (may block).
+        Credentials that name different users cancel out: no session (a planted cookie)."""
+        handles = self.open_handles(tokens, hostname, now, codec)
+        if conflicting(handles):
+            return None
+        return self.live_session(handles, now)
+
+
+def conflicting(handles: tuple[SessionHandle, ...]) -> bool:
+    """Whether open credentials name more than one user (one of them was planted)."""
+    if len(handles) < 2:
+        return False
+    first = handles[0].user_id
+    return any(h.user_id != first for h in handles)

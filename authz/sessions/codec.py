@@ -15,11 +15,15 @@ _MAX_TOKEN = 4096
 _CLOCK_SKEW = 60
 
 
-class HandleCodec:
-    """Seals and opens session handles."""
+ROUTE = b"session-cookie"
+AUTHENTICATE = b"authenticate-cookie"  # the authenticate host's own cookie: never opens a route host
 
-    def __init__(self, cookie_secret: bytes) -> None:
-        self._sealer = Sealer(cookie_secret, b"session-cookie", max_size=_MAX_TOKEN)
+
+class HandleCodec:
+    """Seals and opens session handles for one purpose (route hosts, or the authenticate host)."""
+
+    def __init__(self, cookie_secret: bytes, purpose: bytes = ROUTE) -> None:
+        self._sealer = Sealer(cookie_secret, purpose, max_size=_MAX_TOKEN)
 
     def seal(self, handle: SessionHandle) -> str:
         """The cookie value (also usable as `Authorization: Pomerium <token>`)."""

@@ -4,9 +4,9 @@ Each has an explicit wire form: a JSON object with short keys, or a bare string,
 earlier releases sealed it so values in flight across an upgrade still open. `from_wire` takes what
 `Sealer.open` returned and raises ValueError for anything malformed; unknown keys are ignored.
 
-  LoginState   the OIDC `state` (travels through the IdP)      {"t", "c", "i", "p"}
+  LoginState   the OIDC `state` (travels through the IdP)      {"t", "c", "i", "p", "b"}
   CsrfCookie   the per-login CSRF cookie                        {"c", "v", "n", "s"}
-  Handoff      the one-time handoff to a route host's callback  {"s", "u", "h", "t", "p", "e", "j"}
+  Handoff      the one-time handoff to a route host's callback  {"s", "u", "h", "t", "p", "e", "j", "b"}
   SignOutLink  the session a signed sign-out link ends          "<session id>"
 
 The session cookie's handle is `authz.sessions.session.SessionHandle`.
@@ -38,6 +38,10 @@ def _integer(data: Mapping[str, object], key: str, what: str) -> int:
     return value
 
 
+def _optional_text(data: Mapping[str, object], key: str, what: str) -> str:
+    return _text(data, key, what) if key in data else ""
+
+
 def _flag(data: Mapping[str, object], key: str, what: str) -> bool:
     value = data.get(key)
     if not isinstance(value, bool):
@@ -53,9 +57,10 @@ class LoginState:
     csrf: str  # must match the CSRF cookie's token
     issued_at: int
     callback_host: str  # a programmatic login's route-host origin + "/", else ""
+    binding: str = ""  # digest of the route host's binding cookie (authz.web.binding); "" if none
 
     def to_wire(self) -> dict[str, str | int]:
-        return {"t": self.target, "c": self.csrf, "i": self.issued_at, "p": self.callback_host}
+        return {"t": self.target, "c": self.csrf, "i": self.issued_at, "p": self.callback_host, "b": self.binding}
 
     @classmethod
     def from_wire(cls, data: object) -> LoginState:
@@ -66,6 +71,7 @@ class LoginState:
             csrf=_text(fields, "c", what),
             issued_at=_integer(fields, "i", what),
             callback_host=_text(fields, "p", what),
+            binding=_optional_text(fields, "b", what),
         )
 
 
@@ -104,6 +110,7 @@ class Handoff:
     programmatic: bool  # hand the token to the client's local redirect instead of setting a cookie
     expires_at: int
     jti: str  # claimed once in the store, so a replay is refused
+    binding: str = ""  # the route host redeems it only with the binding cookie of this digest
 
     def to_wire(self) -> dict[str, str | int | bool]:
         return {
@@ -114,6 +121,7 @@ class Handoff:
             "p": self.programmatic,
             "e": self.expires_at,
             "j": self.jti,
+            "b": self.binding,
         }
 
     @classmethod
@@ -128,6 +136,7 @@ class Handoff:
             programmatic=_flag(fields, "p", what),
             expires_at=_integer(fields, "e", what),
             jti=_text(fields, "j", what),
+            binding=_optional_text(fields, "b", what),
         )
 
 

@@ -4,8 +4,8 @@ The app reads `holder.current` and the clock once per request and keeps them her
 request's own ASGI scope, so a reload in the middle of a request never mixes two configs and
 nothing per request is stored on a shared object. No URL is built from the request's Host or any
 X-Forwarded-*/Forwarded header: the Host's name only selects a configured host (the authenticate
-host or a route's `from`), the scheme comes from the config, and the port is the one Host names,
-exactly as the Check builds its sign-in redirects (`authz.check.answer.route_url`).
+host or a route's `from`); the scheme and the port come from the config (`Route.port`), exactly as
+the Check builds its sign-in redirects (`authz.check.answer.route_url`). A port in Host is ignored.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Context:
     rt: Runtime
     now: float
     hostname: str  # from Host, lower case, no port: selects a configured host, never builds a URL alone
-    port: int | None
+    port: int | None  # the port Host named: never used to build a URL
     route: Route | None  # the first route whose `from` names this host
     headers: Mapping[str, str]
     query: str  # the raw query string
@@ -56,9 +56,9 @@ class Context:
 
     @property
     def route_origin(self) -> str:
-        """`scheme://host[:port]` of this route host: the route's scheme, Host's name and port."""
+        """`scheme://host[:port]` of this route host: the route's scheme and port, Host's name."""
         assert self.route is not None, "only route hosts have a route origin"
-        return origin(self.route.scheme, self.hostname, self.port)
+        return origin(self.route.scheme, self.hostname, self.route.port)
 
 
 def context(request: HTTPConnection) -> Context:

@@ -1,11 +1,16 @@
 """Sign-in: the signed entry link, the IdP round trip, and the one-time handoff to a route host.
 
-route host ──302──► authenticate /.pomerium/sign_in (signed, 5 min)
+route host ──302──► authenticate /.pomerium/sign_in (signed, 5 min; binding cookie set on the
+                    route host, its digest in the signed link)
            ──302──► IdP (state, nonce, PKCE S256; CSRF cookie per attempt)
            ──302──► authenticate /oauth2/callback (state + CSRF cookie + age, code exchange,
                     ID token, userinfo, session stored, `_pomerium_authenticate` set)
-           ──302──► route host /.pomerium/callback/?pomerium_handoff=… (one-time, 60 s)
+           ──302──► route host /.pomerium/callback/?pomerium_handoff=… (one-time, 60 s, redeemed
+                    only with the binding cookie: the browser that started the sign-in)
            ──302──► the original URL, with `_pomerium` set for that host
+
+Cookie names (and their `__Host-` prefix) come from `authz.web.cookies.CookieNames`. Every URL
+back to a route host uses the route's scheme and configured port, never the request's.
 
 The endpoints take a Starlette request and work with its `Context` (the Runtime and time read
 when it arrived); the helpers take the Runtime explicitly and are shared with `account`.
@@ -14,6 +19,7 @@ when it arrived); the helpers take the Runtime explicitly and are shared with `a
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -32,7 +38,7 @@ from authz.runtime.state import Runtime
 from authz.sessions.payloads import CsrfCookie, Handoff, LoginState
 from authz.sessions.session import Session, SessionHandle
 from authz.signing import signed_url
-from authz.web import cookies
+from authz.web import binding, cookies
 from authz.web.context import Context, context
 from authz.web.responses import NO_STORE, TEXT, redirect, respond
 
@@ -65,13 +71,40 @@ def check_target(rt: Runtime, target: str) -> tuple[Route, str]:
         raise BadRequest("the redirect target is not on a configured route")
     if url.scheme != route.scheme:
         raise BadRequest("the redirect target's scheme does not match its route")
+    # Origins are compared normalised (default ports omitted): a target on any other port than
+    # the configured one is refused, so a sign-in never lands on a port someone else listens on.
+    if (None if port == _DEFAULT_PORT[url.scheme] else port) != route.port:
+        raise BadRequest("the redirect target's port is not its route's")
     if url.path and not url.path.startswith("/"):
         raise BadRequest("the redirect target's path is not absolute")
-    return route, origin(url.scheme, url.hostname, port)
+    return route, origin(url.scheme, url.hostname, route.port)
+
+
+_DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def programmatic_allowed(allowed: tuple[str, ...], host: str) -> bool:
+    """`programmatic_redirect_domain_whitelist`: exact host names, `*.example.com` for subdomains
+    only when written so, and `localhost` also admits loopback IP literals (127.0.0.0/8, ::1)."""
+    for entry in allowed:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == entry or (entry == "localhost" and _loopback(host)):
+            return True
+    return False
 
 
 def _programmatic_target(rt: Runtime, target: str) -> str:
-    """A programmatic client's local redirect (`programmatic_redirect_domain_whitelist`)."""
+    """A programmatic client's local redirect: an allowed host, never a route or the authenticate host
+    (a session token must not land in an upstream's query string). It keeps its port."""
     if _UNSAFE.search(target):
         raise BadRequest("the redirect target contains characters that are not allowed")
     try:
@@ -79,14 +112,15 @@ def _programmatic_target(rt: Runtime, target: str) -> str:
         url.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise BadRequest("the redirect target is not a valid URL") from None
-    host = url.hostname or ""
-    allowed = rt.config.programmatic_redirect_domain_whitelist
+    host = (url.hostname or "").rstrip(".")
     if (
         url.scheme not in ("http", "https")
         or "@" in url.netloc
-        or not any(host == d or host.endswith("." + d) for d in allowed)
+        or not programmatic_allowed(rt.config.programmatic_redirect_domain_whitelist, host)
     ):
         raise BadRequest("the programmatic redirect target is not in programmatic_redirect_domain_whitelist")
+    if host == rt.config.authenticate_host or rt.route_for_host(host) is not None:
+        raise BadRequest("a programmatic redirect target must not be a route or the authenticate host")
     return target
 
 
@@ -98,40 +132,57 @@ def sign_in_url(rt: Runtime, target: str, now: float, extra: Mapping[str, str] |
     return signed_url.sign(rt.url_key, rt.sign_in_endpoint, target, now, extra)
 
 
+def sign_in_from_route_host(ctx: Context, target: str) -> Response:
+    """302 to sign in for `target`, bound to this browser by a binding cookie on this route host."""
+    rt = ctx.rt
+    bound, lines = binding.begin(rt.cookies, ctx.now, find_credentials(ctx.headers, rt.cookies).bindings)
+    return redirect(sign_in_url(rt, target, ctx.now, {"pomerium_binding": bound}), *lines)
+
+
 def auth_cookie(rt: Runtime) -> str:
-    """The authenticate host's own session cookie: `<cookie_name>_authenticate`."""
-    return f"{rt.config.cookie_name}_authenticate"
+    """The authenticate host's own session cookie: `<cookie_name>_authenticate` (`__Host-` when secure)."""
+    return rt.cookies.authenticate
 
 
 def authenticate_session(ctx: Context) -> Session | None:
-    """The authenticate host's session from its cookie, if live."""
+    """The authenticate host's session from its cookie, if live. Only the authenticate host's own
+    codec opens it, and a route cookie never opens here (nor this one on a route host)."""
     token = cookies.parse(ctx.headers.get("cookie", "")).get(auth_cookie(ctx.rt))
     if not token:
         return None
-    return ctx.rt.load_session([token], ctx.rt.config.authenticate_host, ctx.now)
+    rt = ctx.rt
+    return rt.load_session([token], rt.config.authenticate_host, ctx.now, rt.auth_codec)
 
 
 def route_session(ctx: Context) -> Session | None:
     """The route host's session, found and opened by the same code as Check."""
-    tokens = find_credentials(ctx.headers, ctx.rt.config.cookie_name).tokens
+    tokens = find_credentials(ctx.headers, ctx.rt.cookies).tokens
     return ctx.rt.load_session(tokens, ctx.hostname, ctx.now) if tokens else None
 
 
 def handle_for(rt: Runtime, session: Session, hostname: str, now: float) -> str:
-    """A sealed session handle for `hostname` (or for `cookie_domain` when it covers the host)."""
+    """A sealed route-session handle for `hostname` (or for `cookie_domain` when it covers the host)."""
     domain = rt.config.cookie_domain
     host = f".{domain.lstrip('.')}" if domain and hostname.endswith(domain.lstrip(".")) else hostname
     return rt.codec.seal(SessionHandle(session.id, session.user_id, host, int(now), session.expires_at))
 
 
+def authenticate_handle(rt: Runtime, session: Session, now: float) -> str:
+    """The authenticate host's handle: host-only even with cookie_domain, sealed for its own purpose."""
+    handle = SessionHandle(session.id, session.user_id, rt.config.authenticate_host, int(now), session.expires_at)
+    return rt.auth_codec.seal(handle)
+
+
 def _csrf_cookie_name(rt: Runtime, state_digest: str) -> str:
-    return f"{rt.config.cookie_name}_csrf_{state_digest[:8]}"
+    return f"{rt.cookies.csrf_prefix}{state_digest[:8]}"
 
 
-def _handoff(rt: Runtime, session: Session, target: str, callback_host: str, now: float) -> Response:
+def _handoff(rt: Runtime, session: Session, target: str, callback_host: str, bound: str, now: float) -> Response:
     """Send the browser to the route host's callback with a sealed, one-time handoff."""
     _, target_origin = check_target(rt, callback_host or target)
     hostname = urlsplit(target_origin).hostname or ""
+    if not callback_host and not bound:
+        raise BadRequest("this sign-in was not started from a route host; open the page you want and sign in there")
     handoff = Handoff(
         session_id=session.id,
         user_id=session.user_id,
@@ -140,6 +191,7 @@ def _handoff(rt: Runtime, session: Session, target: str, callback_host: str, now
         programmatic=bool(callback_host),
         expires_at=int(now) + HANDOFF_LIFETIME,
         jti=secrets.token_urlsafe(12),
+        binding=bound,
     )
     token = rt.handoff.seal(handoff.to_wire())
     return redirect(f"{target_origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
@@ -154,6 +206,7 @@ async def sign_in(request: Request) -> Response:
     rt, now = ctx.rt, ctx.now
     signed = signed_url.verify(rt.url_key, rt.sign_in_endpoint, ctx.query, now)
     callback_host = signed.extra.get("pomerium_callback_host", "")
+    bound = signed.extra.get("pomerium_binding", "")
     if callback_host:
         _programmatic_target(rt, signed.target)
         check_target(rt, callback_host)
@@ -161,17 +214,18 @@ async def sign_in(request: Request) -> Response:
         check_target(rt, signed.target)
     session = authenticate_session(ctx)
     if session is not None:
-        return _handoff(rt, session, signed.target, callback_host, now)
+        return _handoff(rt, session, signed.target, callback_host, bound, now)
     if rt.oidc is None:
         raise BadRequest("sign-in is not configured: set idp_provider_url and idp_client_id")
     meta = await rt.oidc.metadata()
     csrf, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     verifier = secrets.token_urlsafe(48)
-    state = rt.state.seal(LoginState(signed.target, csrf, int(now), callback_host).to_wire())
+    state = rt.state.seal(LoginState(signed.target, csrf, int(now), callback_host, bound).to_wire())
     digest = hashlib.sha256(state.encode()).hexdigest()
     pinned = rt.csrf.seal(CsrfCookie(csrf, verifier, nonce, digest).to_wire())
     location = rt.oidc.authorization_url(meta, state=state, nonce=nonce, verifier=verifier)
-    return redirect(location, cookies.set_cookie(rt.config, _csrf_cookie_name(rt, digest), pinned, STATE_MAX_AGE))
+    csrf_cookie = cookies.set_cookie(rt.config, _csrf_cookie_name(rt, digest), pinned, STATE_MAX_AGE, host_only=True)
+    return redirect(location, csrf_cookie)
 
 
 async def oauth_callback(request: Request) -> Response:
@@ -217,11 +271,11 @@ async def oauth_callback(request: Request) -> Response:
     session = new_session(secrets.token_urlsafe(18), identity, tokens, now, rt.config.cookie_expire)
     rt.store.put(session)
     log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})
-    response = _handoff(rt, session, state.target, state.callback_host, now)
-    own = handle_for(rt, session, rt.config.authenticate_host, now)
+    response = _handoff(rt, session, state.target, state.callback_host, state.binding, now)
+    own = authenticate_handle(rt, session, now)
     lifetime = int(rt.config.cookie_expire)
-    response.headers.append("set-cookie", cookies.set_cookie(rt.config, auth_cookie(rt), own, lifetime))
-    response.headers.append("set-cookie", cookies.clear_cookie(rt.config, name))
+    response.headers.append("set-cookie", cookies.set_cookie(rt.config, auth_cookie(rt), own, lifetime, host_only=True))
+    response.headers.append("set-cookie", cookies.clear_cookie(rt.config, name, host_only=True))
     return response
 
 
@@ -240,6 +294,15 @@ async def route_callback(request: Request) -> Response:
         raise BadRequest("the sign-in handoff has expired; please sign in again")
     if handoff.host != ctx.hostname:
         raise BadRequest("the sign-in handoff was issued for another host")
+    bound = None
+    if not handoff.programmatic:
+        # Login CSRF: only the browser that began this sign-in holds the binding cookie.
+        bound = binding.find(find_credentials(ctx.headers, rt.cookies).bindings, handoff.binding, now)
+        if bound is None:
+            raise BadRequest(
+                "this sign-in was not started in this browser (or took longer than 10 minutes);"
+                " open the page you want and sign in again"
+            )
     if not rt.store.claim_once(f"handoff:{handoff.jti}", handoff.expires_at + 60, now):
         raise BadRequest("this sign-in handoff was already used")
     session = rt.store.get(handoff.session_id, now)
@@ -251,8 +314,9 @@ async def route_callback(request: Request) -> Response:
         separator = "&" if urlsplit(target).query else "?"
         return redirect(f"{target}{separator}{urlencode({'pomerium_jwt': token})}")
     check_target(rt, handoff.target)
-    cookie = cookies.set_cookie(rt.config, rt.config.cookie_name, token, int(rt.config.cookie_expire))
-    return redirect(handoff.target, cookie)
+    cookie = cookies.set_cookie(rt.config, rt.cookies.session, token, int(rt.config.cookie_expire))
+    assert bound is not None
+    return redirect(handoff.target, cookie, cookies.deletion(bound, secure=rt.cookies.secure))
 
 
 async def programmatic_login(request: Request) -> Response:

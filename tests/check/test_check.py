@@ -171,15 +171,6 @@ def test_session_bound_to_host_and_store(runtime: Runtime) -> None:
     assert check_blocking(runtime, request("private", cookie=f"_pomerium={cookie}"), NOW + 7200).status == 302
 
 
-def test_find_credentials() -> None:
-    creds = find_credentials(
-        {"cookie": 'a=1; _pomerium="tok"; b=2', "authorization": "Bearer Pomerium-t2"}, "_pomerium"
-    )
-    assert creds.tokens == ["t2", "tok"] and creds.in_authorization and creds.other_cookies == "a=1; b=2"
-    assert find_credentials({"cookie": "a=1"}, "_pomerium").other_cookies is None
-    assert find_credentials({"authorization": "Bearer abc"}, "_pomerium").tokens == []
-
-
 def test_templates() -> None:
     values = {"pomerium.jwt": "J", "pomerium.id_token": "I"}
     assert render_template("Bearer ${pomerium.jwt}", values) == "Bearer J"

@@ -55,12 +55,14 @@ def test_browser_login_cookie_flags_and_sign_out(secure_stack: Stack, page: Any,
     assert '"/dash?from=browser"' in page.content()
     page.screenshot(path=str(tmp_path / "landed.png"))
 
-    (cookie,) = [c for c in page.context.cookies() if c["name"] == "_pomerium"]
+    # cookie_secure and no cookie_domain: every cookie is __Host- (Secure, Path=/, host-only).
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "__Host-_pomerium"]
     assert cookie["domain"] == "private.localhost"  # host-only
     assert (cookie["path"], cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == ("/", True, True, "Lax")
-    auth = [c for c in page.context.cookies() if c["name"] == "_pomerium_authenticate"]
+    auth = [c for c in page.context.cookies() if c["name"] == "__Host-_pomerium_authenticate"]
     assert auth and auth[0]["domain"] == "authenticate.localhost" and auth[0]["secure"]
-    assert not [c for c in page.context.cookies() if c["name"].startswith("_pomerium_csrf_")]
+    # The CSRF cookie and the login binding are spent once the sign-in is done.
+    assert not [c for c in page.context.cookies() if "_pomerium_csrf_" in c["name"] or "_bind_" in c["name"]]
 
     visited: list[str] = []
     page.on("request", lambda request: visited.append(request.url))

@@ -15,11 +15,14 @@ HANDOFF = Handoff("sid", "uid", "app.localhost", "http://app.localhost/x", False
 
 
 def test_wire_forms_are_the_ones_earlier_releases_sealed() -> None:
-    assert STATE.to_wire() == {"t": "http://app.localhost/x", "c": "csrf", "i": 1_800_000_000, "p": ""}
+    assert STATE.to_wire() == {"t": "http://app.localhost/x", "c": "csrf", "i": 1_800_000_000, "p": "", "b": ""}
     assert CSRF.to_wire() == {"c": "csrf", "v": "verifier", "n": "nonce", "s": "ab" * 32}
     assert HANDOFF.to_wire() == {"s": "sid", "u": "uid", "h": "app.localhost", "t": "http://app.localhost/x",
-                                 "p": False, "e": 1_800_000_060, "j": "jti"}  # fmt: skip
+                                 "p": False, "e": 1_800_000_060, "j": "jti", "b": ""}  # fmt: skip
     assert SignOutLink("sid").to_wire() == "sid"
+    # Forms sealed before the login binding (no "b") still open, with no binding.
+    assert LoginState.from_wire({k: v for k, v in STATE.to_wire().items() if k != "b"}) == STATE
+    assert Handoff.from_wire({k: v for k, v in HANDOFF.to_wire().items() if k != "b"}) == HANDOFF
 
 
 @pytest.mark.parametrize("value", [STATE, CSRF, HANDOFF, SignOutLink("sid")])

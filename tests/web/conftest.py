@@ -23,6 +23,7 @@ from authz.runtime.state import Runtime
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import MemoryStore
 from authz.signing import signed_url
+from authz.web import binding
 from authz.web.sidecar import create_app
 
 ISSUER = "https://idp.example.com"
@@ -121,6 +122,7 @@ class Web:
     clock: Clock
     idp: FakeIdp
     ready: list[bool]
+    bindings: list[str] = field(default_factory=list)  # `name=value` of each binding cookie handed out
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[httpx2.AsyncClient]:
@@ -135,11 +137,16 @@ class Web:
         async with client:
             yield client
 
-    def sign_in_link(self, target: str = f"{APP}/dash?x=1", issued: float | None = None) -> str:
-        """A signed sign-in URL as the Check's 302 gives it."""
-        return signed_url.sign(
-            self.rt.url_key, self.rt.sign_in_endpoint, target, self.clock() if issued is None else issued
-        )
+    def sign_in_link(self, target: str = f"{APP}/dash?x=1", issued: float | None = None, *, bound: bool = True) -> str:
+        """A signed sign-in URL as the Check's 302 gives it; the binding cookie it set on the route
+        host is kept in `bindings` (the latest last)."""
+        now = self.clock() if issued is None else issued
+        extra = {}
+        if bound:
+            digest, lines = binding.begin(self.rt.cookies, now, ())
+            self.bindings.append(lines[0].partition(";")[0])
+            extra["pomerium_binding"] = digest
+        return signed_url.sign(self.rt.url_key, self.rt.sign_in_endpoint, target, now, extra)
 
     def seed(self, host: str = "app.localhost", *, user: str = "u-1", email: str = "dora@example.com") -> str:
         """A stored session and its sealed cookie value for `host`."""
@@ -147,7 +154,9 @@ class Web:
         session = Session(secrets.token_urlsafe(8), user, email, "Dora <Explorer>", ("eng", "ops"), {}, now, now + 3600,
                           id_token="idt", access_token="at", refresh_token="rt")  # fmt: skip
         self.rt.store.put(session)
-        return self.rt.codec.seal(SessionHandle(session.id, user, host, now, now + 3600))
+        # The authenticate host's own cookie is sealed for its own purpose.
+        codec = self.rt.auth_codec if host == self.config.authenticate_host else self.rt.codec
+        return codec.seal(SessionHandle(session.id, user, host, now, now + 3600))
 
 
 @pytest.fixture

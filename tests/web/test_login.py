@@ -95,16 +95,18 @@ async def test_sign_in_end_to_end_through_the_handoff(web: Web) -> None:
         assert own and set_cookie(back, name) == ""  # the CSRF cookie is cleared after use
         handoff = back.headers["location"]
         assert handoff.startswith(f"{APP}/.pomerium/callback/?pomerium_handoff=")
-        landed = await client.get(handoff)
+        bound = web.bindings[-1]
+        landed = await client.get(handoff, headers={"cookie": bound})
         assert landed.status_code == 302 and landed.headers["location"] == f"{APP}/dash?x=1"
         cookie = set_cookie(landed, "_pomerium")
-        (line,) = landed.headers.get_list("set-cookie")
+        line, used = landed.headers.get_list("set-cookie")
         assert line.endswith("Path=/; Max-Age=50400; HttpOnly; SameSite=Lax")
+        assert used.startswith(bound.partition("=")[0] + "=; Path=/; Max-Age=0")  # the binding is spent
         user = await client.get(f"{APP}/.pomerium/user", headers={"cookie": f"_pomerium={cookie}"})
         # A second host signs in from the authenticate host's session, without the IdP.
         hits = dict(web.idp.hits)
         second = await client.get(
-            web.sign_in_link("http://other.localhost/"), headers={"cookie": f"_pomerium_authenticate={own}"}
+            web.sign_in_link("http://other.localhost:8080/"), headers={"cookie": f"_pomerium_authenticate={own}"}
         )
     assert user.status_code == 200
     claims = user.json()
@@ -115,7 +117,7 @@ async def test_sign_in_end_to_end_through_the_handoff(web: Web) -> None:
         ["eng"],
     )
     assert second.status_code == 302 and second.headers["location"].startswith(
-        "http://other.localhost/.pomerium/callback/?"
+        "http://other.localhost:8080/.pomerium/callback/?"
     )
     assert web.idp.hits == hits
 
@@ -189,20 +191,25 @@ async def _handoff_url(web: Web, client: httpx2.AsyncClient) -> str:
 async def test_a_handoff_is_used_once_on_its_own_host_and_expires(web: Web) -> None:
     async with web.client() as client:
         handoff = await _handoff_url(web, client)
-        elsewhere = await client.get(
-            handoff.replace(APP, "http://other.localhost"), headers={"accept": "application/json"}
-        )
-        first = await client.get(handoff)
-        replay = await client.get(handoff, headers={"accept": "application/json"})
+        bound = web.bindings[-1]
+        json_bound = {"accept": "application/json", "cookie": bound}
+        elsewhere = await client.get(handoff.replace(APP, "http://other.localhost:8080"), headers=json_bound)
+        unbound = await client.get(handoff, headers={"accept": "application/json"})
+        _ = web.sign_in_link()  # another attempt's binding cookie does not redeem this handoff
+        wrong = await client.get(handoff, headers={"accept": "application/json", "cookie": web.bindings[-1]})
+        first = await client.get(handoff, headers={"cookie": bound})
+        replay = await client.get(handoff, headers=json_bound)
         late_url = await _handoff_url(web, client)
         web.clock.now += HANDOFF_LIFETIME + 1
-        late = await client.get(late_url, headers={"accept": "application/json"})
+        late = await client.get(late_url, headers={"accept": "application/json", "cookie": web.bindings[-1]})
         junk = await client.get(
             f"{APP}/.pomerium/callback?pomerium_handoff=junk", headers={"accept": "application/json"}
         )
     assert (
         elsewhere.status_code == 400 and elsewhere.json()["detail"] == "the sign-in handoff was issued for another host"
     )
+    for refused in (unbound, wrong):
+        assert refused.status_code == 400 and "not started in this browser" in refused.json()["detail"]
     assert first.status_code == 302 and set_cookie(first, "_pomerium")
     assert replay.status_code == 400 and replay.json()["detail"] == "this sign-in handoff was already used"
     assert late.status_code == 400 and "expired" in late.json()["detail"]
@@ -215,7 +222,7 @@ async def test_a_handoff_whose_session_was_deleted_is_refused(web: Web) -> None:
         handoff = await _handoff_url(web, client)
         token = parse_qs(urlsplit(handoff).query)["pomerium_handoff"][0]
         web.rt.store.delete(Handoff.from_wire(web.rt.handoff.open(token)).session_id)
-        response = await client.get(handoff, headers={"accept": "application/json"})
+        response = await client.get(handoff, headers={"accept": "application/json", "cookie": web.bindings[-1]})
     assert response.status_code == 400 and "no longer exists" in response.json()["detail"]
 
 

@@ -61,7 +61,7 @@ def _sign_in(make_config: Callable[..., Config], idp_url: str) -> tuple[int, str
     assert config.idp is not None
     rt = Runtime.build(config, MemoryStore())
     endpoint = f"{config.authenticate_service_url}/.pomerium/sign_in"
-    url = urlsplit(signed_url.sign(rt.url_key, endpoint, "http://app.localhost/", time.time()))
+    url = urlsplit(signed_url.sign(rt.url_key, endpoint, "http://app.localhost:8080/", time.time()))
 
     async def run() -> tuple[int, str]:
         transport = httpx2.ASGITransport(app=create_app(RuntimeHolder(rt), ready=lambda: True))
