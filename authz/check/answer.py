@@ -98,7 +98,8 @@ def _conflict_deletions(rt: Runtime, req: RequestContext) -> list[str]:
     labels = req.hostname.split(".")
     stop = rt.config.cookie_domain.lstrip(".").lower()
     domains = [""]
-    for i in range(len(labels) - 1):
+    # Down to cookie_domain when set (it may be one label, as `localhost`), else to two labels.
+    for i in range(len(labels) if stop else len(labels) - 1):
         domain = ".".join(labels[i:])
         domains.append(domain)
         if domain == stop:

@@ -155,6 +155,29 @@ def test_foreign_identity_headers_are_removed(runtime: Runtime) -> None:
     assert headers_of(d)["x-pomerium-jwt-assertion"] != "forged"
 
 
+def test_headers_that_rewrite_path_method_host_or_client_are_removed(make_config: Callable[..., Config]) -> None:
+    from authz.config.load import STRIPPED_REQUEST_HEADERS
+
+    kept = {**PUBLIC, "id": "kept", "from": "http://kept.localhost", "keep_request_headers": ["X-Forwarded-Host"]}
+    rt = Runtime.build(make_config(routes=[PRIVATE, PUBLIC, kept]), MemoryStore())
+    sent = dict.fromkeys(STRIPPED_REQUEST_HEADERS, "x")
+    public = check_blocking(rt, request("public", host="public.localhost", **sent), NOW)
+    assert public.allowed and set(STRIPPED_REQUEST_HEADERS) <= set(public.headers_to_remove)
+    other = check_blocking(rt, request("kept", host="kept.localhost", **sent), NOW)
+    assert "x-forwarded-host" not in other.headers_to_remove and "x-http-method-override" in other.headers_to_remove
+
+
+def test_a_login_302_binds_the_attempt_to_this_browser(runtime: Runtime) -> None:
+    first = check_blocking(runtime, request("private", accept="text/html"), NOW)
+    (line,) = [v for k, v in first.headers if k == "set-cookie"]
+    assert line.startswith("_pomerium_bind_") and "SameSite=Lax" in line and "HttpOnly" in line
+    location = urlsplit(headers_of(first)["location"])
+    signed = signed_url.verify(runtime.url_key, runtime.sign_in_endpoint, location.query, NOW)
+    assert signed.extra["pomerium_binding"]
+    api = check_blocking(runtime, request("private", accept="application/json"), NOW)
+    assert not [k for k, _ in api.headers if k == "set-cookie"]
+
+
 def test_denied_session_gets_403(runtime: Runtime) -> None:
     cookie = login(runtime, email="x@other.test")
     d = check_blocking(runtime, request("private", cookie=f"_pomerium={cookie}", accept="application/json"), NOW)
