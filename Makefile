@@ -32,9 +32,11 @@ test: $(STAMP) browser
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# Long fuzzing, outside `make test`: hostile CheckRequests and the policy laws with many examples.
+# Long fuzzing, outside `make test`: hostile CheckRequests, credentials, the sign-in decoders and
+# redirect validator, and the policy laws, with many examples.
 fuzz: $(STAMP)
-	AUTHZ_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q --hypothesis-profile=fuzz tests/check/test_check_fuzz.py tests/policy
+	AUTHZ_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q --hypothesis-profile=fuzz tests/check/test_check_fuzz.py \
+		tests/check/test_credentials.py tests/web/test_decoders_fuzz.py tests/policy
 
 # The in-process cost of one Check per scenario (scripts/bench_check.py --help compares checkouts).
 bench: $(STAMP)
