@@ -1,4 +1,4 @@
-"""The `authz` command line: serve, envoy-config, check-config, keygen, dev."""
+"""The `authz` command line: serve, envoy-config, check-config, keygen, policy, sessions, dev."""
 
 from __future__ import annotations
 
@@ -97,6 +97,19 @@ def _policy_eval(args: argparse.Namespace) -> int:
     return 0 if verdict.allowed else 3
 
 
+def _sessions(args: argparse.Namespace) -> int:
+    import time
+
+    from authz.cli import sessions
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if args.sessions_command == "list":
+        return sessions.list_sessions(config, args.user, time.time())
+    return sessions.revoke(config, args.user, args.session, time.time())
+
+
 def _dev(args: argparse.Namespace) -> int:
     from authz.dev.run import run_dev
 
@@ -131,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--now", help="RFC 3339 time; overrides the input's now")
     evaluate.add_argument("--json", action="store_true", help="print the decision as JSON")
     evaluate.set_defaults(run=_policy_eval)
+
+    store = sub.add_parser("sessions", help="list or end sessions in the configured store")
+    store_sub = store.add_subparsers(dest="sessions_command", required=True)
+    listing = store_sub.add_parser("list", help="one line per live session (never a token)")
+    listing.add_argument("-c", "--config", required=True)
+    listing.add_argument("--user", help="only this user id's sessions")
+    listing.set_defaults(run=_sessions)
+    revoking = store_sub.add_parser("revoke", help="end sessions everywhere; prints how many")
+    revoking.add_argument("-c", "--config", required=True)
+    which = revoking.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", help="every session of this user id")
+    which.add_argument("--session", help="one session, by the id prefix that `list` shows")
+    revoking.set_defaults(run=_sessions)
 
     dev = sub.add_parser("dev", help="run the demo stack on localhost")
     dev.add_argument("--port", type=int, default=8080, help="Envoy listener port")

@@ -66,7 +66,7 @@ class Runtime:
             codec=HandleCodec(secret, handle_codec.ROUTE),
             auth_codec=HandleCodec(secret, handle_codec.AUTHENTICATE),
             cookies=CookieNames.build(config),
-            store=store if store is not None else open_store(config.session_store),
+            store=store if store is not None else open_store(config.session_store, secret=secret),
             url_key=derive_key(config.shared_secret.value, b"authz/signed-url"),
             state=Sealer(secret, b"login-state"),
             csrf=Sealer(secret, b"login-csrf"),

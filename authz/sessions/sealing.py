@@ -54,3 +54,41 @@ class Sealer:
             return json.loads(self._aead.decrypt(raw[1 : 1 + _NONCE], raw[1 + _NONCE :], self._aad))
         except (InvalidTag, ValueError):
             raise ValueError("token does not open with this deployment's key") from None
+
+
+class AtRestSealer:
+    """Seals text kept in a store: `v1.` + base64url(nonce + AES-256-GCM ciphertext).
+
+    Each value is bound to a context (the row it belongs to, such as a session id), so a value
+    copied into another row does not open. The text prefix names the format, so a store can tell
+    sealed values from older plain ones and the format can change later.
+    """
+
+    PREFIX = "v1."
+
+    def __init__(self, secret: bytes, purpose: bytes) -> None:
+        self._aead = AESGCM(derive_key(secret, purpose))
+        self._aad = b"authz/" + purpose + b"/"
+
+    def seal(self, plain: str, context: str) -> str:
+        """The sealed form of `plain`, for the row named `context`."""
+        nonce = os.urandom(_NONCE)
+        sealed = nonce + self._aead.encrypt(nonce, plain.encode(), self._aad + context.encode())
+        return self.PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, sealed: str, context: str) -> str:
+        """The plain text of a sealed value; ValueError for any other format, key or context."""
+        if not sealed.startswith(self.PREFIX):
+            raise ValueError("stored value has an unknown format")
+        body = sealed[len(self.PREFIX) :]
+        try:
+            raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("stored value is not base64url") from None
+        if len(raw) < _NONCE + _TAG:
+            raise ValueError("stored value is too short")
+        try:
+            plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], self._aad + context.encode())
+        except InvalidTag:
+            raise ValueError("stored value does not open with this deployment's key") from None
+        return plain.decode()

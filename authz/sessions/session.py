@@ -30,13 +30,20 @@ class Session:
     token_expires_at: int = 0  # when the IdP access token expires (0: unknown or never)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Session:
-        data = json.loads(text)
-        data["groups"] = tuple(data.get("groups") or ())
-        return cls(**data)
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as a JSON value (tokens included)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session:
+        """The session from `to_dict`'s form; TypeError for unknown or missing fields."""
+        return cls(**{**data, "groups": tuple(data.get("groups") or ())})
 
 
 @dataclass(frozen=True, slots=True)

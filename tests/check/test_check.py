@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,6 @@ import pytest
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
 from authz.check.answer import Answer, render_template
-from authz.check.credentials import find_credentials
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
 from authz.check.run import check_blocking
@@ -266,7 +266,7 @@ def test_routes_that_sign_are_known_at_load(make_config: Callable[..., Config]) 
 
 
 def test_a_blocking_store_is_read_off_the_event_loop(make_config: Callable[..., Config], tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "sessions.db")
+    store = SQLiteStore(tmp_path / "sessions.db", secret=os.urandom(32))
     rt = Runtime.build(make_config(routes=[PRIVATE]), store)
     now = int(time.time())
     store.put(Session("sid-1", "user-1", "a@example.com", issued_at=now, expires_at=now + 600))

@@ -71,7 +71,7 @@ class Stack:
         """Store a session and return its sealed cookie value for `host` (as login will)."""
         now = int(time.time())
         sid = secrets.token_urlsafe(16)
-        store = SQLiteStore(self.store_path)
+        store = SQLiteStore(self.store_path, secret=base64.b64decode(self.config["cookie_secret"]))
         store.put(Session(sid, user_id, email, name, groups, claims or {}, now, now + lifetime))
         store.close()
         codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
@@ -79,7 +79,7 @@ class Stack:
 
     def session_of(self, cookie: str, host: str) -> Session:
         codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
-        store = SQLiteStore(self.store_path)
+        store = SQLiteStore(self.store_path, secret=base64.b64decode(self.config["cookie_secret"]))
         try:
             found = store.get(codec.open(cookie, host, time.time()).session_id)
         finally:
@@ -90,7 +90,7 @@ class Stack:
     def delete_session(self, cookie: str, host: str) -> None:
         codec = HandleCodec(base64.b64decode(self.config["cookie_secret"]))
         handle = codec.open(cookie, host, time.time())
-        store = SQLiteStore(self.store_path)
+        store = SQLiteStore(self.store_path, secret=base64.b64decode(self.config["cookie_secret"]))
         store.delete(handle.session_id)
         store.close()
 

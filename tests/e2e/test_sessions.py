@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ def short_tokens(tmp_path: Path) -> Iterator[Stack]:
 
 
 def _only_session(stack: Stack) -> Session:
-    store = SQLiteStore(stack.store_path)
+    store = SQLiteStore(stack.store_path, secret=base64.b64decode(stack.config["cookie_secret"]))
     try:
         (session,) = store.due_for_refresh(time.time() + 3600)
         return session
@@ -65,7 +66,7 @@ def test_tokens_are_refreshed_and_a_refused_refresh_ends_the_session(short_token
         assert renewed.refresh_token != original.refresh_token  # rotated
         assert renewed.token_expires_at > original.token_expires_at
 
-        store = SQLiteStore(stack.store_path)
+        store = SQLiteStore(stack.store_path, secret=base64.b64decode(stack.config["cookie_secret"]))
         store.put(dataclasses.replace(renewed, refresh_token="stolen-or-revoked"))
         store.close()
 

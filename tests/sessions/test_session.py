@@ -12,6 +12,7 @@ from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import MemoryStore, SQLiteStore, open_store
 
 NOW = 1_800_000_000
+SECRET = os.urandom(32)
 HANDLE = SessionHandle("sid", "uid", "app.example.com", NOW, NOW + 3600)
 
 
@@ -61,7 +62,7 @@ def test_domain_handles_cover_subdomains(codec: HandleCodec) -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_stores(kind: str, tmp_path: Path) -> None:
-    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db", secret=SECRET)
     session = Session("s1", "u1", "a@b.c", "A", ("g",), {"k": ["v"]}, NOW, NOW + 10)
     store.put(session)
     assert store.get("s1", NOW) == session
@@ -73,8 +74,8 @@ def test_stores(kind: str, tmp_path: Path) -> None:
 
 
 def test_sqlite_is_shared_between_connections(tmp_path: Path) -> None:
-    first = open_store(f"sqlite://{tmp_path / 'x.db'}")
-    second = open_store(f"sqlite://{tmp_path / 'x.db'}")
+    first = open_store(f"sqlite://{tmp_path / 'x.db'}", secret=SECRET)
+    second = open_store(f"sqlite://{tmp_path / 'x.db'}", secret=SECRET)
     first.put(Session("s", "u", expires_at=NOW + 10))
     assert second.get("s", NOW) is not None
     first.close()
@@ -88,7 +89,7 @@ def test_session_repr_hides_tokens() -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_single_use_claims_and_leases(kind: str, tmp_path: Path) -> None:
-    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db", secret=SECRET)
     assert store.claim_once("state:a", NOW + 60, NOW)
     assert not store.claim_once("state:a", NOW + 60, NOW + 30)
     assert store.claim_once("state:a", NOW + 200, NOW + 61)  # expired markers may be reused
