@@ -4,10 +4,17 @@ Each has an explicit wire form: a JSON object with short keys, or a bare string,
 earlier releases sealed it so values in flight across an upgrade still open. `from_wire` takes what
 `Sealer.open` returned and raises ValueError for anything malformed; unknown keys are ignored.
 
-  LoginState   the OIDC `state` (travels through the IdP)      {"t", "c", "i", "p", "b"}
+  LoginState   the OIDC `state` (travels through the IdP)      {"a", "c", "i"}
   CsrfCookie   the per-login CSRF cookie                        {"c", "v", "n", "s"}
-  Handoff      the one-time handoff to a route host's callback  {"s", "u", "h", "t", "p", "e", "j", "b"}
+  Handoff      the one-time handoff to a route host's callback  {"s", "u", "h", "p", "e", "j", "b"}
   SignOutLink  the session a signed sign-out link ends          "<session id>"
+
+and one value kept server-side, in the store (single use, 10 minutes), never in a URL or cookie:
+
+  LoginAttempt where a sign-in returns to, however long           {"t", "p", "b"}
+
+The return URL lives only in the store, keyed by the attempt (the `state` names it) and then by
+the handoff's `jti`: a `state` stays far under the 512 bytes IdPs accept, whatever the URL's length.
 
 The session cookie's handle is `authz.sessions.session.SessionHandle`.
 """
@@ -51,27 +58,45 @@ def _flag(data: Mapping[str, object], key: str, what: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class LoginState:
-    """The OIDC `state`: where to go after sign-in, the CSRF token it is bound to, and when it began."""
+    """The OIDC `state`: which sign-in attempt, the CSRF token it is bound to, and when it began."""
 
-    target: str  # the signed pomerium_redirect_uri
+    attempt: str  # the store key of this attempt's LoginAttempt
     csrf: str  # must match the CSRF cookie's token
     issued_at: int
-    callback_host: str  # a programmatic login's route-host origin + "/", else ""
-    binding: str = ""  # digest of the route host's binding cookie (authz.web.binding); "" if none
 
     def to_wire(self) -> dict[str, str | int]:
-        return {"t": self.target, "c": self.csrf, "i": self.issued_at, "p": self.callback_host, "b": self.binding}
+        return {"a": self.attempt, "c": self.csrf, "i": self.issued_at}
 
     @classmethod
     def from_wire(cls, data: object) -> LoginState:
         what = "login state"
         fields = _object(data, what)
         return cls(
-            target=_text(fields, "t", what),
+            attempt=_text(fields, "a", what),
             csrf=_text(fields, "c", what),
             issued_at=_integer(fields, "i", what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """What a sign-in must remember across the IdP round trip, kept in the store (single use)."""
+
+    target: str  # the signed pomerium_redirect_uri, however long
+    callback_host: str  # a programmatic login's route-host origin + "/", else ""
+    binding: str  # digest of the route host's binding cookie (authz.web.binding); "" if none
+
+    def to_wire(self) -> dict[str, str]:
+        return {"t": self.target, "p": self.callback_host, "b": self.binding}
+
+    @classmethod
+    def from_wire(cls, data: object) -> LoginAttempt:
+        what = "login attempt"
+        fields = _object(data, what)
+        return cls(
+            target=_text(fields, "t", what),
             callback_host=_text(fields, "p", what),
-            binding=_optional_text(fields, "b", what),
+            binding=_text(fields, "b", what),
         )
 
 
@@ -106,10 +131,9 @@ class Handoff:
     session_id: str
     user_id: str
     host: str  # the route host whose /.pomerium/callback/ may redeem it
-    target: str  # where the browser (or a programmatic client) goes next
     programmatic: bool  # hand the token to the client's local redirect instead of setting a cookie
     expires_at: int
-    jti: str  # claimed once in the store, so a replay is refused
+    jti: str  # the store key of where the browser (or a programmatic client) goes next; taken once
     binding: str = ""  # the route host redeems it only with the binding cookie of this digest
 
     def to_wire(self) -> dict[str, str | int | bool]:
@@ -117,7 +141,6 @@ class Handoff:
             "s": self.session_id,
             "u": self.user_id,
             "h": self.host,
-            "t": self.target,
             "p": self.programmatic,
             "e": self.expires_at,
             "j": self.jti,
@@ -132,7 +155,6 @@ class Handoff:
             session_id=_text(fields, "s", what),
             user_id=_text(fields, "u", what),
             host=_text(fields, "h", what),
-            target=_text(fields, "t", what),
             programmatic=_flag(fields, "p", what),
             expires_at=_integer(fields, "e", what),
             jti=_text(fields, "j", what),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
 import re
 import secrets
@@ -35,7 +36,7 @@ from authz.config import Route
 from authz.errors import BadRequest, IdpRefused, InvalidIdToken
 from authz.identity.claims import merge_identity, new_session
 from authz.runtime.state import Runtime
-from authz.sessions.payloads import CsrfCookie, Handoff, LoginState
+from authz.sessions.payloads import CsrfCookie, Handoff, LoginAttempt, LoginState
 from authz.sessions.session import Session, SessionHandle
 from authz.signing import signed_url
 from authz.web import binding, cookies
@@ -187,12 +188,14 @@ def _handoff(rt: Runtime, session: Session, target: str, callback_host: str, bou
         session_id=session.id,
         user_id=session.user_id,
         host=hostname,
-        target=target,
         programmatic=bool(callback_host),
         expires_at=int(now) + HANDOFF_LIFETIME,
         jti=secrets.token_urlsafe(12),
         binding=bound,
     )
+    # The target (up to the sidecar's request limits long) stays in the store; taking it redeems
+    # the handoff, once.
+    rt.store.stash(f"handoff:{handoff.jti}", target, handoff.expires_at + 60)
     token = rt.handoff.seal(handoff.to_wire())
     return redirect(f"{target_origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
 
@@ -220,7 +223,10 @@ async def sign_in(request: Request) -> Response:
     meta = await rt.oidc.metadata()
     csrf, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     verifier = secrets.token_urlsafe(48)
-    state = rt.state.seal(LoginState(signed.target, csrf, int(now), callback_host, bound).to_wire())
+    attempt = secrets.token_urlsafe(16)
+    remember = LoginAttempt(signed.target, callback_host, bound).to_wire()
+    rt.store.stash(f"login:{attempt}", json.dumps(remember), now + STATE_MAX_AGE + 60)
+    state = rt.state.seal(LoginState(attempt, csrf, int(now)).to_wire())
     digest = hashlib.sha256(state.encode()).hexdigest()
     pinned = rt.csrf.seal(CsrfCookie(csrf, verifier, nonce, digest).to_wire())
     location = rt.oidc.authorization_url(meta, state=state, nonce=nonce, verifier=verifier)
@@ -257,8 +263,13 @@ async def oauth_callback(request: Request) -> Response:
         or not secrets.compare_digest(pinned.state_digest.encode(), digest.encode())
     ):
         raise BadRequest("this sign-in was not started in this browser (missing or wrong CSRF cookie)")
-    if not rt.store.claim_once(f"state:{digest}", state.issued_at + STATE_MAX_AGE + 60, now):
+    remembered = rt.store.take(f"login:{state.attempt}", now)
+    if remembered is None:
         raise BadRequest("this sign-in link was already used")
+    try:
+        attempt = LoginAttempt.from_wire(json.loads(remembered))
+    except ValueError:
+        raise BadRequest("the sign-in state is invalid") from None
     if rt.oidc is None:
         raise BadRequest("sign-in is not configured")
     meta = await rt.oidc.metadata()
@@ -271,7 +282,7 @@ async def oauth_callback(request: Request) -> Response:
     session = new_session(secrets.token_urlsafe(18), identity, tokens, now, rt.config.cookie_expire)
     rt.store.put(session)
     log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})
-    response = _handoff(rt, session, state.target, state.callback_host, state.binding, now)
+    response = _handoff(rt, session, attempt.target, attempt.callback_host, attempt.binding, now)
     own = authenticate_handle(rt, session, now)
     lifetime = int(rt.config.cookie_expire)
     response.headers.append("set-cookie", cookies.set_cookie(rt.config, auth_cookie(rt), own, lifetime, host_only=True))
@@ -303,20 +314,21 @@ async def route_callback(request: Request) -> Response:
                 "this sign-in was not started in this browser (or took longer than 10 minutes);"
                 " open the page you want and sign in again"
             )
-    if not rt.store.claim_once(f"handoff:{handoff.jti}", handoff.expires_at + 60, now):
+    target = rt.store.take(f"handoff:{handoff.jti}", now)
+    if target is None:
         raise BadRequest("this sign-in handoff was already used")
     session = rt.store.get(handoff.session_id, now)
     if session is None or session.user_id != handoff.user_id:
         raise BadRequest("the session of this sign-in no longer exists; please sign in again")
     token = handle_for(rt, session, ctx.hostname, now)
     if handoff.programmatic:
-        target = _programmatic_target(rt, handoff.target)
+        _programmatic_target(rt, target)
         separator = "&" if urlsplit(target).query else "?"
         return redirect(f"{target}{separator}{urlencode({'pomerium_jwt': token})}")
-    check_target(rt, handoff.target)
+    check_target(rt, target)
     cookie = cookies.set_cookie(rt.config, rt.cookies.session, token, int(rt.config.cookie_expire))
     assert bound is not None
-    return redirect(handoff.target, cookie, cookies.deletion(bound, secure=rt.cookies.secure))
+    return redirect(target, cookie, cookies.deletion(bound, secure=rt.cookies.secure))
 
 
 async def programmatic_login(request: Request) -> Response:

@@ -248,3 +248,15 @@ async def test_programmatic_login(web: Web, make_web: Callable[..., Web]) -> Non
     jwt = parse_qs(urlsplit(done.headers["location"]).query)["pomerium_jwt"][0]
     assert done.headers["location"].startswith("http://localhost:9/cb?pomerium_jwt=")
     assert web.rt.load_session([jwt], "app.localhost", web.clock()) is not None
+
+
+async def test_an_8kb_return_url_is_kept_server_side_and_lands(web: Web) -> None:
+    target = f"{APP}/long?q=" + "a" * 8000
+    async with web.client() as client:
+        location, name, csrf = await _to_idp(web, client, target)
+        state = parse_qs(urlsplit(location).query)["state"][0]
+        assert len(state) < 512 and "aaaa" not in state
+        back = await _callback(web, client, web.idp.authorize(location), f"{name}={csrf}")
+        assert back.status_code == 302 and len(back.headers["location"]) < 1024  # the handoff is small too
+        landed = await client.get(back.headers["location"], headers={"cookie": web.bindings[-1]})
+    assert landed.status_code == 302 and landed.headers["location"] == target

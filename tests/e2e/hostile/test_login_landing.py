@@ -116,3 +116,17 @@ def test_binding_cookies_are_lax_host_only_and_at_most_five(stack: Stack) -> Non
         assert len(kept) == 5
         api = client.get(stack.url("second.localhost", "/"), headers={"accept": "application/json"})
     assert api.status_code == 401 and "set-cookie" not in api.headers  # API clients get no binding
+
+
+def test_a_sign_in_from_an_8kb_url_lands_on_it(stack: Stack) -> None:
+    path = "/report?q=" + "x" * 8000
+    with browser() as client:
+        first = client.get(stack.url("second.localhost", path), follow_redirects=False)
+        assert first.status_code == 302
+        page = client.get(first.headers["location"])
+        to_idp = [r.headers["location"] for r in page.history if "state=" in r.headers.get("location", "")]
+        (state,) = parse_qs(urlsplit(to_idp[0]).query)["state"]
+        landed = idp_login(client, page, "alice")
+    assert landed.status_code == 200 and str(landed.url) == stack.url("second.localhost", path)
+    assert stack.upstream.last().path == path
+    assert len(state) < 512  # the URL stayed in the store, not in `state`
