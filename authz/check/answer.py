@@ -220,8 +220,16 @@ def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
     if route is None:
         return error(outcome.status, outcome.reasons, facts.request, route_id=facts.request.route_id)
     details = error_details(route, facts, outcome) if route.show_error_details else ()
+    detail = facts.refusal or None
     return error(
-        outcome.status, outcome.reasons, facts.request, route_id=route.id, user=user, account=account, details=details
+        outcome.status,
+        outcome.reasons,
+        facts.request,
+        detail=detail,
+        route_id=route.id,
+        user=user,
+        account=account,
+        details=details,
     )
 
 

@@ -10,6 +10,7 @@ from authz.policy.ast import PolicyInput
 from authz.policy.reasons import Reason
 
 _NOT_FOUND = Outcome(Action.DENY, 404, (Reason.ROUTE_NOT_FOUND,))
+_BAD_PATH = Outcome(Action.DENY, 400, (Reason.BAD_REQUEST,))
 _UNAUTHENTICATED = (Reason.USER_UNAUTHENTICATED,)
 # Enum members as module globals: reading one through its class costs a metaclass lookup per Check.
 _ALLOW, _LOGIN, _DENY = Action.ALLOW, Action.LOGIN, Action.DENY
@@ -21,6 +22,9 @@ def decide(facts: Facts) -> Outcome:
     # A route id the config does not have: nothing to evaluate, and Pomerium's answer is a 404.
     if route is None:
         return _NOT_FOUND
+    # A path this route's upstream may read differently (`;`, double encoding): 400, unevaluated.
+    if facts.refusal:
+        return _BAD_PATH
     verdict = route.policy.evaluate(PolicyInput(facts.request, facts.session, facts.now))
     # (Pomerium first turns a missing or invalid client certificate into a 495; that rule comes
     # with the mutual-TLS listener, which is what makes client certificates reachable.)

@@ -31,6 +31,7 @@ class Facts:
     session: Session | None  # the first credential that opened to a live session
     now: datetime  # the clock, read once by the gather step
     conflict: bool = False  # credentials of two different users opened: none counts (a planted cookie)
+    refusal: str = ""  # why the route refuses this request's path with 400 ('' when it does not)
 
 
 class Action(StrEnum):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from authz.check.credentials import Credentials, find_credentials
 from authz.check.facts import Facts
-from authz.check.request import RequestContext
+from authz.check.request import RequestContext, path_refusal
 from authz.config.model import Route
 from authz.runtime.state import Runtime, conflicting
 from authz.sessions.session import SessionHandle
@@ -42,6 +42,10 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     route = rt.config.routes_by_id.get(req.route_id)
     credentials = find_credentials(req.headers, rt.cookies)
     clock = datetime.fromtimestamp(now, UTC)
+    if route is not None and (req.has_path_parameters or req.has_double_encoding):
+        refusal = path_refusal(route, req)
+        if refusal:
+            return Facts(req, route, credentials, None, clock, refusal=refusal)
     if route is None or not credentials.tokens:
         return Facts(req, route, credentials, None, clock)
     handles = rt.open_handles(credentials.tokens, req.hostname, now)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from authz.errors import BadRequest
+
+if TYPE_CHECKING:
+    from authz.config.model import Route
 
 # %2F and %5C would let the policy see a different path than Envoy routed on; percent-encoded
 # unreserved characters (RFC 3986 §2.3) must have been decoded by a normalising proxy already.
 _AMBIGUOUS_ESCAPE = re.compile(r"%(2[fF]|5[cC]|[46][1-9a-fA-F]|[57][0-9aA]|3[0-9]|2[dDeE]|5[fF]|7[eE])")
 _ANY_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# `%25` + two hex digits: an upstream that decodes once more reads another path than the policy
+# judged (`/%2561dmin` is `/%61dmin` here and `/admin` there).
+_DOUBLE_ESCAPE = re.compile(r"%25[0-9a-fA-F]{2}")
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -33,6 +40,15 @@ def split_target(target: str) -> tuple[str, str]:
     if _CONTROL.search(decoded):
         raise BadRequest("request path contains control characters")
     return decoded, query
+
+
+def path_refusal(route: Route, req: RequestContext) -> str | None:
+    """Why `route` refuses `req`'s path with 400, or None: `;` parameters, double encoding."""
+    if req.has_path_parameters and not route.allow_path_parameters:
+        return "request path contains ';' (a path parameter, which an upstream may read as another path)"
+    if req.has_double_encoding and not route.allow_double_encoding:
+        return "request path contains a double-encoded percent sequence ('%25' followed by two hex digits)"
+    return None
 
 
 def split_authority(authority: str) -> tuple[str, int | None]:
@@ -69,6 +85,10 @@ class RequestContext:
     hostname: str = ""
     port: int | None = None
     client_certificate: str | None = None  # the leaf certificate (PEM) of an mTLS connection
+    # Found by `build`, refused by the route unless it allows them (see `path_refusal`). A `;` counts
+    # raw or as %3B: some upstreams split parameters off after decoding.
+    has_path_parameters: bool = False
+    has_double_encoding: bool = False
 
     @classmethod
     def build(
@@ -87,6 +107,7 @@ class RequestContext:
         """Normalise once: split the target, decode the path, lower-case header names."""
         path, query = split_target(target)
         hostname, port = split_authority(host)
+        raw = target.partition("?")[0].partition("#")[0]
         return cls(
             method=method.upper(),
             host=host,
@@ -101,4 +122,6 @@ class RequestContext:
             hostname=hostname,
             port=port,
             client_certificate=client_certificate or None,
+            has_path_parameters=";" in path,
+            has_double_encoding="%25" in raw and _DOUBLE_ESCAPE.search(raw) is not None,
         )

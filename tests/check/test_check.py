@@ -305,3 +305,19 @@ def test_show_error_details_adds_the_evaluation_and_the_request(make_config: Cal
     assert "not matched: domain-unauthorized" in page.body and "<th>route</th>" in page.body
     plain = check_blocking(rt, request("private", cookie=f"_pomerium={cookie}", accept="application/json"), NOW)
     assert plain.status == 403 and "details" not in json.loads(plain.body)
+
+
+def test_paths_an_upstream_may_read_differently_are_400_unless_the_route_allows(
+    make_config: Callable[..., Config],
+) -> None:
+    lenient = {**PUBLIC, "id": "lenient", "from": "http://lenient.localhost", "allow_path_parameters": True,
+               "allow_double_encoding": True}  # fmt: skip
+    rt = Runtime.build(make_config(routes=[PRIVATE, PUBLIC, lenient]), MemoryStore())
+    for target in ("/x;jsessionid=1/admin", "/a%252e%252e/admin", "/x%3Badmin"):
+        refused = check_blocking(
+            rt, request("public", host="public.localhost", target=target, accept="application/json"), NOW
+        )
+        assert (refused.allowed, refused.status, refused.reasons) == (False, 400, ("bad-request",)), target
+        assert "detail" in refused.body
+        allowed = check_blocking(rt, request("lenient", host="lenient.localhost", target=target), NOW)
+        assert allowed.allowed, target

@@ -17,9 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from authz.config import Config
+from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.dev.stack import find_envoy
 from authz.envoy.bootstrap import bootstrap, render_bootstrap
 
+STRIPPED = set(STRIPPED_REQUEST_HEADERS)
 ROUTES: list[dict[str, Any]] = [
     {
         "id": "app",
@@ -187,14 +189,80 @@ def test_routes_carry_route_id_and_sidecar_paths_skip_ext_authz(full: Config) ->
 def test_identity_headers_stripped_unless_passed(full: Config) -> None:
     vhost = _vhost(bootstrap(full), "app.localhost")
     first, second = vhost["routes"][4:]
-    assert set(first["request_headers_to_remove"]) == {
+    assert set(first["request_headers_to_remove"]) - STRIPPED == {
         "x-internal",
         "x-pomerium-jwt-assertion",
         "x-pomerium-jwt-assertion-for",
         "x-email",
     }
-    assert "request_headers_to_remove" not in second
+    assert set(second["request_headers_to_remove"]) == STRIPPED
     assert first["response_headers_to_add"][0]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+
+
+def _routes(config: Config) -> dict[str, dict[str, Any]]:
+    vhosts = _hcm(bootstrap(config))["route_config"]["virtual_hosts"]
+    return {r["name"]: r for v in vhosts for r in v["routes"] if "name" in r}
+
+
+def test_headers_that_redirect_the_upstream_are_removed_on_every_route(
+    full: Config, make_config: Callable[..., Config]
+) -> None:
+    for route in _routes(full).values():  # public and signed-in routes alike
+        assert set(route["request_headers_to_remove"]) >= STRIPPED, route["name"]
+    config = make_config(
+        routes=[
+            {
+                "id": "keeps",
+                "from": "http://app.localhost",
+                "to": "http://127.0.0.1:9000",
+                "allow_public_unauthenticated_access": True,
+                "pass_identity_headers": True,
+                "keep_request_headers": ["X-Forwarded-Prefix", "Forwarded"],
+                # authz sets this one from config after the client's is gone: Envoy must not drop it.
+                "set_request_headers": {"X-Real-IP": "fixed"},
+            }
+        ]
+    )
+    removed = set(_routes(config)["keeps"]["request_headers_to_remove"])
+    assert removed == STRIPPED - {"x-forwarded-prefix", "forwarded", "x-real-ip"}
+
+
+def test_a_rewritten_host_reaches_the_upstream_as_x_forwarded_host_from_config(
+    full: Config, make_config: Callable[..., Config]
+) -> None:
+    routes = list(_routes(full).values())
+    app, api, secure, wild = routes
+    for route in (app, api):  # auto_host_rewrite; the port is authenticate_service_url's
+        assert route["route"]["auto_host_rewrite"] is True
+        assert route["request_headers_to_add"] == [
+            {
+                "header": {"key": "x-forwarded-host", "value": "app.localhost:8080"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ]
+    assert "request_headers_to_add" not in secure  # preserve_host_header: the upstream reads Host
+    assert "append_x_forwarded_host" not in secure["route"]
+    # A wildcard host has no one name: Envoy appends the Host it rewrote (the client's XFH is removed first).
+    assert wild["route"]["host_rewrite_literal"] == "internal.example.com"
+    assert wild["route"]["append_x_forwarded_host"] is True and "request_headers_to_add" not in wild
+    kept = make_config(
+        routes=[
+            {
+                "id": name,
+                "from": "http://app.localhost",
+                "to": "http://127.0.0.1:9000",
+                "allow_public_unauthenticated_access": True,
+                option: value,
+            }
+            for name, option, value in (
+                ("kept", "keep_request_headers", ["X-Forwarded-Host"]),
+                ("set", "set_request_headers", {"X-Forwarded-Host": "front.example.com"}),
+            )
+        ]
+    )
+    for route in _routes(kept).values():
+        assert "request_headers_to_add" not in route and "append_x_forwarded_host" not in route["route"]
+        assert "x-forwarded-host" not in route["request_headers_to_remove"]
 
 
 def test_authenticate_host_goes_to_sidecar(full: Config) -> None:
