@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from authz.config import Address, Config, Route, Upstream
+from authz.config.load import STRIPPED_REQUEST_HEADERS
 
 AUTHZ_CLUSTER = "authz-grpc"
 SIDECAR_CLUSTER = "authz-http"
@@ -138,9 +139,24 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
         action["host_rewrite_literal"] = route.host_rewrite
     elif not route.preserve_host_header:
         action["auto_host_rewrite"] = True
+    # Headers this route lets through as they are: kept by name, or set by authz from config (the
+    # router removes after ext_authz has added, so removing those would drop authz's own value).
+    passed = {*route.keep_request_headers, *(name.lower() for name, _ in route.set_request_headers)}
+    request_headers: list[tuple[str, str]] = []
+    if (route.host_rewrite or not route.preserve_host_header) and "x-forwarded-host" not in passed:
+        # The upstream loses the public host to the rewrite, and the client's X-Forwarded-Host is
+        # removed below: say it from config (port included, as login URLs), never from the request.
+        # A wildcard host has no one name, so Envoy appends the Host it rewrote, as the client sent it.
+        if route.host.startswith("*."):
+            action["append_x_forwarded_host"] = True
+        else:
+            request_headers.append(("x-forwarded-host", f"{route.host}:{route.port}" if route.port else route.host))
     if route.allow_websockets:
         action["upgrade_configs"] = [{"upgrade_type": "websocket"}]
-    remove = list(route.remove_request_headers)
+    # Headers that make an upstream read another path, method, host or client: removed on every
+    # route, public ones included (authz removes them as well).
+    remove = [h for h in STRIPPED_REQUEST_HEADERS if h not in passed]
+    remove += route.remove_request_headers
     if not route.pass_identity_headers:
         remove += [*IDENTITY_HEADERS, *(h for h, _ in config.jwt_claims_headers)]
     entry: dict[str, Any] = {
@@ -154,8 +170,9 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
             }
         },
     }
-    if remove:
-        entry["request_headers_to_remove"] = sorted(set(remove))
+    entry["request_headers_to_remove"] = sorted(set(remove))
+    if request_headers:
+        entry["request_headers_to_add"] = _header_options(request_headers)
     if route.set_response_headers:
         entry["response_headers_to_add"] = _header_options(route.set_response_headers)
     return entry
