@@ -15,6 +15,19 @@ const USERS = {
   alice: { email: 'alice@example.com', email_verified: true, name: 'Alice Example', groups: ['engineering', 'admins'] },
   bob: { email: 'bob@example.com', email_verified: true, name: 'Bob Builder', groups: ['sales'] },
   mallory: { email: 'mallory@evil.test', email_verified: true, name: 'Mallory', groups: [] },
+  // Hostile identities for the hardening tests: emails the IdP does not vouch for or that are not
+  // one address, group names an upstream could misread, and more groups than headers can carry.
+  eve: { email: 'alice@example.com', email_verified: false, name: 'Eve', groups: ['sales'] },
+  trent: { email: 'trent@example.com', email_verified: 'false', name: 'Trent', groups: [] },
+  trudy: { email: 'trudy@evil.example@example.com', email_verified: true, name: 'Trudy', groups: [] },
+  grace: {
+    email: 'grace@example.com', email_verified: true, name: 'Grace',
+    groups: ['x,admins', 'ops', 'line\nbreak', 'nul\u0000', 'lone\uD800', 'dev'],
+  },
+  many: {
+    email: 'many@example.com', email_verified: true, name: 'Many Groups',
+    groups: Array.from({ length: 1500 }, (_, i) => `group-${String(i).padStart(4, '0')}-of-a-large-directory`),
+  },
 };
 
 async function findAccount(ctx, id) {

@@ -159,7 +159,9 @@ def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], no
             session=session,
             now=int(now),
             issuer_format=route.jwt_issuer_format,
-            extra=tuple(claim for _, claim in config.jwt_claims_headers),
+            extra=rt.extra_claims,
+            groups_filter=rt.groups_filters[route.id],
+            group_headers=rt.group_headers,
         )
         token = assertion.sign(config.signing_keys[0], claims)
         if route.pass_identity_headers:
@@ -221,6 +223,11 @@ def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
         return error(outcome.status, outcome.reasons, facts.request, route_id=facts.request.route_id)
     details = error_details(route, facts, outcome) if route.show_error_details else ()
     detail = facts.refusal or None
+    if session is not None and session.unverified_email and detail is None:
+        detail = (
+            f"The identity provider has not verified the email address '{session.unverified_email}', so it"
+            " does not count as who you are here. Verify it with your identity provider, then sign in again."
+        )
     return error(
         outcome.status,
         outcome.reasons,

@@ -151,7 +151,7 @@ async def refresh_one(
     # are stored whatever else fails, unless they turn out to vouch for someone else.
     identity: Identity | None
     try:
-        identity = await _identity(oidc, meta, current, tokens, now)
+        identity = await _identity(oidc, meta, current, tokens, now, rt.config.allow_unverified_email)
     except InvalidIdToken as exc:
         return _end(rt, current, backoff, f"the refreshed identity is invalid: {exc.detail}", fields, logging.WARNING)
     except IdpError as exc:
@@ -174,7 +174,9 @@ async def refresh_one(
     return Outcome.REFRESHED
 
 
-async def _identity(oidc: OidcClient, meta: Metadata, session: Session, tokens: Tokens, now: float) -> Identity:
+async def _identity(
+    oidc: OidcClient, meta: Metadata, session: Session, tokens: Tokens, now: float, allow_unverified_email: bool
+) -> Identity:
     """The user's identity after a refresh, merged from ID-token claims and userinfo as at sign-in."""
     if tokens.id_token != session.id_token:
         id_claims = await oidc.verify_refreshed(meta, tokens.id_token, session.user_id, now)
@@ -184,7 +186,7 @@ async def _identity(oidc: OidcClient, meta: Metadata, session: Session, tokens: 
         stored = stored_claims(session.id_token)
         id_claims = stored if stored.get("sub") == session.user_id else {"sub": session.user_id}
     info = await oidc.userinfo(meta, tokens.access_token)
-    return merge_identity(id_claims, info)
+    return merge_identity(id_claims, info, allow_unverified_email=allow_unverified_email)
 
 
 def _end(

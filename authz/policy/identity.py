@@ -82,8 +82,9 @@ class Domain:
     def evaluate(self, inp: PolicyInput) -> Result:
         if inp.session is None:
             return _UNAUTHENTICATED
-        local, at, domain = inp.session.email.rpartition("@")
-        ok = bool(local and at and domain) and self.matcher.match(domain)
+        # Exactly one `@`: `a@evil.example@example.com` has no domain, not `example.com`.
+        local, at, domain = inp.session.email.partition("@")
+        ok = bool(local and at and domain) and "@" not in domain and self.matcher.match(domain)
         return _verdict(ok, _DOMAIN)
 
 

@@ -30,6 +30,14 @@ def host_matches(pattern: str, hostname: str) -> bool:
     return hostname == pattern
 
 
+def groups_filter(config: Config, route: Route) -> frozenset[str] | None:
+    """The groups a route's assertion may carry: those the global or the route's `jwt_groups_filter`
+    lists (a group passes if either does, as in Pomerium); None when neither is set."""
+    if config.jwt_groups_filter is None and route.jwt_groups_filter is None:
+        return None
+    return frozenset((*(config.jwt_groups_filter or ()), *(route.jwt_groups_filter or ())))
+
+
 def needs_assertion(route: Route) -> bool:
     """The assertion is signed when it is passed upstream or a header template uses it."""
     return route.pass_identity_headers or any("pomerium.jwt" in v for _, v in route.set_request_headers)
@@ -52,6 +60,9 @@ class Runtime:
     identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
     signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
     stripped: Mapping[str, frozenset[str]]  # route id → client headers removed before its upstream
+    groups_filters: Mapping[str, frozenset[str] | None]  # route id → jwt_groups_filter (global or route)
+    extra_claims: tuple[str, ...]  # the claims jwt_claims_headers names, for the assertion
+    group_headers: int  # how many claim headers repeat `groups` (they share the groups' size budget)
     oidc: OidcClient | None  # None when no identity provider is configured
     sign_in_endpoint: str  # {authenticate_service_url}/.pomerium/sign_in
 
@@ -75,6 +86,9 @@ class Runtime:
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
             signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
             stripped={r.id: _STRIPPED - frozenset(r.keep_request_headers) for r in config.routes},
+            groups_filters={r.id: groups_filter(config, r) for r in config.routes},
+            extra_claims=tuple(claim for _, claim in config.jwt_claims_headers),
+            group_headers=sum(claim == "groups" for _, claim in config.jwt_claims_headers),
             oidc=oidc,
             sign_in_endpoint=f"{config.authenticate_service_url}/.pomerium/sign_in",
         )

@@ -28,6 +28,7 @@ class Session:
     access_token: str = field(default="", repr=False)
     refresh_token: str = field(default="", repr=False)
     token_expires_at: int = 0  # when the IdP access token expires (0: unknown or never)
+    unverified_email: str = ""  # an address the IdP did not vouch for: no identity, only for the 403 page
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))

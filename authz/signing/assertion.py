@@ -1,8 +1,21 @@
-"""The signed `X-Pomerium-Jwt-Assertion` and the claim headers (reference §2.1, §2.5)."""
+"""The signed `X-Pomerium-Jwt-Assertion` and the claim headers (reference §2.1, §2.5).
+
+Claim headers stay comma-joined as in Pomerium, so an element that holds a comma (`x,admins`
+would read as `admins` to an upstream that splits), a line break, NUL or invalid text (a lone
+surrogate) is left out of both the header and the assertion, which must agree; it is never
+escaped into a syntax of our own. `merge_identity` logged it at sign-in. Policies still see it.
+
+Groups pass `jwt_groups_filter` (global and per route: a group passes if either lists it). A
+user in so many groups that the assertion plus the claim headers would pass GROUPS_BUDGET keeps
+the groups that fit, in order, and the assertion says `groups_truncated: true`: the request
+still succeeds (Envoy refuses requests whose headers pass 60 KiB by default).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -14,14 +27,64 @@ from authz.config.model import IssuerFormat
 from authz.sessions.session import Session
 from authz.signing.keys import SigningKey, b64url
 
+log = logging.getLogger("authz.assertion")
+
 LIFETIME = 300
 BASE_CLAIMS = frozenset({"iss", "aud", "jti", "iat", "exp", "sub", "user", "email", "groups", "sid", "name"})
+# The assertion plus every claim header, in bytes, that groups may fill (documented in the README).
+GROUPS_BUDGET = 48 * 1024
+# Room the rest of a payload and its headers is assumed to take before groups count (the JWS
+# header, signature, base claims and names): generous, so the estimate errs towards fitting.
+_OVERHEAD = 2048
+
+_UNSAFE_ELEMENT = re.compile("[,\r\n\x00\ud800-\udfff]")
+_UNSAFE_SCALAR = re.compile("[\r\n\x00\ud800-\udfff]")
+
+
+def unsafe_element(value: str) -> bool:
+    """Whether a list element cannot be comma-joined into a header and read back as itself."""
+    return _UNSAFE_ELEMENT.search(value) is not None
+
+
+def _element(value: Any) -> str | None:
+    text = str(value)
+    return None if _UNSAFE_ELEMENT.search(text) else text
+
+
+def _value(value: Any) -> Any:
+    """An extra claim as the assertion carries it: list elements that are safe, a scalar if it is."""
+    if isinstance(value, list | tuple):
+        return [e for e in map(_element, value) if e is not None]
+    if value is None:
+        return ""
+    text = str(value)
+    return "" if _UNSAFE_SCALAR.search(text) else text
 
 
 def _joined(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return "" if value is None else str(value)
+
+
+@lru_cache(maxsize=512)
+def output_groups(groups: tuple[str, ...], allowed: frozenset[str] | None) -> tuple[str, ...]:
+    """The groups the assertion and headers carry: safe elements that `allowed` lists (None: all).
+    Cached: the same user's tuple comes back on every request."""
+    return tuple(g for g in groups if (allowed is None or g in allowed) and not _UNSAFE_ELEMENT.search(g))
+
+
+def _fit(groups: tuple[str, ...], room: float, copies: int) -> tuple[str, ...]:
+    """The longest prefix of `groups` whose cost fits `room`: each group is base64url JSON in the
+    assertion (4/3 of `"g",`) and `g,` in each of `copies` claim headers."""
+    kept = 0
+    for group in groups:
+        cost = (len(json.dumps(group)) + 1) * 4 / 3 + (len(group.encode()) + 1) * copies
+        if cost > room:
+            break
+        room -= cost
+        kept += 1
+    return groups[:kept]
 
 
 def build_claims(
@@ -31,10 +94,16 @@ def build_claims(
     now: int,
     issuer_format: IssuerFormat,
     extra: tuple[str, ...] = (),
+    groups_filter: frozenset[str] | None = None,
+    group_headers: int = 0,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> dict[str, Any]:
-    """The assertion payload: base claims always present, `groups` always a list, no `nbf`."""
+    """The assertion payload: base claims always present, `groups` always a list, no `nbf`.
+
+    `groups_filter` is the route's effective `jwt_groups_filter`; `group_headers` how many claim
+    headers repeat the groups (they count against GROUPS_BUDGET too)."""
     issuer = f"https://{hostname}/" if issuer_format is IssuerFormat.URI else hostname
+    groups = output_groups(session.groups, groups_filter) if session else ()
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": hostname,
@@ -44,15 +113,37 @@ def build_claims(
         "sub": session.user_id if session else "",
         "user": session.user_id if session else "",
         "email": session.email if session else "",
-        "groups": list(session.groups) if session else [],
+        "groups": list(groups),
         "sid": session.id if session else "",
         "name": session.name if session else "",
     }
     source: Mapping[str, Any] = session.claims if session else {}
     for name in extra:
         if name not in BASE_CLAIMS:
-            claims[name] = _joined(source.get(name))
+            claims[name] = _joined(_value(source.get(name)))
+    # Only a long list needs measuring: 8 KiB of group names cannot pass the budget.
+    if sum(map(len, groups)) > 8 * 1024:
+        _truncate(claims, groups, group_headers)
     return claims
+
+
+def _truncate(claims: dict[str, Any], groups: tuple[str, ...], copies: int) -> None:
+    others = len(json.dumps({k: v for k, v in claims.items() if k != "groups"}))
+    room = GROUPS_BUDGET - _OVERHEAD - others * 4 / 3 - others  # the rest appears in headers too
+    kept = _fit(groups, room, copies)
+    if len(kept) < len(groups):
+        claims["groups"] = list(kept)
+        claims["groups_truncated"] = True
+        _note_truncation(claims["sub"], len(groups), len(kept))
+
+
+@lru_cache(maxsize=256)
+def _note_truncation(user: str, total: int, kept: int) -> None:
+    """Log a truncation once per user and size, not on every request of that user."""
+    log.warning(
+        "groups truncated to fit the assertion and claim headers",
+        extra={"fields": {"user": user, "groups": total, "kept": kept}},
+    )
 
 
 @lru_cache(maxsize=16)

@@ -278,7 +278,8 @@ async def oauth_callback(request: Request) -> Response:
         raise InvalidIdToken("the identity provider returned no ID token")
     claims = await rt.oidc.verify(meta, tokens.id_token, pinned.nonce, now)
     info = await rt.oidc.userinfo(meta, tokens.access_token)
-    identity = merge_identity(claims, info)  # the rule every refresh uses too; checks userinfo's sub
+    # The rule every refresh uses too: checks userinfo's sub, and which email the IdP vouches for.
+    identity = merge_identity(claims, info, allow_unverified_email=rt.config.allow_unverified_email)
     session = new_session(secrets.token_urlsafe(18), identity, tokens, now, rt.config.cookie_expire)
     rt.store.put(session)
     log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})

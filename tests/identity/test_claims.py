@@ -43,3 +43,78 @@ def test_sign_in_and_refresh_give_the_same_session_fields() -> None:
     signed_in = new_session("sid", merge_identity(ID_CLAIMS, info), tokens, 10, 3600)
     stale = Session("sid", "u", "x@example.com", "X", ("gone",), {"stale": True}, 10, 3610, "idt", "at", "rt", 100)
     assert with_identity(stale, merge_identity(ID_CLAIMS, info)) == signed_in
+
+
+# -- which email counts (hardening issue, class 2) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("id_extra", "info_extra"),
+    [
+        ({"email_verified": False}, {}),
+        ({"email_verified": "false"}, {}),
+        ({"email_verified": " FALSE "}, {}),
+        ({}, {"email_verified": False}),
+        # Userinfo says verified, the ID token says not: the IdP did not vouch in one of them.
+        ({"email_verified": False}, {"sub": "u", "email_verified": True}),
+    ],
+)
+def test_an_email_the_idp_marks_unverified_is_no_email(
+    id_extra: dict[str, object], info_extra: dict[str, object]
+) -> None:
+    identity = merge_identity({**ID_CLAIMS, **id_extra}, {"sub": "u", **info_extra} if info_extra else {})
+    assert identity.email == "" and "email" not in identity.claims
+    assert identity.unverified_email == "old@example.com"
+    session = new_session("sid", identity, Tokens("at", "rt", "it", 0), 100.0, 60.0)
+    assert session.email == "" and session.unverified_email == "old@example.com"
+
+
+@pytest.mark.parametrize("verified", [None, True, "true", 1])
+def test_an_email_counts_when_the_idp_vouches_or_says_nothing(verified: object) -> None:
+    claims = ID_CLAIMS if verified is None else {**ID_CLAIMS, "email_verified": verified}
+    identity = merge_identity(claims, {})
+    assert (identity.email, identity.unverified_email) == ("old@example.com", "")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a@evil.example@example.com", "@example.com", "alice@", "alice", "al ice@example.com", "a\n@example.com",
+     "a@example.com\x00", "a\ud800@example.com", ["a@example.com"], 7],
+)  # fmt: skip
+def test_an_address_that_is_not_exactly_one_is_no_email(address: object) -> None:
+    for allow in (False, True):  # allow_unverified_email does not make a malformed address one
+        identity = merge_identity({**ID_CLAIMS, "email": address}, {}, allow_unverified_email=allow)
+        assert identity.email == "" and "email" not in identity.claims, (address, allow)
+
+
+def test_allow_unverified_email_counts_what_the_idp_does_not_vouch_for() -> None:
+    identity = merge_identity({**ID_CLAIMS, "email_verified": False}, {}, allow_unverified_email=True)
+    assert (identity.email, identity.unverified_email) == ("old@example.com", "")
+    assert identity.claims["email"] == "old@example.com"
+
+
+def test_a_refresh_applies_the_same_rule() -> None:
+    before = new_session("sid", merge_identity(ID_CLAIMS, {}), Tokens("at", "rt", "it", 0), 100.0, 60.0)
+    after = with_identity(before, merge_identity({**ID_CLAIMS, "email_verified": "false"}, {}))
+    assert (after.email, after.unverified_email) == ("", "old@example.com")
+
+
+# -- text that cannot reach a header (class 11) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", ["u\n", "u\x00", "u\udc80"])
+def test_a_subject_that_cannot_be_a_header_is_refused(sub: str) -> None:
+    with pytest.raises(InvalidIdToken, match="subject contains"):
+        merge_identity({**ID_CLAIMS, "sub": sub}, {})
+
+
+def test_a_name_that_cannot_be_a_header_is_dropped_and_unsafe_claims_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    identity = merge_identity(
+        {**ID_CLAIMS, "name": "Eve\r\nX-Admin: 1", "groups": ["x,admins", "ops"], "dept": ["a", "b\x00"]}, {}
+    )
+    assert identity.name == ""
+    assert identity.groups == ("x,admins", "ops")  # kept for policies; the assertion leaves it out
+    (record,) = [r for r in caplog.records if "left out" in r.getMessage()]
+    assert record.fields == {"user": "u", "claims": "dept,groups,name"}  # type: ignore[attr-defined]

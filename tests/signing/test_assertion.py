@@ -1,8 +1,15 @@
 from __future__ import annotations
 
-from authz.config import IssuerFormat
+import json
+from collections.abc import Callable
+
+import pytest
+
+from authz.config import Config, IssuerFormat
+from authz.runtime.state import groups_filter
 from authz.sessions.session import Session
-from authz.signing.assertion import build_claims, claim_headers
+from authz.signing.assertion import GROUPS_BUDGET, build_claims, claim_headers, sign
+from authz.signing.keys import generate_p256_pem, load_signing_keys
 
 SESSION = Session("sid", "uid", "a@example.com", "Ann", ("g1",), {"dept": ["x", "y"], "level": 3})
 
@@ -46,3 +53,70 @@ def test_claim_headers() -> None:
         ("x-pomerium-claim-groups", "a,b"),
         ("x-pomerium-claim-nope", ""),
     ]
+
+
+# -- claim content (hardening issue, class 11) --------------------------------------------------------
+
+UNSAFE_GROUPS = ("x,admins", "ops", "line\nbreak", "cr\rx", "nul\x00", "lone\ud800", "dev")
+
+
+def _session(groups: tuple[str, ...], **claims: object) -> Session:
+    return Session("sid", "u", "u@example.com", "U", groups, claims, 0, 10)
+
+
+def _build(session: Session, **kwargs: object) -> dict[str, object]:
+    return build_claims(hostname="app.example.com", session=session, now=0, issuer_format=IssuerFormat.HOST_ONLY,
+                        new_id=lambda: "jti", **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_unsafe_group_elements_are_left_out_of_the_assertion_and_headers_alike() -> None:
+    claims = _build(_session(UNSAFE_GROUPS))
+    assert claims["groups"] == ["ops", "dev"]
+    assert claim_headers((("X-Groups", "groups"),), claims) == [("X-Groups", "ops,dev")]
+    json.dumps(claims).encode("utf-8")  # a lone surrogate would not encode
+
+
+def test_extra_claims_keep_safe_elements_and_drop_unsafe_scalars() -> None:
+    session = _session((), dept=["a,b", "c", "d\n"], title="Boss\r\nX-Admin: 1", team="Core, Platform")
+    claims = _build(session, extra=("dept", "title", "team"))
+    assert (claims["dept"], claims["title"], claims["team"]) == ("c", "", "Core, Platform")
+
+
+@pytest.mark.parametrize(
+    ("allowed", "expected"),
+    [(None, ["ops", "dev", "sales"]), (frozenset({"dev", "x,admins"}), ["dev"]), (frozenset(), [])],
+)
+def test_the_groups_filter_keeps_only_what_it_lists(allowed: frozenset[str] | None, expected: list[str]) -> None:
+    claims = _build(_session(("x,admins", "ops", "dev", "sales")), groups_filter=allowed)
+    assert claims["groups"] == expected and "groups_truncated" not in claims
+
+
+def test_the_route_filter_and_the_global_filter_unite(make_config: Callable[..., Config]) -> None:
+    route = {"id": "r", "from": "https://r.example.com", "to": "http://127.0.0.1:9", "jwt_groups_filter": ["ops"],
+             "allow_any_authenticated_user": True}  # fmt: skip
+    other = {**route, "id": "o", "from": "https://o.example.com", "jwt_groups_filter": None}
+    del other["jwt_groups_filter"]
+    config = make_config(routes=[route, other], jwt_groups_filter=["dev"])
+    assert groups_filter(config, config.routes_by_id["r"]) == {"ops", "dev"}
+    assert groups_filter(config, config.routes_by_id["o"]) == {"dev"}
+    unfiltered = make_config(routes=[other])
+    assert groups_filter(unfiltered, unfiltered.routes_by_id["o"]) is None
+
+
+@pytest.mark.parametrize("headers", [0, 1, 2])
+def test_past_the_budget_the_groups_that_fit_are_kept_in_order(headers: int) -> None:
+    groups = tuple(f"group-{i:04d}-of-a-large-directory" for i in range(1500))
+    claims = _build(_session(groups), group_headers=headers)
+    kept = claims["groups"]
+    assert isinstance(kept, list) and 0 < len(kept) < 1500 and kept == list(groups[: len(kept)])
+    assert claims["groups_truncated"] is True
+    token = sign(load_signing_keys(generate_p256_pem().decode())[0], claims)
+    assert len(token) + headers * len(",".join(kept)) <= GROUPS_BUDGET
+    # Not wasteful either: the budget is mostly used.
+    assert len(token) + headers * len(",".join(kept)) > GROUPS_BUDGET * 0.8
+
+
+def test_many_short_groups_under_the_budget_are_all_kept() -> None:
+    groups = tuple(f"g{i}" for i in range(2500))  # ~12 KiB of names: measured, and it fits
+    claims = _build(_session(groups), group_headers=1)
+    assert claims["groups"] == list(groups) and "groups_truncated" not in claims
