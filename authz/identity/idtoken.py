@@ -2,11 +2,17 @@
 
 The allowed algorithms are the asymmetric ones the provider advertises; the token header never
 chooses them. So `alg: none` and HS256 "signed" with the provider's public key both fail.
+
+A header or payload whose JSON repeats a key is refused (RFC 7519 §4 lets a parser either refuse
+it or keep the last one): parsers disagree on which one counts (Python keeps the last, others the
+first), so such a token can name one user to authz and another to whatever else reads it.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +23,47 @@ from authz.errors import InvalidIdToken
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 LEEWAY = 60
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice; `key` is that key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"duplicate key {key[:40]!r}")
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def loads_unique(data: str | bytes) -> Any:
+    """`json.loads`, but DuplicateKey (a ValueError) for an object, at any depth, with a repeated key."""
+    return json.loads(data, object_pairs_hook=_unique_pairs)
+
+
+def _refuse_duplicate_keys(raw: str) -> None:
+    """InvalidIdToken unless the header and the payload are JSON without a repeated key."""
+    # Split and decode exactly as pyjwt does, so both read the same bytes.
+    signing_input, _, _ = raw.rpartition(".")
+    header, _, payload = signing_input.partition(".")
+    for part, segment in (("header", header), ("payload", payload)):
+        try:
+            loads_unique(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except DuplicateKey as exc:
+            raise InvalidIdToken(f"the ID token's {part} has a duplicate key {exc.key[:40]!r}") from None
+        except (ValueError, RecursionError):  # binascii.Error and JSONDecodeError are ValueErrors
+            raise InvalidIdToken("the ID token is malformed") from None
+
+
+def _is_time(value: object) -> bool:
+    """A NumericDate (RFC 7519 §2): a JSON number, which a JSON `true` is not."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +93,8 @@ def allowed_algorithms(advertised: Iterable[str] | None) -> frozenset[str]:
 
 
 def unverified_header(raw: str, allowed: frozenset[str]) -> tuple[str, str]:
-    """(alg, kid) from the header, refusing any algorithm outside the allow-list up front."""
+    """(alg, kid) from the header, refusing a repeated key or an algorithm outside the allow-list up front."""
+    _refuse_duplicate_keys(raw)
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError:
@@ -68,13 +116,14 @@ def verify_id_token(
     nonce: str | None,
     now: float,
 ) -> dict[str, Any]:
-    """Verify signature, iss, aud, azp, exp, iat and nonce; InvalidIdToken with the reason otherwise.
+    """Verify JSON, signature, iss, aud, azp, exp, iat, nbf and nonce; InvalidIdToken with the reason otherwise.
 
     `nonce` is None only for an ID token from a refresh (OpenID Connect Core §12.2), which answers no
     authentication request of ours: whatever nonce it carries is not checked.
     """
     if key.alg is not None and key.alg != alg:
         raise InvalidIdToken("the ID token's algorithm does not match its key")
+    _refuse_duplicate_keys(raw)
     try:
         claims: dict[str, Any] = jwt.decode(
             raw,
@@ -82,7 +131,7 @@ def verify_id_token(
             algorithms=[alg],
             audience=client_id,
             issuer=issuer,
-            options={
+            options={  # the times are checked below, against the injected clock
                 "verify_exp": False,
                 "verify_iat": False,
                 "verify_nbf": False,
@@ -91,10 +140,16 @@ def verify_id_token(
         )
     except jwt.PyJWTError as exc:
         raise InvalidIdToken(f"the ID token is not valid: {exc}") from None
-    if not isinstance(claims["exp"], int | float) or claims["exp"] + LEEWAY <= now:
+    for name in ("exp", "iat", "nbf"):
+        if name in claims and not _is_time(claims[name]):
+            raise InvalidIdToken(f"the ID token's {name} is not a time")
+    if claims["exp"] + LEEWAY <= now:
         raise InvalidIdToken("the ID token has expired")
-    if not isinstance(claims["iat"], int | float) or claims["iat"] - LEEWAY > now:
+    if claims["iat"] - LEEWAY > now:
         raise InvalidIdToken("the ID token was issued in the future")
+    # nbf is optional (RFC 7519 §4.1.5) but binding when present, with the same leeway as iat.
+    if claims.get("nbf", now) - LEEWAY > now:
+        raise InvalidIdToken("the ID token is not valid yet (its nbf is in the future)")
     audience = claims.get("aud")
     azp = claims.get("azp")
     if isinstance(audience, list) and len(audience) > 1 and azp is None:

@@ -6,7 +6,12 @@ once (at most every 10 s), so key rotation works and a flood of bogus kids canno
 
 Every failure of a step becomes one class of `authz.errors` (`_guard`): no answer in time is
 IdpTimeout; unreachable, HTTP 5xx or an unusable answer is IdpUnavailable; an OAuth `error`
-(RFC 6749 §5.2) in a 2xx or 4xx answer is IdpRefused with that code.
+(RFC 6749 §5.2) in a 2xx or 4xx answer is IdpRefused with that code. JSON that repeats a key is
+unusable wherever the IdP sends it (discovery, keys, tokens, userinfo): which `sub` or `email`
+counts would depend on the parser, as it would in an ID token (see `idtoken`).
+
+Every sign-in uses PKCE S256 (RFC 7636), whether or not discovery lists it: many providers
+support it without saying so. `idp_disable_pkce` turns it off for one that chokes on it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from authz.config import IdentityProvider
 from authz.errors import IdpRefused, IdpTimeout, IdpUnavailable, InvalidIdToken
-from authz.identity.idtoken import ProviderKey, allowed_algorithms, unverified_header, verify_id_token
+from authz.identity.idtoken import (
+    ProviderKey,
+    allowed_algorithms,
+    loads_unique,
+    unverified_header,
+    verify_id_token,
+)
 
 T = TypeVar("T")
 METADATA_TTL = 3600.0
@@ -42,7 +53,6 @@ class Metadata:
     userinfo_endpoint: str = ""
     end_session_endpoint: str = ""
     revocation_endpoint: str = ""
-    pkce_s256: bool = False
     algorithms: frozenset[str] = frozenset({"RS256"})
 
 
@@ -87,6 +97,12 @@ def _check_answer(response: httpx2.Response) -> httpx2.Response:
     return response
 
 
+def _check_tokens(response: httpx2.Response) -> httpx2.Response:
+    """`_check_answer`, then ValueError for a token response whose JSON repeats a key."""
+    loads_unique(_check_answer(response).content)  # authlib parses it again, keeping the last
+    return response
+
+
 async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
     """Map every failure of an IdP call to IdpTimeout, IdpUnavailable or IdpRefused, naming the step."""
     try:
@@ -101,7 +117,7 @@ async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
     except OAuthError as exc:
         error = str(exc.error)[:64]  # the IdP's words: bounded before they reach a page or a log
         raise IdpRefused(error, f"the identity provider refused {what}: {error}") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise IdpUnavailable(f"the identity provider answered {what} with something unusable: {exc}") from None
 
 
@@ -127,7 +143,7 @@ class OidcClient:
             response = await self._http.get(url, **kwargs)
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}")
-            data = response.json()
+            data = loads_unique(response.content)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             return data
@@ -154,7 +170,6 @@ class OidcClient:
                     userinfo_endpoint=str(doc.get("userinfo_endpoint", "")),
                     end_session_endpoint=str(doc.get("end_session_endpoint", "")),
                     revocation_endpoint=str(doc.get("revocation_endpoint", "")),
-                    pkce_s256="S256" in (doc.get("code_challenge_methods_supported") or ()),
                     algorithms=allowed_algorithms(doc.get("id_token_signing_alg_values_supported")),
                 )
             except KeyError as exc:
@@ -184,27 +199,27 @@ class OidcClient:
             raise InvalidIdToken("the ID token is signed with a key the identity provider does not publish")
         return self._keys[kid]
 
-    def _oauth(self, meta: Metadata, scope: str | None = None) -> AsyncOAuth2Client:
+    def _oauth(self, scope: str | None = None) -> AsyncOAuth2Client:
         client = AsyncOAuth2Client(
             client_id=self.idp.client_id,
             client_secret=self.idp.client_secret.value.decode(),
             scope=scope if scope is not None else " ".join(self.idp.scopes),
             redirect_uri=self.redirect_uri,
-            code_challenge_method="S256" if meta.pkce_s256 else None,
+            code_challenge_method="S256" if self.idp.pkce else None,
             transport=self._transport,
             timeout=self.idp.timeout,
         )
-        client.register_compliance_hook("access_token_response", _check_answer)
-        client.register_compliance_hook("refresh_token_response", _check_answer)
+        client.register_compliance_hook("access_token_response", _check_tokens)
+        client.register_compliance_hook("refresh_token_response", _check_tokens)
         return client
 
     def authorization_url(self, meta: Metadata, *, state: str, nonce: str, verifier: str) -> str:
         """The IdP's authorization URL: code flow, query response mode, nonce, PKCE S256."""
         params = dict(self.idp.request_params)
-        url, _ = self._oauth(meta).create_authorization_url(
+        url, _ = self._oauth().create_authorization_url(
             meta.authorization_endpoint,
             state=state,
-            code_verifier=verifier if meta.pkce_s256 else None,
+            code_verifier=verifier if self.idp.pkce else None,
             nonce=nonce,
             response_mode="query",
             **params,
@@ -234,8 +249,8 @@ class OidcClient:
     async def exchange(self, meta: Metadata, code: str, verifier: str, now: float | None = None) -> Tokens:
         """Trade an authorization code for tokens (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
         now = time.time() if now is None else now
-        client = self._oauth(meta)
-        kwargs = {"code_verifier": verifier} if meta.pkce_s256 else {}
+        client = self._oauth()
+        kwargs = {"code_verifier": verifier} if self.idp.pkce else {}
         what = "the code exchange"
         data = await _guard(what, lambda: client.fetch_token(meta.token_endpoint, code=code, **kwargs))
         return self._tokens(dict(data), now, what)
@@ -268,7 +283,7 @@ class OidcClient:
     async def refresh(self, meta: Metadata, previous: Tokens, now: float | None = None) -> Tokens:
         """Use the refresh token (RFC 6749 §6); IdpRefused when the IdP refuses it."""
         now = time.time() if now is None else now
-        client = self._oauth(meta, scope="")
+        client = self._oauth(scope="")
         what = "the token refresh"
         data = await _guard(
             what, lambda: client.refresh_token(meta.token_endpoint, refresh_token=previous.refresh_token)
@@ -279,7 +294,7 @@ class OidcClient:
         """Revoke a token where the IdP offers revocation (RFC 7009 §2); IdpError if that fails."""
         if not meta.revocation_endpoint or not token:
             return
-        client = self._oauth(meta)
+        client = self._oauth()
 
         async def call() -> None:
             # authlib hands back the raw response of a revocation, whatever its status (RFC 7009 §2.2).

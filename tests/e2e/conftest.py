@@ -182,7 +182,7 @@ def _launch(
     to = f"http://127.0.0.1:{upstream.port}"
     config["routes"] = [*config["routes"], *({**r, "to": to} for r in extra_routes)]
     idp = None
-    if idp_available() is None:
+    if idp_available() is None and "idp_provider_url" not in overrides:  # else the caller brings its own IdP
         secret = secrets.token_urlsafe(24)
         auth = config["authenticate_service_url"]
         idp = start_idp(

@@ -25,7 +25,8 @@ Answer = Callable[[httpx2.Request], httpx2.Response]
 
 
 class FakeIdp:
-    """Discovery, JWKS, token, userinfo and revocation; `token` and `revoke` answers can be replaced."""
+    """Discovery, JWKS, token, userinfo and revocation; `token` and `revoke` answers can be replaced,
+    and `raw` sends any path's 200 answer byte for byte (JSON a dict cannot hold, such as a repeated key)."""
 
     def __init__(self, now: float = START) -> None:
         self.now = now
@@ -37,6 +38,8 @@ class FakeIdp:
         self.userinfo: dict[str, Any] = {}  # {} answers 404 (no userinfo claims)
         self.requests: list[httpx2.Request] = []
         self.down: set[str] = set()  # paths that answer 503
+        self.pkce_methods: list[str] | None = ["S256"]  # discovery's code_challenge_methods_supported
+        self.raw: dict[str, bytes] = {}  # path -> the JSON body of a 200 answer, sent as is
 
     def handler(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
@@ -44,14 +47,18 @@ class FakeIdp:
         self.requests.append(request)
         if path in self.down:
             return httpx2.Response(503)
+        if path in self.raw:
+            return httpx2.Response(200, content=self.raw[path], headers={"content-type": "application/json"})
         if path == "/.well-known/openid-configuration":
-            return httpx2.Response(200, json={
+            discovery = {
                 "issuer": self.issuer, "authorization_endpoint": f"{ISSUER}/auth", "token_endpoint": f"{ISSUER}/token",
                 "jwks_uri": f"{ISSUER}/jwks", "userinfo_endpoint": f"{ISSUER}/userinfo",
                 "revocation_endpoint": f"{ISSUER}/revoke",
                 "id_token_signing_alg_values_supported": ["RS256", "HS256"],
-                "code_challenge_methods_supported": ["S256"],
-            })  # fmt: skip
+            }  # fmt: skip
+            if self.pkce_methods is not None:
+                discovery["code_challenge_methods_supported"] = self.pkce_methods
+            return httpx2.Response(200, json=discovery)
         if path == "/jwks":
             jwks = [
                 {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig"}
@@ -73,12 +80,12 @@ class FakeIdp:
         payload = {k: v for k, v in payload.items() if v is not None}
         return jwt.encode(payload, self.keys[kid], algorithm="RS256", headers={"kid": kid})
 
-    def config(self, make_config: Callable[..., Config]) -> Config:
-        """A config that signs in with this provider (its client secret is SECRET)."""
-        return make_config(idp_provider_url=ISSUER, idp_client_id=CLIENT, idp_client_secret=SECRET)
+    def config(self, make_config: Callable[..., Config], **settings: Any) -> Config:
+        """A config that signs in with this provider (its client secret is SECRET), plus `settings`."""
+        return make_config(idp_provider_url=ISSUER, idp_client_id=CLIENT, idp_client_secret=SECRET, **settings)
 
-    def client(self, make_config: Callable[..., Config]) -> OidcClient:
-        """An OidcClient for this provider."""
-        idp = self.config(make_config).idp
+    def client(self, make_config: Callable[..., Config], **settings: Any) -> OidcClient:
+        """An OidcClient for this provider, configured with `settings` too."""
+        idp = self.config(make_config, **settings).idp
         assert idp is not None
         return OidcClient(idp, "https://auth.example.com/oauth2/callback", httpx2.MockTransport(self.handler))

@@ -10,11 +10,18 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from authz.errors import InvalidIdToken
-from authz.identity.idtoken import ProviderKey, allowed_algorithms, stored_claims, unverified_header, verify_id_token
+from authz.identity.idtoken import (
+    LEEWAY,
+    ProviderKey,
+    allowed_algorithms,
+    stored_claims,
+    unverified_header,
+    verify_id_token,
+)
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "authz", "n-123"
 RSA_KEY = rsa.generate_private_key(65537, 2048)
@@ -41,6 +48,13 @@ def check(raw: str, key: ProviderKey = KEY) -> dict[str, Any]:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed_text(header: str, payload: str) -> str:
+    """An RS256 token over exactly this header and payload JSON text (pyjwt would dump a dict)."""
+    signing_input = f"{_b64(header.encode())}.{_b64(payload.encode())}"
+    signature = RSA_KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64(signature)}"
 
 
 def test_valid_token() -> None:
@@ -86,6 +100,81 @@ def test_hs256_keyed_with_the_public_key_is_refused() -> None:
 def test_claim_checks(payload: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidIdToken, match=message):
         check(token(payload))
+
+
+def test_nbf_in_the_future_is_refused_beyond_the_leeway() -> None:
+    """RFC 7519 §4.1.5: not accepted before nbf; the clock skew allowed is the one iat and exp get."""
+    now = int(time.time())
+    with pytest.raises(InvalidIdToken, match=r"not valid yet \(its nbf is in the future\)"):
+        check(token(claims(nbf=now + LEEWAY + 60)))
+    assert check(token(claims(nbf=now + LEEWAY - 30)))["sub"] == "alice"  # skew within the leeway
+    assert check(token(claims(nbf=now - 600)))["sub"] == "alice"
+    assert "nbf" not in check(token(claims()))  # optional: a token without one is fine
+
+
+@pytest.mark.parametrize("nbf", ["tomorrow", True, None])
+def test_an_nbf_that_is_not_a_number_is_refused(nbf: object) -> None:
+    raw = token({**claims(), "nbf": nbf})
+    with pytest.raises(InvalidIdToken, match="nbf is not a time"):
+        check(raw)
+
+
+def test_nbf_is_checked_against_the_injected_clock() -> None:
+    """A token valid from tomorrow on: accepted at tomorrow's `now`, whatever the machine's clock says."""
+    tomorrow = int(time.time()) + 86_400
+    raw = token(claims(iat=tomorrow - 3600, exp=tomorrow + 300, nbf=tomorrow))
+
+    def verify(now: float) -> dict[str, Any]:
+        return verify_id_token(raw, KEY, alg="RS256", issuer=ISSUER, client_id=CLIENT, nonce=NONCE, now=now)
+
+    assert verify(tomorrow)["sub"] == "alice"
+    with pytest.raises(InvalidIdToken, match="nbf"):
+        verify(tomorrow - LEEWAY - 1)
+
+
+HEADER = '{"alg": "RS256", "kid": "k1", "typ": "JWT"}'
+
+
+def payload(*members: str) -> str:
+    """The JSON text of a valid payload, with `members` (such as '"sub": "mallory"') added at its end."""
+    return "{" + ", ".join([json.dumps(claims())[1:-1], *members]) + "}"
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "message"),
+    [
+        (HEADER, payload('"sub": "mallory"'), "the ID token's payload has a duplicate key 'sub'"),
+        (HEADER, payload('"email": "a@example.com"', '"email": "m@evil.test"'), "payload .* 'email'"),
+        (HEADER, payload('"address": {"country": "FR", "country": "US"}'), "payload .* 'country'"),
+        (HEADER, payload('"groups": [{"id": "a"}, {"id": "b", "id": "admins"}]'), "payload .* 'id'"),
+        ('{"alg": "RS256", "kid": "k1", "kid": "k1"}', payload(), "the ID token's header has a duplicate key 'kid'"),
+        ('{"alg": "none", "alg": "RS256", "kid": "k1"}', payload(), "header .* 'alg'"),
+    ],
+)
+def test_a_repeated_key_anywhere_is_refused(header: str, body: str, message: str) -> None:
+    """RFC 7519 §4: parsers disagree on which duplicate wins, so authz reads none of them.
+
+    Each token is correctly signed: only the repeated key is wrong. Both the header step and the
+    verification refuse it, so neither can be skipped by a caller.
+    """
+    raw = signed_text(header, body)
+    with pytest.raises(InvalidIdToken, match=message) as caught:
+        unverified_header(raw, ALLOWED)
+    assert raw not in caught.value.detail
+    with pytest.raises(InvalidIdToken, match=message):
+        verify_id_token(raw, KEY, alg="RS256", issuer=ISSUER, client_id=CLIENT, nonce=NONCE, now=time.time())
+
+
+def test_the_same_text_without_a_repeated_key_is_accepted() -> None:
+    """The control for the test above: the hand-made signing is right, so only the repetition is refused."""
+    raw = signed_text(HEADER, payload('"address": {"country": "FR"}', '"groups": [{"id": "a"}, {"id": "b"}]'))
+    assert check(raw)["address"] == {"country": "FR"}
+
+
+def test_json_nested_too_deep_is_malformed_not_a_crash() -> None:
+    raw = signed_text(HEADER, payload('"x": ' + "[" * 100_000 + "]" * 100_000))
+    with pytest.raises(InvalidIdToken, match="malformed"):
+        check(raw)
 
 
 def test_signature_by_another_key_is_refused() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import jwt
@@ -36,7 +39,7 @@ def test_discovery_is_cached_and_hs256_is_not_allowed(make_config: Callable[...,
 
     first, second = _run(go())
     assert first is second and idp.hits["/.well-known/openid-configuration"] == 1
-    assert first.algorithms == {"RS256"} and first.pkce_s256
+    assert first.algorithms == {"RS256"}
 
 
 def test_unknown_kid_refetches_once_then_is_rate_limited(make_config: Callable[..., Config]) -> None:
@@ -185,3 +188,87 @@ def test_revocation_that_succeeds_raises_nothing(make_config: Callable[..., Conf
 
     _run(go())
     assert idp.hits["/revoke"] == 1
+
+
+VERIFIER = "v" * 43 + "-verifier_of_rfc7636"
+
+
+def _pkce_sign_in(client: OidcClient, idp: FakeIdp) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Start a sign-in and trade its code: (the authorization URL's query, the token request's form)."""
+    idp.token = lambda request: httpx2.Response(200, json={"access_token": "a", "token_type": "Bearer"})
+
+    async def go() -> tuple[str, bytes]:
+        meta = await client.metadata()
+        url = client.authorization_url(meta, state="s", nonce="n", verifier=VERIFIER)
+        await client.exchange(meta, "code", VERIFIER)
+        await client.close()
+        (token_request,) = [r for r in idp.requests if r.url.path == "/token"]
+        return url, token_request.content
+
+    url, form = _run(go())
+    return parse_qs(urlsplit(url).query), parse_qs(form.decode())
+
+
+@pytest.mark.parametrize("advertised", [None, [], ["plain"], ["S256"]])
+def test_pkce_s256_is_sent_whatever_discovery_says(make_config: Callable[..., Config], advertised: Any) -> None:
+    """RFC 7636: many providers support S256 without listing code_challenge_methods_supported."""
+    idp = FakeIdp()
+    idp.pkce_methods = advertised
+    query, form = _pkce_sign_in(_client(make_config, idp), idp)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()  # §4.2
+    assert query["code_challenge"] == [challenge] and query["code_challenge_method"] == ["S256"]
+    assert form["code_verifier"] == [VERIFIER]
+
+
+def test_idp_disable_pkce_sends_no_challenge_and_no_verifier(make_config: Callable[..., Config]) -> None:
+    idp = FakeIdp()  # even one that advertises S256
+    query, form = _pkce_sign_in(idp.client(make_config, idp_disable_pkce=True), idp)
+    assert "code_challenge" not in query and "code_challenge_method" not in query
+    assert "code_verifier" not in form and form["code"] == ["code"]
+
+
+# JSON with a repeated key, wherever the IdP sends it: parsers disagree on which value counts.
+REPEATED = {
+    "/userinfo": b'{"sub": "u", "email": "u@example.com", "email": "admin@example.com"}',
+    "/.well-known/openid-configuration": b'{"issuer": "https://idp.example.com", "issuer": "https://idp.example.com"}',
+    "/jwks": b'{"keys": [{"kty": "RSA", "kty": "oct"}]}',
+    "/token": b'{"access_token": "a", "token_type": "Bearer", "id_token": "x", "id_token": "y"}',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", list(REPEATED))
+def test_an_idp_answer_with_a_repeated_key_is_unusable(make_config: Callable[..., Config], path: str) -> None:
+    idp = FakeIdp()
+    idp.raw[path] = REPEATED[path]
+
+    async def go() -> None:
+        client = _client(make_config, idp)
+        try:
+            meta = await client.metadata()
+            if path == "/userinfo":
+                await client.userinfo(meta, "at")
+            elif path == "/jwks":
+                await client.verify(meta, idp.id_token(), "n", idp.now)
+            else:
+                await client.exchange(meta, "code", VERIFIER)
+        finally:
+            await client.close()
+
+    key = {"/userinfo": "email", "/jwks": "kty", "/token": "id_token"}.get(path, "issuer")
+    with pytest.raises(IdpUnavailable, match=f"something unusable: duplicate key '{key}'"):
+        _run(go())
+
+
+def test_userinfo_nested_too_deep_is_unusable_not_a_crash(make_config: Callable[..., Config]) -> None:
+    idp = FakeIdp()
+    idp.raw["/userinfo"] = b"[" * 100_000 + b"]" * 100_000
+
+    async def go() -> None:
+        client = _client(make_config, idp)
+        try:
+            await client.userinfo(await client.metadata(), "at")
+        finally:
+            await client.close()
+
+    with pytest.raises(IdpUnavailable, match="userinfo"):
+        _run(go())
