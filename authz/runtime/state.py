@@ -57,6 +57,7 @@ class Runtime:
     csrf: Sealer  # the per-login CSRF cookie: CSRF token, PKCE verifier, nonce
     handoff: Sealer  # the one-time session handoff to a route host's /.pomerium/callback/
     signout: Sealer  # the session id carried by a signed sign-out link
+    form_key: bytes  # HMAC key of the CSRF tokens in authz's own forms (the sign-out confirmation)
     identity_headers: frozenset[str]  # jwt_claims_headers names: stripped from clients unless authz sets them
     signing_routes: frozenset[str]  # ids of routes whose Check signs an assertion (decided at load)
     stripped: Mapping[str, frozenset[str]]  # route id → client headers removed before its upstream
@@ -83,6 +84,7 @@ class Runtime:
             csrf=Sealer(secret, b"login-csrf"),
             handoff=Sealer(secret, b"session-handoff"),
             signout=Sealer(secret, b"sign-out"),
+            form_key=derive_key(secret, b"authz/form-csrf"),
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
             signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
             stripped={r.id: _STRIPPED - frozenset(r.keep_request_headers) for r in config.routes},

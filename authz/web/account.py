@@ -2,10 +2,29 @@
 
 One login's route-host cookies all name one session, so deleting it ends every host at once;
 an old cookie replayed afterwards finds no session.
+
+Sign-out changes state only on a POST from its own form, or through a link authz signed:
+
+  GET, HEAD       either host: the confirmation page, a form that POSTs back with a CSRF token.
+                  Nothing is cleared.
+  POST            with a session on this host the token must match (else 403, nothing cleared).
+                  A route host clears the cookies it was sent and continues, signed, to the
+                  authenticate host; the authenticate host ends its own session.
+  signed link     the authenticate host ends the session the link names (only a route host's
+                  confirmed POST makes one) and its own session when it is that one; another
+                  session this browser holds there is asked about first.
+
+The token is an HMAC over a purpose, the host and the session id, keyed from `cookie_secret`: good
+only for the browser holding that session, on that host, until the session ends. A
+`pomerium_redirect_uri` travels from the page through the form and must name a configured route
+(`login.check_target`); it replaces the landing (`signout_redirect_url`, else `/.pomerium/signed_out`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 from datetime import UTC, datetime
@@ -22,11 +41,15 @@ from authz.sessions.payloads import SignOutLink
 from authz.sessions.session import Session
 from authz.signing import signed_url
 from authz.web import cookies, pages
-from authz.web.context import context
-from authz.web.login import auth_cookie, authenticate_session, route_session, sign_in_url
+from authz.web.context import Context, context
+from authz.web.login import authenticate_session, check_target, query_param, route_session, sign_in_from_route_host
+from authz.web.negotiate import response_format
 from authz.web.responses import NO_STORE, redirect, respond
 
 log = logging.getLogger("authz.web.account")
+
+_TOKEN_FIELD = "csrf_token"  # noqa: S105 - a form field name, not a secret
+_REDIRECT_FIELD = "pomerium_redirect_uri"
 
 
 def _page(template: str, heading: str, **values: object) -> Response:
@@ -38,8 +61,60 @@ def _sign_out_endpoint(rt: Runtime) -> str:
 
 
 def _after_sign_out(rt: Runtime) -> str:
-    """Where a finished sign-out lands: `signout_redirect_url`, else the signed-out page."""
+    """Where a finished sign-out lands by default: `signout_redirect_url`, else the signed-out page."""
     return rt.config.signout_redirect_url or f"{rt.config.authenticate_service_url}/.pomerium/signed_out"
+
+
+def _landing(rt: Runtime, wanted: str | None) -> str:
+    """Where this sign-out lands: `wanted` when it is a URL on a configured route (else BadRequest)."""
+    if not wanted:
+        return _after_sign_out(rt)
+    check_target(rt, wanted)
+    return wanted
+
+
+def sign_out_token(rt: Runtime, host: str, session_id: str) -> str:
+    """The sign-out form's CSRF token for a session on a host: HMAC-SHA256, base64url."""
+    message = f"sign-out\n{host}\n{session_id}".encode()
+    mac = hmac.new(rt.form_key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def _token_matches(rt: Runtime, host: str, session_id: str, given: str) -> bool:
+    expected = sign_out_token(rt, host, session_id).encode()
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
+
+
+async def _asked(request: Request, ctx: Context) -> tuple[str, str | None]:
+    """(CSRF token, pomerium_redirect_uri): from the form on POST, the query otherwise; a
+    field that is absent or repeated counts as absent."""
+    if request.method != "POST":
+        return "", query_param(ctx.query, _REDIRECT_FIELD)
+    form = await request.form(max_files=0, max_fields=16)
+
+    def one(name: str) -> str | None:
+        values = form.getlist(name)
+        return values[0] if len(values) == 1 and isinstance(values[0], str) else None
+
+    return one(_TOKEN_FIELD) or "", one(_REDIRECT_FIELD)
+
+
+def _confirm(host: str, token: str, wanted: str | None) -> Response:
+    """The confirmation page: a form POSTing back to this host's sign-out."""
+    return _page("sign_out", "Sign out", host=host, token=token, redirect=wanted or "")
+
+
+def _refused(ctx: Context) -> Response:
+    """403: a sign-out POST without this session's token (another site's form, or a stale page)."""
+    detail = (
+        "This sign-out request did not come from this site's sign-out page, so nothing was changed."
+        " To sign out, open /.pomerium/sign_out and confirm there."
+    )
+    request_id = ctx.headers.get("x-request-id", "")
+    content_type, body = pages.error_body(
+        403, (Reason.BAD_REQUEST,), request_id, response_format(ctx.headers), detail=detail
+    )
+    return respond(403, body, [("content-type", content_type), NO_STORE])
 
 
 # -- route hosts ----------------------------------------------------------------------------------
@@ -50,7 +125,7 @@ async def user_page(request: Request) -> Response:
     ctx = context(request)
     session = route_session(ctx)
     if session is None:
-        return redirect(sign_in_url(ctx.rt, f"{ctx.route_origin}/.pomerium/", ctx.now))
+        return sign_in_from_route_host(ctx, f"{ctx.route_origin}/.pomerium/")
     expires = datetime.fromtimestamp(session.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = [
         ("Name", session.name),
@@ -59,7 +134,7 @@ async def user_page(request: Request) -> Response:
         ("Groups", ", ".join(session.groups) or "none"),
         ("Session expires", expires),
     ]
-    return _page("user", "Signed in", rows=rows)
+    return _page("user", "Signed in", rows=rows, token=sign_out_token(ctx.rt, ctx.hostname, session.id))
 
 
 async def user_json(request: Request) -> Response:
@@ -71,45 +146,88 @@ async def user_json(request: Request) -> Response:
     return respond(200, json.dumps(session_claims(session)), [("content-type", "application/json"), NO_STORE])
 
 
+def _carried_cookie_deletions(ctx: Context) -> list[str]:
+    """Deletions of the authz cookies this request carried, each matching how it was set: the
+    session cookie with the configured attributes (`__Host-`: Secure, Path=/, no Domain; else
+    Domain=cookie_domain when set), binding and conflict cookies host-only. A cookie the browser
+    did not send (SameSite) is left alone."""
+    rt, names = ctx.rt, ctx.rt.cookies
+    sent = {name for name, _ in cookies.pairs(ctx.headers.get("cookie", ""))}
+    lines = [cookies.clear_cookie(rt.config, names.session)] if names.session in sent else []
+    for name in sorted(sent):
+        if name.startswith(names.binding_prefix) or name == names.conflict:
+            lines.append(cookies.deletion(name, secure=names.secure))
+    return lines
+
+
 async def route_sign_out(request: Request) -> Response:
-    """Clear this host's cookie and continue, signed, to the authenticate host."""
+    """`/.pomerium/sign_out` on a route host: GET asks; POST clears this host's cookies and
+    continues, signed, to the authenticate host."""
     ctx = context(request)
     rt = ctx.rt
     session = route_session(ctx)
+    token, wanted = await _asked(request, ctx)
+    target = _landing(rt, wanted)
+    if request.method != "POST":
+        return _confirm(ctx.hostname, sign_out_token(rt, ctx.hostname, session.id) if session else "", wanted)
+    if session is not None and not _token_matches(rt, ctx.hostname, session.id, token):
+        return _refused(ctx)
+    # Without a session here there is nothing to protect: the link names none, and the
+    # authenticate host asks before ending one of its own.
     extra = {"pomerium_session": rt.signout.seal(SignOutLink(session.id).to_wire())} if session else {}
-    location = signed_url.sign(rt.url_key, _sign_out_endpoint(rt), _after_sign_out(rt), ctx.now, extra)
-    return redirect(location, cookies.clear_cookie(rt.config, rt.config.cookie_name))
+    location = signed_url.sign(rt.url_key, _sign_out_endpoint(rt), target, ctx.now, extra)
+    return redirect(location, *_carried_cookie_deletions(ctx))
 
 
 # -- the authenticate host ------------------------------------------------------------------------
 
 
 async def sign_out(request: Request) -> Response:
-    """`/.pomerium/sign_out` on the authenticate host: a signed link or a POST ends the sessions;
-    a bare GET asks first (or, with no session, goes straight on)."""
+    """`/.pomerium/sign_out` on the authenticate host: a signed link or a confirmed POST ends the
+    sessions; GET asks."""
     ctx = context(request)
     rt = ctx.rt
-    sessions: list[Session] = []
-    target = _after_sign_out(rt)
-    if "pomerium_signature" in ctx.query:
-        signed = signed_url.verify(rt.url_key, _sign_out_endpoint(rt), ctx.query, ctx.now)
-        sealed = signed.extra.get("pomerium_session")
-        if sealed:
-            try:
-                link = SignOutLink.from_wire(rt.signout.open(sealed))
-            except ValueError:
-                raise BadRequest("the sign-out link is invalid") from None
-            if (found := rt.store.get(link.session_id, ctx.now)) is not None:
-                sessions.append(found)
-    elif request.method != "POST":
-        if authenticate_session(ctx) is None:
-            return redirect(target)
-        return _page("sign_out", "Sign out")
     own = authenticate_session(ctx)
-    if own is not None and all(own.id != s.id for s in sessions):
-        sessions.append(own)
+    if "pomerium_signature" in ctx.query:
+        return await _signed_sign_out(ctx, own)
+    token, wanted = await _asked(request, ctx)
+    target = _landing(rt, wanted)
+    host = rt.config.authenticate_host
+    if request.method != "POST":
+        return _confirm(host, sign_out_token(rt, host, own.id) if own else "", wanted)
+    if own is not None and not _token_matches(rt, host, own.id, token):
+        return _refused(ctx)
+    return await _finish(rt, [own] if own else [], target)
+
+
+async def _signed_sign_out(ctx: Context, own: Session | None) -> Response:
+    """A link a route host signed after its POST was confirmed: end the session it names."""
+    rt = ctx.rt
+    signed = signed_url.verify(rt.url_key, _sign_out_endpoint(rt), ctx.query, ctx.now)
+    target = signed.target
+    if target != _after_sign_out(rt):
+        check_target(rt, target)
+    named = ""
+    if sealed := signed.extra.get("pomerium_session"):
+        try:
+            named = SignOutLink.from_wire(rt.signout.open(sealed)).session_id
+        except ValueError:
+            raise BadRequest("the sign-out link is invalid") from None
+    found = rt.store.get(named, ctx.now) if named else None
+    ending = [found] if found is not None else []
+    if own is not None and own.id != named:
+        # A link proves only the session it names; this browser's other session here ends when
+        # its holder confirms (a link someone else obtained must not sign a victim out).
+        await _end(rt, ending)
+        host = rt.config.authenticate_host
+        return _confirm(host, sign_out_token(rt, host, own.id), None if target == _after_sign_out(rt) else target)
+    return await _finish(rt, ending, target)
+
+
+async def _finish(rt: Runtime, sessions: list[Session], target: str) -> Response:
+    """End the sessions, clear the authenticate cookie and go on through the IdP's logout to `target`."""
     id_token = await _end(rt, sessions)
-    clear = cookies.clear_cookie(rt.config, auth_cookie(rt))
+    clear = cookies.clear_cookie(rt.config, rt.cookies.authenticate, host_only=True)  # set host-only
     if rt.oidc is not None:
         try:
             meta = await rt.oidc.metadata()

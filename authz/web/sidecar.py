@@ -9,12 +9,12 @@ arrives (the hosts come from the config, which a reload may change):
                      /.pomerium/api/v1/login
 
 Anything else is 404. Sign-in, the callbacks and the programmatic login take GET (and HEAD), the
-published documents GET and OPTIONS; another method is 405 with `Allow`. Sign-out, signed-out,
-the user pages and /healthz answer every method, as they always have. /healthz is reached on
-`http_address` only (Envoy never routes it here). Errors: a `RequestError` is its status with a
-JSON, HTML or text body chosen by Accept; anything else is a plain 500 and a log line
-(`middleware.Faults`). URLs are built from the config as `context` describes, and client
-X-Pomerium-* headers are never read.
+published documents GET and OPTIONS, sign-out GET (its confirmation page) and POST (the confirmed
+sign-out); another method is 405 with `Allow`. Signed-out, the user pages and /healthz answer
+every method, as they always have. /healthz is reached on `http_address` only (Envoy never routes
+it here). Errors: a `RequestError` is its status with a JSON, HTML or text body chosen by Accept;
+anything else is a plain 500 and a log line (`middleware.Faults`). URLs are built from the config
+as `context` describes, and client X-Pomerium-* headers are never read.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ from authz.web.negotiate import response_format
 from authz.web.responses import NO_STORE, respond, text
 from authz.web.wellknown import WellKnown
 
-MAX_BODY = 64 * 1024  # as before; no endpoint reads a body, and a sign-out form is a few bytes
+MAX_BODY = 64 * 1024  # as before; only the sign-out form is read, and it is a few hundred bytes
 _READ = ["GET"]  # HEAD is added by Starlette wherever GET is
 _PUBLISHED = ["GET", "OPTIONS"]  # OPTIONS: CORS preflight for the JWKS and discovery
+_FORM = ["GET", "POST"]  # GET shows the form, only its POST changes anything
 _ALLOW_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -83,14 +84,14 @@ class Hosts(BaseRoute):
             *every_host,
             Route("/.pomerium/sign_in", login.sign_in, methods=_READ),
             Route("/oauth2/callback", login.oauth_callback, methods=_READ),
-            any_method("/.pomerium/sign_out", account.sign_out),
+            Route("/.pomerium/sign_out", account.sign_out, methods=_FORM),
             any_method("/.pomerium/signed_out", account.signed_out),
         )
         self.route_host = _table(
             *every_host,
             Route("/.pomerium/callback/", login.route_callback, methods=_READ),
             Route("/.pomerium/callback", login.route_callback, methods=_READ),
-            any_method("/.pomerium/sign_out", account.route_sign_out),
+            Route("/.pomerium/sign_out", account.route_sign_out, methods=_FORM),
             any_method("/.pomerium", account.user_page),
             any_method("/.pomerium/", account.user_page),
             any_method("/.pomerium/user", account.user_json),

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authz.check.request import origin
 from authz.config import Config
 from authz.signing.keys import jwks_document
 from authz.web.context import context
@@ -59,16 +58,21 @@ class WellKnown:
         return respond(200, jwks.body, headers)
 
     async def discovery(self, request: Request) -> Response:
-        """Pomerium's discovery document: issuer, callback, JWKS and front-channel logout URLs."""
+        """Pomerium's discovery document: issuer, callback and JWKS URLs.
+
+        On a route host the URLs take the route's scheme and configured port (`Context.route_origin`),
+        never Host's port: the document is cacheable and readable from any origin. No
+        `frontchannel_logout_uri`: authz does not implement OIDC Front-Channel Logout, and its
+        sign-out asks before acting (`account`).
+        """
         ctx = context(request)
         config = ctx.rt.config
-        route = ctx.route
-        base = origin(route.scheme, ctx.hostname, ctx.port) if route is not None else config.authenticate_service_url
+        on_route = ctx.route is not None and ctx.hostname != config.authenticate_host
+        base = ctx.route_origin if on_route else config.authenticate_service_url
         body = {
             "issuer": f"{base}/",
             "authentication_callback_endpoint": f"{config.authenticate_service_url}/oauth2/callback",
             "jwks_uri": f"{base}/.well-known/pomerium/jwks.json",
-            "frontchannel_logout_uri": f"{base}/.pomerium/sign_out",
         }
         headers = [*_CORS, ("cache-control", "max-age=60"), ("content-type", "application/json")]
         return respond(200, json.dumps(body), headers)

@@ -72,8 +72,14 @@ def test_browser_login_cookie_flags_and_sign_out(secure_stack: Stack, page: Any,
 
     page.goto(stack.url("private.localhost", "/.pomerium/"))
     assert "Alice Example" in page.content()
-    page.click("button[type=submit]")  # sign out
+    page.goto(stack.url("private.localhost", "/.pomerium/sign_out"))  # a GET only asks
+    assert "Sign out of <b>private.localhost</b>?" in page.content()
+    page.click("button[type=submit]")  # confirm: the form POSTs with its CSRF token
     page.wait_for_url(stack.url("authenticate.localhost", "/.pomerium/signed_out"))
     assert "signed out" in page.content()
+    # This host's and the authenticate host's __Host- cookies were deleted as they were set (Secure,
+    # Path=/, no Domain); second.localhost keeps a cookie whose session is gone.
+    left = {(c["domain"], c["name"]) for c in page.context.cookies() if c["name"].startswith("__Host-_pomerium")}
+    assert left == {("second.localhost", "__Host-_pomerium")}
     page.goto(stack.url("second.localhost", "/"))
     assert urlsplit(page.url).port == idp_port  # signed out everywhere: back at the login form

@@ -110,7 +110,12 @@ def test_sign_out_ends_every_host_and_the_old_cookie_is_dead(stack: Stack, clien
     old = client.cookies.get("_pomerium", domain="private.localhost")
     assert old
     session = stack.session_of(old, "private.localhost")
-    logout = client.get(stack.url("private.localhost", "/.pomerium/sign_out"))
+    ask = client.get(stack.url("private.localhost", "/.pomerium/sign_out"))
+    assert ask.status_code == 200 and "Sign out of <b>private.localhost</b>?" in ask.text  # a GET only asks
+    assert client.get(stack.url("second.localhost", "/"), follow_redirects=False).status_code == 200
+    (confirm,) = forms(ask.text)
+    assert confirm["method"] == "post" and confirm["fields"]["csrf_token"]  # type: ignore[index]
+    logout = client.post(ask.url.join(str(confirm["action"])), data=confirm["fields"])  # type: ignore[arg-type]
     idp_port = urlsplit(stack.config["idp_provider_url"]).port
     (end,) = [r for r in [*logout.history, logout] if urlsplit(str(r.url)).path == "/session/end"]
     query = parse_qs(urlsplit(str(end.url)).query)

@@ -60,6 +60,8 @@ async def test_paths_are_served_only_on_their_hosts(web: Web) -> None:
         (f"{AUTH}/oauth2/callback", "GET, HEAD"),
         (f"{APP}/.pomerium/callback/", "GET, HEAD"),
         (f"{APP}/.pomerium/api/v1/login", "GET, HEAD"),
+        (f"{APP}/.pomerium/sign_out", "GET, HEAD, POST"),
+        (f"{AUTH}/.pomerium/sign_out", "GET, HEAD, POST"),
         (f"{APP}/.well-known/pomerium/jwks.json", "GET, HEAD, OPTIONS"),
         (f"{APP}/.well-known/pomerium", "GET, HEAD, OPTIONS"),
     ],
@@ -125,9 +127,18 @@ async def test_discovery_names_the_host_it_was_asked_on(web: Web) -> None:
         "issuer": f"{APP}/",
         "authentication_callback_endpoint": f"{AUTH}/oauth2/callback",
         "jwks_uri": f"{APP}/.well-known/pomerium/jwks.json",
-        "frontchannel_logout_uri": f"{APP}/.pomerium/sign_out",
     }
     assert on_auth["issuer"] == f"{AUTH}/" and elsewhere["issuer"] == f"{AUTH}/"
+
+
+async def test_discovery_never_echoes_the_hosts_port(web: Web) -> None:
+    async with web.client() as client:
+        foreign = await client.get("http://app.localhost:8444/.well-known/pomerium")
+        default = await client.get("http://app.localhost/.well-known/pomerium/")
+    assert foreign.json() == default.json()
+    assert foreign.json()["issuer"] == f"{APP}/" and foreign.json()["jwks_uri"].startswith(f"{APP}/")
+    assert "8444" not in foreign.text and "frontchannel_logout_uri" not in foreign.text
+    assert foreign.headers["cache-control"] == "max-age=60" and foreign.headers["access-control-allow-origin"] == "*"
 
 
 async def test_a_declared_big_body_is_413_without_being_read(web: Web) -> None:
