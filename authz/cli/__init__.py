@@ -90,7 +90,7 @@ def _policy_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         outcome = "ALLOWED" if verdict.allowed else ("LOGIN REQUIRED" if verdict.login else "DENIED")
-        print(outcome)
+        print(f"{outcome}: {', '.join(verdict.reasons) or '-'}")  # the deciding side's reasons
         print(f"  allow: {str(verdict.allow).lower():5}  reasons: {', '.join(sorted(verdict.allow_reasons)) or '-'}")
         print(f"  deny:  {str(verdict.deny).lower():5}  reasons: {', '.join(sorted(verdict.deny_reasons)) or '-'}")
         print(f"  at {inp.now.isoformat()}")

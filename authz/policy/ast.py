@@ -119,7 +119,11 @@ class Verdict:
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        """The deciding side's reasons, sorted: deny's when a deny rule matched, else allow's."""
+        """The deciding side's reasons, sorted, in the order the decision applies them: sign-in
+        (`user-unauthenticated`, whichever side needed the session, even if an allow rule matched),
+        then deny's when a deny rule matched, else allow's."""
+        if self.login:
+            return (_UNAUTHENTICATED,)
         return tuple(sorted(self.deny_reasons if self.deny else self.allow_reasons))
 
 

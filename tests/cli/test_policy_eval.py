@@ -41,8 +41,7 @@ def test_now_overrides_and_denial_exits_3(tmp_path: Path) -> None:
 def test_login_human_output(tmp_path: Path) -> None:
     out = run(tmp_path, data={**INPUT, "session": None})
     assert out.returncode == 3
-    assert out.stdout.splitlines()[0] == "LOGIN REQUIRED"
-    assert "user-unauthenticated" in out.stdout
+    assert out.stdout.splitlines()[0] == "LOGIN REQUIRED: user-unauthenticated"
 
 
 def test_legacy_route_mapping(tmp_path: Path) -> None:
@@ -60,3 +59,15 @@ def test_errors_exit_1(tmp_path: Path) -> None:
     bad_now = run(tmp_path, "--now", "yesterday")
     assert bad_now.returncode == 1 and "now: invalid RFC 3339 time" in bad_now.stderr
     assert "Traceback" not in bad_policy.stderr + bad_input.stderr + bad_now.stderr
+
+
+def test_an_anonymous_request_a_deny_rule_needs_a_session_for_reports_sign_in(tmp_path: Path) -> None:
+    """The reasons are the deciding side's: sign-in, not the `accept` that matched."""
+    policy = {"allow": {"or": [{"accept": True}]}, "deny": {"or": [{"email": {"is": "blocked@example.com"}}]}}
+    out = run(tmp_path, "--json", policy=policy, data={**INPUT, "session": None})
+    assert out.returncode == 3
+    assert json.loads(out.stdout) == {"allow": True, "deny": False, "allowed": False,
+                                      "reasons": ["user-unauthenticated"], "login": True}  # fmt: skip
+    human = run(tmp_path, policy=policy, data={**INPUT, "session": None})
+    # The first line is the decision and its reasons; the sides' own traces follow.
+    assert human.stdout.splitlines()[0] == "LOGIN REQUIRED: user-unauthenticated"
