@@ -17,6 +17,7 @@ from authz.check.facts import Facts
 from authz.check.request import RequestContext, path_refusal
 from authz.config.model import Route
 from authz.runtime.state import Runtime, conflicting
+from authz.sessions.cache import MISS
 from authz.sessions.session import SessionHandle
 
 
@@ -53,6 +54,12 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
         return Facts(req, route, credentials, None, clock)
     if conflicting(handles):
         return Facts(req, route, credentials, None, clock, conflict=True)
+    if rt.cache is not None:
+        # Steady state: the cache answers (no I/O); a miss reads the store off the event loop.
+        session = rt.cached_session(handles, now)
+        if session is MISS:
+            return Pending(rt, req, route, credentials, handles, now, clock)
+        return Facts(req, route, credentials, session, clock)
     if rt.store.blocking:
         return Pending(rt, req, route, credentials, handles, now, clock)
     return Facts(req, route, credentials, rt.live_session(handles, now), clock)

@@ -26,7 +26,7 @@ GLOBAL_KEYS = (
     "default_upstream_timeout", "session_store", "log_level", "routes", "idp_provider",
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
-    "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce",
+    "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl",
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -65,6 +65,15 @@ STRIPPED_REQUEST_HEADERS = (
     "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "forwarded",
     "x-real-ip", "true-client-ip", "x-client-ip",
 )  # fmt: skip
+
+
+def _session_cache_ttl(node: Node) -> float:
+    """How long a Check may trust a session it read (the bound on a revocation elsewhere); 0: off.
+    Kept far below the refresher's lead (60 s), so a cached access token is never one already replaced."""
+    ttl = node.duration("session_cache_ttl", 10.0)
+    if ttl > 30:
+        node.error("session_cache_ttl", "must be at most 30s (it bounds how long a revoked session still opens)")
+    return ttl
 
 
 def load_config(path: str | Path) -> Config:
@@ -521,6 +530,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         grpc_client_timeout=grpc_timeout,
         default_upstream_timeout=upstream_timeout,
         session_store=_session_store(node, base),
+        session_cache_ttl=_session_cache_ttl(node),
         log_level=node.choice("log_level", "info", ["debug", "info", "warn", "warning", "error"]),
         routes=tuple(routes),
         routes_by_id=by_id,

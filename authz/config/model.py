@@ -125,6 +125,7 @@ class Config:
     grpc_client_timeout: float
     default_upstream_timeout: float
     session_store: str
+    session_cache_ttl: float  # seconds a Check trusts a session it read; 0: every Check reads the store
     log_level: str
     routes: tuple[Route, ...]
     idp: IdentityProvider | None = None

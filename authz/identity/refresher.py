@@ -118,7 +118,7 @@ async def refresh_one(
     backoff = backoff if backoff is not None else Backoff()
     if not rt.store.try_lease(session.id, owner, now + LEASE, now):
         return Outcome.BUSY
-    current = rt.store.get(session.id, now)
+    current = rt.stored_session(session.id, now)  # past the cache: another worker may have refreshed it
     if current is None or current.refresh_token != session.refresh_token:
         return Outcome.BUSY  # deleted, or refreshed by another worker meanwhile
     fields: dict[str, object] = {"user": current.user_id, "session": current.id[:8]}

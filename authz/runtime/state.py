@@ -14,6 +14,7 @@ from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.errors import InvalidSession
 from authz.identity.oidc import OidcClient
 from authz.sessions import codec as handle_codec
+from authz.sessions.cache import MISS, CachedStore, Miss
 from authz.sessions.codec import HandleCodec
 from authz.sessions.sealing import Sealer, derive_key
 from authz.sessions.session import Session, SessionHandle
@@ -51,7 +52,8 @@ class Runtime:
     codec: HandleCodec  # route hosts' session cookie
     auth_codec: HandleCodec  # the authenticate host's own session cookie (another key)
     cookies: CookieNames
-    store: SessionStore
+    store: SessionStore  # the cache, when there is one, in front of the configured store
+    cache: CachedStore | None  # None: the store does not block (memory:) or session_cache_ttl is 0
     url_key: bytes
     state: Sealer  # the login `state` (travels through the IdP, so it is encrypted)
     csrf: Sealer  # the per-login CSRF cookie: CSRF token, PKCE verifier, nonce
@@ -71,6 +73,9 @@ class Runtime:
     def build(cls, config: Config, store: SessionStore | None = None, oidc: OidcClient | None = None) -> Runtime:
         """Build every part from a validated config; `store` and `oidc` may be injected (tests)."""
         secret = config.cookie_secret.value
+        if store is None:
+            store = open_store(config.session_store, secret=secret)
+        cache = CachedStore(store, config.session_cache_ttl) if store.blocking and config.session_cache_ttl else None
         if oidc is None and config.idp is not None:
             oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
         return cls(
@@ -78,7 +83,8 @@ class Runtime:
             codec=HandleCodec(secret, handle_codec.ROUTE),
             auth_codec=HandleCodec(secret, handle_codec.AUTHENTICATE),
             cookies=CookieNames.build(config),
-            store=store if store is not None else open_store(config.session_store, secret=secret),
+            store=cache if cache is not None else store,
+            cache=cache,
             url_key=derive_key(config.shared_secret.value, b"authz/signed-url"),
             state=Sealer(secret, b"login-state"),
             csrf=Sealer(secret, b"login-csrf"),
@@ -128,6 +134,21 @@ class Runtime:
             session = self.store.get(handle.session_id, now)
             if session is not None and session.user_id == handle.user_id and session.expires_at > now:
                 return session
+        return None
+
+    def stored_session(self, session_id: str, now: float) -> Session | None:
+        """The session as the store holds it now, never an older cached copy."""
+        return self.cache.fresh(session_id, now) if self.cache is not None else self.store.get(session_id, now)
+
+    def cached_session(self, handles: tuple[SessionHandle, ...], now: float) -> Session | Miss | None:
+        """`live_session` from the cache alone (no I/O), or MISS when a handle needs the store."""
+        assert self.cache is not None
+        for handle in handles:
+            found = self.cache.peek(handle.session_id, now)
+            if found is MISS:
+                return MISS
+            if found is not None and found.user_id == handle.user_id:
+                return found
         return None
 
     def load_session(

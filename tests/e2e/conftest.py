@@ -108,6 +108,8 @@ def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int,
         "signing_key": base64.b64encode(generate_p256_pem()).decode(),
         "cookie_secure": False,
         "session_store": f"sqlite://{store}",
+        # A short bound, so tests of a revocation made outside authz wait a second, not ten.
+        "session_cache_ttl": "1s",
         "grpc_client_timeout": "5s",
         "jwt_claims_headers": ["email", "groups", "department"],
         "routes": [

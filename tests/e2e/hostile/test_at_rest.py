@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from authz.dev.stack import idp_available
+from authz.dev.stack import idp_available, wait_until
 
 from ..conftest import Stack
 from ..loopback import browser, idp_login
@@ -54,6 +54,8 @@ def test_a_copied_store_holds_no_token_and_revoke_ends_the_session(stack: Stack)
     assert revoked.returncode == 0, revoked.stderr
     assert revoked.stdout.startswith("revoked ") and "of user bob" in revoked.stdout
     assert int(revoked.stdout.split()[1]) >= 1
+    # Another process ended it: this authz sees that within session_cache_ttl (1 s in this stack).
+    wait_until(lambda: stack.get("private.localhost", "/", headers=replay).status_code == 302, 10, "revocation seen")
     stack.upstream.clear()
     after = stack.get("private.localhost", "/", headers=replay)
     assert after.status_code == 302 and "/.pomerium/sign_in" in after.headers["location"]
