@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jwt.algorithms import Algorithm, ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from authz.config.model import IssuerFormat
 from authz.sessions.session import Session
@@ -146,25 +148,36 @@ def _note_truncation(user: str, total: int, kept: int) -> None:
     )
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_SHA256 = hashes.SHA256()
+_PKCS1V15 = padding.PKCS1v15()
+
+
 @lru_cache(maxsize=16)
-def _signer(alg: str, kid: str) -> tuple[bytes, Algorithm]:
-    """The encoded protected header and pyjwt's algorithm for a key, built once per key."""
+def _header(alg: str, kid: str) -> bytes:
+    """The encoded protected header of a key, built once per key."""
     header = {"alg": alg, "kid": kid, "typ": "JWT"}
-    encoded = b64url(json.dumps(header, separators=(",", ":")).encode()).encode()
-    algorithm: Algorithm = ECAlgorithm(ECAlgorithm.SHA256) if alg == "ES256" else RSAAlgorithm(RSAAlgorithm.SHA256)
-    return encoded, algorithm
+    return b64url(json.dumps(header, separators=(",", ":")).encode()).encode()
+
+
+def _signature(key: SigningKey, signing_input: bytes) -> bytes:
+    """The JWS signature: ES256 as r||s, 32 bytes each (RFC 7518 §3.4), or RS256."""
+    private = key.private
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private.sign(signing_input, _ECDSA_SHA256))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return private.sign(signing_input, _PKCS1V15, _SHA256)
 
 
 def sign(key: SigningKey, claims: Mapping[str, Any]) -> str:
     """Compact JWS (RFC 7515 §7.1) with `typ: JWT`, `kid` = RFC 7638 thumbprint, ES256 or RS256.
 
-    The header is fixed per key and encoded once; pyjwt's algorithm does the signature (and the
-    DER to r||s conversion for ECDSA). Per request only the payload is serialised.
+    The header is fixed per key and encoded once, and the signature objects are built once (the
+    key itself is parsed at load): per request only the payload is serialised and signed.
     """
-    header, algorithm = _signer(key.algorithm, key.kid)
     payload = b64url(json.dumps(claims, separators=(",", ":")).encode()).encode()
-    signing_input = header + b"." + payload
-    return (signing_input + b"." + b64url(algorithm.sign(signing_input, key.private)).encode()).decode()
+    signing_input = _header(key.algorithm, key.kid) + b"." + payload
+    return (signing_input + b"." + b64url(_signature(key, signing_input)).encode()).decode()
 
 
 def claim_headers(pairs: tuple[tuple[str, str], ...], claims: Mapping[str, Any]) -> list[tuple[str, str]]:
