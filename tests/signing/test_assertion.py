@@ -120,3 +120,19 @@ def test_many_short_groups_under_the_budget_are_all_kept() -> None:
     groups = tuple(f"g{i}" for i in range(2500))  # ~12 KiB of names: measured, and it fits
     claims = _build(_session(groups), group_headers=1)
     assert claims["groups"] == list(groups) and "groups_truncated" not in claims
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_the_signature_verifies_with_a_standard_library(kind: str) -> None:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    private = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    key = load_signing_keys(pem)[0]
+    token = sign(key, {"sub": "u", "groups": ["a"]})
+    assert jwt.get_unverified_header(token) == {"alg": key.algorithm, "kid": key.kid, "typ": "JWT"}
+    assert jwt.decode(token, private.public_key(), algorithms=[key.algorithm]) == {"sub": "u", "groups": ["a"]}
