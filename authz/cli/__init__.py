@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    return serve(args.config, config)
+    return serve(args.config, config, args.transport)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and the HTTP sidecar")
     serve.add_argument("-c", "--config", required=True)
+    serve.add_argument(
+        "--transport",
+        choices=("threads", "aio"),
+        default="threads",
+        help="how Check is served: grpcio's thread pool (default, fastest here) or grpc.aio (for comparison)",
+    )
     serve.set_defaults(run=_serve)
 
     keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
@@ -68,6 +69,55 @@ class Authorization(pb_grpc.AuthorizationServicer):
         return adapter.to_response(result)
 
 
+class ThreadedAuthorization(pb_grpc.AuthorizationServicer):
+    """The same Check for grpcio's thread-pool server: each call runs whole in its worker thread,
+    with no event loop between the socket and the Check (see README, Performance)."""
+
+    def __init__(self, core: Authorization) -> None:
+        self.core = core
+
+    def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
+        return adapter.to_response(self.core.answer(request, time.time()))
+
+
+class ThreadedHealth(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 for the thread-pool server; `set` is called from the event loop's thread."""
+
+    def __init__(self) -> None:
+        self.serving = False
+        self._changed = threading.Condition()
+
+    def set(self, serving: bool) -> None:
+        with self._changed:
+            self.serving = serving
+            self._changed.notify_all()
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        return _health_status(request.service, self.serving)
+
+    def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> Iterator[health_pb2.HealthCheckResponse]:
+        last = None
+        while context.is_active():
+            with self._changed:
+                if last is not None and last == self.serving:
+                    self._changed.wait(timeout=1.0)  # wake now and then to notice a gone client
+                current = self.serving
+            if current != last:
+                last = current
+                yield _health_status(request.service, current)
+
+
+def _health_status(service: str, serving: bool) -> health_pb2.HealthCheckResponse:
+    if service not in ("", "envoy.service.auth.v3.Authorization"):
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    return health_pb2.HealthCheckResponse(status=status)
+
+
 class Health(health_pb2_grpc.HealthServicer):
     """grpc.health.v1: SERVING once both servers listen, NOT_SERVING while shutting down."""
 
@@ -81,10 +131,7 @@ class Health(health_pb2_grpc.HealthServicer):
         self._changed = asyncio.Event()
 
     def _status(self, service: str) -> health_pb2.HealthCheckResponse:
-        if service not in ("", "envoy.service.auth.v3.Authorization"):
-            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-        status = health_pb2.HealthCheckResponse.SERVING if self.serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        return health_pb2.HealthCheckResponse(status=status)
+        return _health_status(service, self.serving)
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
