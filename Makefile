@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint protos clean browser fuzz bench
+.PHONY: dev test lint protos clean browser fuzz bench bench-check
 
 $(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ fuzz: $(STAMP)
 	AUTHZ_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q --hypothesis-profile=fuzz tests/check/test_check_fuzz.py \
 		tests/check/test_credentials.py tests/web/test_decoders_fuzz.py tests/policy
 
-# The in-process cost of one Check per scenario (scripts/bench_check.py --help compares checkouts).
+# authz side by side with Envoy alone, a free ext_authz and the Python floors, behind one Envoy
+# (scripts/bench/README.md; ARGS=--quick for under 2 minutes). Writes bench/results/.
 bench: $(STAMP)
+	$(BIN)/python scripts/bench/run.py $(ARGS)
+
+# The in-process cost of one Check per scenario (scripts/bench_check.py --help compares checkouts).
+bench-check: $(STAMP)
 	$(BIN)/python scripts/bench_check.py
 
 lint: $(STAMP)
