@@ -83,9 +83,9 @@ def check(name: str, load: Load, signed: bool) -> None:
             raise SystemExit(f"{name}: the upstream got no X-Pomerium-Jwt-Assertion")
 
 
-def build(tmp: Path, names: list[str]) -> tuple[dict[str, tuple[Load, int, int | None, bool]], list[Any], Any]:
-    """Start what the scenarios need; per scenario (load, envoy pid, ext_authz pid, signed)."""
-    procs: list[Any] = []
+def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, tuple[Load, int, int | None, bool]]:
+    """Start what the scenarios need (each process goes into `procs` as it starts, so a failure
+    half-way stops what was started); per scenario (load, envoy pid, ext_authz pid, signed)."""
     up, up_port = servers.upstream(tmp)
     procs.append(up)
     idp_port, client_secret = servers.free_port(), secrets.token_urlsafe(24)
@@ -115,16 +115,15 @@ def build(tmp: Path, names: list[str]) -> tuple[dict[str, tuple[Load, int, int |
             pid, port = envoy(name, floor_port)
             out[name] = (Load(port, app), pid, floor.pid, False)
     if any(n.startswith("authz-") for n in names):
-        procs += authz_scenarios(tmp, base, idp_port, client_secret, names, out)
-    return out, procs, up
+        authz_scenarios(tmp, base, idp_port, client_secret, names, out, procs)
+    return out
 
 
 def authz_scenarios(
     tmp: Path, base: dict[str, Any], idp_port: int, client_secret: str, names: list[str],
-    out: dict[str, tuple[Load, int, int | None, bool]],
-) -> list[Any]:  # fmt: skip
+    out: dict[str, tuple[Load, int, int | None, bool]], procs: list[Any],
+) -> None:  # fmt: skip
     """authz behind its own generated Envoy, with a user signed in through the real IdP."""
-    procs: list[Any] = []
     auth = base["authenticate_service_url"]
     why = servers.idp_unavailable()
     if why:
@@ -152,7 +151,6 @@ def authz_scenarios(
     for name, (load, signed) in loads.items():
         if name in names:
             out[name] = (load, envoy_proc.pid, authz.pid, signed)
-    return procs
 
 
 SCENARIOS = (*REFERENCES, "authz-session", "authz-session-nosign", "authz-public", "authz-deny", "authz-login")
@@ -178,8 +176,9 @@ def main() -> int:
     install_tools(["wrk", "nginx", "taskset"] + (["hey"] if constant_seconds else []))
     with tempfile.TemporaryDirectory(prefix="authz-bench-") as work:
         tmp = Path(work)
-        scenarios, procs, _ = build(tmp, names)
+        procs: list[Any] = []
         try:
+            scenarios = build(tmp, names, procs)
             for name in names:
                 load, _, _, signed = scenarios[name]
                 check(name, load, signed)

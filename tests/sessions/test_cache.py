@@ -150,3 +150,23 @@ def test_the_refresher_reads_past_the_cache(make_config: Callable[..., Config], 
     assert rt.store.get("s1", NOW + 1) == old  # the Check may use the copy for the bound…
     assert rt.stored_session("s1", NOW + 1) == rotated  # …the refresher never does
     assert rt.store.get("s1", NOW + 1) == rotated  # and the fresh read updates the cache
+
+
+def test_a_token_opened_before_is_still_checked_for_expiry_and_host() -> None:
+    """The codec remembers what a token decrypted to, never whether it is still good."""
+    from authz.errors import InvalidSession
+    from authz.sessions.codec import HandleCodec
+
+    codec = HandleCodec(os.urandom(32))
+    token = codec.seal(SessionHandle("s1", "u1", "app.localhost", int(NOW), int(NOW + 60)))
+    assert codec.open(token, "app.localhost", NOW).session_id == "s1"
+    assert codec.open(token, "app.localhost", NOW + 1).session_id == "s1"  # remembered
+    with pytest.raises(InvalidSession, match="another host"):
+        codec.open(token, "other.localhost", NOW + 1)
+    with pytest.raises(InvalidSession, match="expired"):
+        codec.open(token, "app.localhost", NOW + 60)
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(InvalidSession):
+        codec.open(forged, "app.localhost", NOW)
+    with pytest.raises(InvalidSession):  # a codec under another key never opens it, remembered or not
+        HandleCodec(os.urandom(32)).open(token, "app.localhost", NOW)
