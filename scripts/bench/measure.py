@@ -98,19 +98,19 @@ def wrk(load: Load, seconds: float, connections: int, envoy_pid: int, authz_pid:
     )
 
 
-def hey(load: Load, seconds: float, rate: float, connections: int = 64) -> dict[str, float]:
-    """A rate-limited run: `hey -c <connections> -q <rate/connections>` (per-connection rate, so
-    closed-loop: a slow answer delays that connection's next request instead of queueing it)."""
-    per_connection = max(rate / connections, 1.0)
-    argv = ["hey", "-z", f"{seconds}s", "-c", str(connections), "-q", f"{per_connection:.2f}", "-host", load.host]
+def paced(load: Load, seconds: float, rate: float, tmp: Path, connections: int = 64) -> dict[str, float]:
+    """About `rate` requests/s: wrk with each of `connections` connections waiting a random time
+    (mean connections/rate) before each request, so connections do not fire together. Still closed
+    loop per connection: a slow answer delays that connection's next request (wrk reports latency
+    from the send, so queueing behind a slow answer is understated)."""
+    script = tmp / "paced.lua"
+    mean_ms = connections / rate * 1000
+    script.write_text(f"function delay() return math.random() * {2 * mean_ms:.3f} end\n")
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
+            "-H", f"Host: {load.host}"]  # fmt: skip
     for name, value in load.headers:
         argv += ["-H", f"{name}: {value}"]
     argv.append(f"http://127.0.0.1:{load.port}{load.path}")
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def percentile(p: int) -> float:
-        found = re.search(rf"{p}%+ in ([\d.]+) secs", out)
-        return float(found.group(1)) * 1e3 if found else float("nan")
-
-    return {"rps": rps, "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99)}
+    return {"rps": rps, "p50_ms": _latency(out, "50"), "p90_ms": _latency(out, "90"), "p99_ms": _latency(out, "99")}

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report
 import servers
-from measure import Load, Sample, hey, wrk
+from measure import Load, Sample, paced, wrk
 
-TOOLS = {"wrk": "wrk", "hey": "hey", "nginx": "nginx-light", "taskset": "util-linux"}
+TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
 REFERENCES = ("envoy-only", "ext-authz-limit", "python-floor", "python-floor-threads")
 CONNECTIONS = 50
 
@@ -173,7 +173,7 @@ def main() -> int:
     if args.smoke:
         args.reps, args.duration, args.warmup, constant_seconds = 1, 1.0, 0.0, 0.0
         names = args.scenario or ["envoy-only", "python-floor-threads", "authz-session"]
-    install_tools(["wrk", "nginx", "taskset"] + (["hey"] if constant_seconds else []))
+    install_tools(["wrk", "nginx", "taskset"])
     with tempfile.TemporaryDirectory(prefix="authz-bench-") as work:
         tmp = Path(work)
         procs: list[Any] = []
@@ -183,7 +183,7 @@ def main() -> int:
                 load, _, _, signed = scenarios[name]
                 check(name, load, signed)
             samples = run_reps(scenarios, names, args)
-            constant = constant_rate(scenarios, samples, constant_seconds) if constant_seconds else None
+            constant = constant_rate(scenarios, samples, constant_seconds, tmp) if constant_seconds else None
         finally:
             for proc in reversed(procs):
                 proc.stop()
@@ -216,16 +216,18 @@ def run_reps(
 
 
 def constant_rate(
-    scenarios: dict[str, tuple[Load, int, int | None, bool]], samples: dict[str, list[Sample]], seconds: float
-) -> dict[str, Any] | None:
+    scenarios: dict[str, tuple[Load, int, int | None, bool]], samples: dict[str, list[Sample]], seconds: float,
+    tmp: Path,
+) -> dict[str, Any] | None:  # fmt: skip
     """authz-session and envoy-only at half authz-session's measured maximum: the latency authz adds."""
     if "authz-session" not in samples or "envoy-only" not in samples:
         return None
     rate = statistics.median(s.rps for s in samples["authz-session"]) / 2
-    runs = {name: hey(scenarios[name][0], seconds, rate) for name in ("envoy-only", "authz-session")}
-    added = {f"added_{k}": runs["authz-session"][k] - runs["envoy-only"][k] for k in ("p50_ms", "p99_ms")}
-    return {"rate": round(rate), "tool": "hey -c 64 -q <rate/64> (closed loop: a slow answer delays that "
-            "connection's next request, so queueing is understated)", **runs, **added}  # fmt: skip
+    runs = {name: paced(scenarios[name][0], seconds, rate, tmp) for name in ("envoy-only", "authz-session")}
+    added = {f"added_{k}": round(runs["authz-session"][k] - runs["envoy-only"][k], 3) for k in ("p50_ms", "p99_ms")}
+    tool = ("wrk -c64 with a random delay before each request (mean 64/rate): paced, but closed loop per"
+            " connection, so queueing behind a slow answer is understated")  # fmt: skip
+    return {"rate": round(rate), "tool": tool, **runs, **added}
 
 
 def machine() -> dict[str, Any]:
