@@ -32,7 +32,7 @@ import servers
 from measure import Load, Sample, paced, wrk
 
 TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
-REFERENCES = ("envoy-only", "ext-authz-limit", "python-floor", "python-floor-threads")
+REFERENCES = ("envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-threads")
 CONNECTIONS = 50
 
 
@@ -103,6 +103,14 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, tuple[Load
     if "envoy-only" in names:
         pid, port = envoy("none", servers.free_port(), with_ext_authz=False)
         out["envoy-only"] = (Load(port, app), pid, None, False)
+    if "envoy-jwt-authn" in names:
+        jwks, token = servers.bench_jwt()
+        config = {**base, "address": f"127.0.0.1:{servers.free_port()}"}
+        proc, port, _ = servers.envoy_for(tmp, "jwt-authn", config, jwt_authn=jwks)
+        procs.append(proc)
+        out["envoy-jwt-authn"] = (Load(port, app, ((servers.JWT_HEADER, token),)), proc.pid, None, False)
+        if status_of(Load(port, app))[0] != 401:  # and it does check: no token, no entry
+            raise SystemExit("envoy-jwt-authn: a request without a token was not refused")
     if "ext-authz-limit" in names:
         canned, canned_port = servers.canned_ext_authz(tmp)
         procs.append(canned)

@@ -190,8 +190,11 @@ def authz_config(
     }
 
 
-def envoy_for(tmp: Path, name: str, config: dict[str, Any], *, with_ext_authz: bool = True) -> tuple[Proc, int, int]:
-    """Envoy from `authz envoy-config` for this config, optionally without its ext_authz filter."""
+def envoy_for(
+    tmp: Path, name: str, config: dict[str, Any], *, with_ext_authz: bool = True, jwt_authn: str | None = None
+) -> tuple[Proc, int, int]:
+    """Envoy from `authz envoy-config` for this config, optionally without its ext_authz filter, or
+    with Envoy's own jwt_authn + RBAC instead (`jwt_authn`: the JWKS JSON that verifies tokens)."""
     admin = free_port()
     path = tmp / f"{name}.config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -200,8 +203,10 @@ def envoy_for(tmp: Path, name: str, config: dict[str, Any], *, with_ext_authz: b
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     bootstrap = yaml.safe_load(out.stdout)
-    if not with_ext_authz:
+    if not with_ext_authz or jwt_authn:
         _drop_ext_authz(bootstrap)
+    if jwt_authn:
+        _add_jwt_authn(bootstrap, jwt_authn)
     boot = tmp / f"{name}.envoy.yaml"
     boot.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
     argv = [find_envoy(), "-c", str(boot), "--disable-hot-restart", "--concurrency", "1",
@@ -229,6 +234,57 @@ def _drop_ext_authz(bootstrap: dict[str, Any]) -> None:
                             del per[key]
                         if "typed_per_filter_config" in route and not per:
                             del route["typed_per_filter_config"]
+
+
+JWT_HEADER = "x-bench-jwt"
+
+
+def _add_jwt_authn(bootstrap: dict[str, Any], jwks: str) -> None:
+    """C++ doing the comparable job: Envoy verifies an ES256 JWT from a header against a local JWKS
+    (`jwt_authn`), then RBAC allows only an email claim under example.com."""
+    jwt_filter = {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"bench": {
+                "issuer": "bench", "local_jwks": {"inline_string": jwks}, "from_headers": [{"name": JWT_HEADER}],
+                "payload_in_metadata": "jwt_payload", "forward": False,
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+        },
+    }  # fmt: skip
+    rbac_filter = {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {"example-com": {
+                "permissions": [{"any": True}],
+                "principals": [{"metadata": {
+                    "filter": "envoy.filters.http.jwt_authn",
+                    "path": [{"key": "jwt_payload"}, {"key": "email"}],
+                    "value": {"string_match": {"suffix": "@example.com"}},
+                }}],
+            }}},
+        },
+    }  # fmt: skip
+    for listener in bootstrap["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network in chain["filters"]:
+                filters = network["typed_config"]["http_filters"]
+                filters[-1:-1] = [jwt_filter, rbac_filter]  # before the router
+
+
+def bench_jwt() -> tuple[str, str]:
+    """(JWKS JSON, a signed ES256 token for alice@example.com valid for a day) for envoy-jwt-authn."""
+    import json
+
+    from authz.signing.assertion import sign
+    from authz.signing.keys import jwks_document, load_signing_keys
+
+    key = load_signing_keys(generate_p256_pem().decode())[0]
+    now = int(time.time())
+    claims = {"iss": "bench", "sub": "alice", "email": "alice@example.com", "iat": now, "exp": now + 86400}
+    return json.dumps(jwks_document((key,))), sign(key, claims)
 
 
 class _Forms(HTMLParser):
