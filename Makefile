@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint protos clean browser fuzz bench bench-check
+.PHONY: dev test lint protos clean browser fuzz bench bench-check bench-micro
 
 $(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -W error -c 'import authlib.integrations.httpx_client'
-	$(BIN)/ruff check authz tests scripts
+	$(BIN)/ruff check authz tests scripts bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -43,13 +43,17 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench/run.py $(ARGS)
 
+# pytest-benchmark timings of the Check's parts and of whole Checks, in process.
+bench-micro: $(STAMP)
+	$(BIN)/pytest bench/micro --benchmark-only -p no:cacheprovider
+
 # The in-process cost of one Check per scenario (scripts/bench_check.py --help compares checkouts).
 bench-check: $(STAMP)
 	$(BIN)/python scripts/bench_check.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check authz tests scripts
-	$(BIN)/ruff format --check authz tests scripts
+	$(BIN)/ruff check authz tests scripts bench
+	$(BIN)/ruff format --check authz tests scripts bench
 	$(BIN)/mypy
 
 protos: $(STAMP)
