@@ -31,6 +31,8 @@ def test_the_benchmark_harness_runs_and_writes_its_result(tmp_path: Path) -> Non
         [sys.executable, "scripts/bench/run.py", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    if out.returncode != 0 and "missing " in out.stderr and "install the Debian packages" in out.stderr:
+        pytest.skip(out.stderr.strip().splitlines()[-1])  # apt could not install wrk or nginx here
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     (result_file,) = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
