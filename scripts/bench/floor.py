@@ -45,6 +45,11 @@ def main() -> None:
     if transport == "aio":
         asyncio.run(serve_aio(port))
         return
+    if transport == "uvloop":
+        import uvloop  # the `bench` extra
+
+        uvloop.run(serve_aio(port))
+        return
     # As many threads as authz's thread-pool transport (authz.cli.serve.CHECK_THREADS).
     server = grpc.server(ThreadPoolExecutor(max_workers=16), options=OPTIONS)
     pb_grpc.add_AuthorizationServicer_to_server(Threaded(), server)

@@ -116,7 +116,11 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, tuple[Load
         procs.append(canned)
         pid, port = envoy("canned", canned_port)
         out["ext-authz-limit"] = (Load(port, app), pid, canned.pid, False)
-    for transport, name in (("aio", "python-floor"), ("threads", "python-floor-threads")):
+    for transport, name in (
+        ("aio", "python-floor"),
+        ("threads", "python-floor-threads"),
+        ("uvloop", "python-floor-uvloop"),
+    ):
         if name in names:
             floor, floor_port = servers.python_floor(tmp, transport)
             procs.append(floor)
@@ -161,6 +165,8 @@ def authz_scenarios(
             out[name] = (load, envoy_proc.pid, authz.pid, signed)
 
 
+# Transport candidates measured on demand (--scenario), not in the default run.
+CANDIDATES = ("python-floor-uvloop",)
 SCENARIOS = (*REFERENCES, "authz-session", "authz-session-nosign", "authz-public", "authz-deny", "authz-login")
 
 
@@ -172,7 +178,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 rep x 3 s, short constant-rate run")
     parser.add_argument("--smoke", action="store_true", help="prove the harness works (CI): 3 scenarios, 1 s")
     parser.add_argument("--out", type=Path, default=servers.ROOT / "bench" / "results")
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these (repeatable)")
+    parser.add_argument(
+        "--scenario", action="append", choices=(*SCENARIOS, *CANDIDATES), help="only these (repeatable)"
+    )
     args = parser.parse_args()
     names = list(args.scenario or SCENARIOS)
     constant_seconds = 10.0
