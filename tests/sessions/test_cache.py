@@ -170,3 +170,16 @@ def test_a_token_opened_before_is_still_checked_for_expiry_and_host() -> None:
         codec.open(forged, "app.localhost", NOW)
     with pytest.raises(InvalidSession):  # a codec under another key never opens it, remembered or not
         HandleCodec(os.urandom(32)).open(token, "app.localhost", NOW)
+
+
+def test_entries_past_the_ttl_leave_as_new_ones_come() -> None:
+    inner = Counting()
+    for i in range(6):
+        inner.put(session(f"s{i}"))
+    cache = CachedStore(inner, ttl=10)
+    for i in range(3):
+        cache.get(f"s{i}", NOW)  # read at NOW
+    cache.get("s3", NOW + 5)
+    assert len(cache) == 4  # nothing is past the TTL yet
+    cache.get("s4", NOW + 11)  # s0..s2 are stale now: they go, s3 (read at NOW + 5) stays
+    assert len(cache) == 2 and cache.peek("s3", NOW + 11) is not MISS
