@@ -3,7 +3,8 @@
 Everything in authz's name is found here, so that the answer step can remove all of it before the
 upstream, whether or not it opens: every cookie in authz's namespace (`authz.web.cookies`), in any
 case and in any `Cookie:` line, and an `Authorization` header carrying a Pomerium credential in
-any case of its scheme (RFC 9110 §11.1), on any line.
+any case of its scheme (RFC 9110 §11.1), on any line. Only a cookie of its own `;`-separated pair
+is a credential; one that follows a comma is removed and never opened (see `find_credentials`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class Credentials:
 _NONE = Credentials([], False, False, None)
 
 
+def _authz_pair(names: CookieNames, segment: str) -> bool:
+    name, eq, _ = segment.strip().partition("=")
+    return bool(eq) and names.is_authz(name.strip())
+
+
 def find_credentials(headers: Mapping[str, str], names: CookieNames) -> Credentials:
     """Session tokens from `X-Pomerium-Authorization`, `Authorization` and the session cookie."""
     tokens: list[str] = []
@@ -56,13 +62,19 @@ def find_credentials(headers: Mapping[str, str], names: CookieNames) -> Credenti
     kept: list[str] = []
     bindings: list[tuple[str, str]] = []
     conflict_marked = removed = False
-    for part in cookie.replace(",", ";").split(";"):
+    for part in cookie.split(";"):
         text = part.strip()
         name, eq, value = text.partition("=")
         name = name.strip()
+        # A comma inside a cookie is a value's (browsers allow it) or the join of a second
+        # `Cookie:` line: either way an authz cookie behind it is removed but never believed, or
+        # a sibling site could plant `x=1,__Host-_pomerium=…` past the `__Host-` prefix.
+        if "," in text and any(_authz_pair(names, segment) for segment in text.split(",")):
+            removed = True
+            continue
         if not eq or not names.is_authz(name):
             if text:
-                kept.append(text)
+                kept.append(text)  # as it came, commas and all
             continue
         removed = True
         value = value.strip().strip('"')

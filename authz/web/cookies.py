@@ -65,10 +65,12 @@ class CookieNames:
 
 
 def pairs(header: str) -> list[tuple[str, str]]:
-    """Every (name, value) in a Cookie header, in order. A comma also separates: Envoy joins a
-    second `Cookie:` line to the first with `,`, and a cookie value never holds one (RFC 6265 §4.1.1)."""
+    """Every (name, value) in a Cookie header, in order, split on `;` only: browsers allow commas
+    in values, so `x=1,__Host-_pomerium=…` (planted by a sibling site) is one cookie named `x`,
+    never a `__Host-` cookie. (A second `Cookie:` line, which Envoy's ext_authz joins with `,` and
+    browsers never send, is stripped by `authz.check.credentials` but never read as a credential.)"""
     out = []
-    for part in header.replace(",", ";").split(";"):
+    for part in header.split(";"):
         name, eq, value = part.strip().partition("=")
         if eq and name:
             out.append((name.strip(), value.strip().strip('"')))

@@ -148,11 +148,14 @@ def auth_cookie(rt: Runtime) -> str:
 def authenticate_session(ctx: Context) -> Session | None:
     """The authenticate host's session from its cookie, if live. Only the authenticate host's own
     codec opens it, and a route cookie never opens here (nor this one on a route host)."""
-    token = cookies.parse(ctx.headers.get("cookie", "")).get(auth_cookie(ctx.rt))
-    if not token:
-        return None
     rt = ctx.rt
-    return rt.load_session([token], rt.config.authenticate_host, ctx.now, rt.auth_codec)
+    name = auth_cookie(rt)
+    # Every one the browser sent: a planted one naming another user cancels out (no session), as
+    # on route hosts, rather than the first one deciding whose session every sign-in hands off.
+    tokens = [value for key, value in cookies.pairs(ctx.headers.get("cookie", "")) if key == name]
+    if not tokens:
+        return None
+    return rt.load_session(tokens, rt.config.authenticate_host, ctx.now, rt.auth_codec)
 
 
 def route_session(ctx: Context) -> Session | None:

@@ -60,10 +60,20 @@ def test_x_pomerium_authorization_prefix_any_case(make_config: Any) -> None:
     assert creds.tokens == ["tok"] and creds.from_header and not creds.in_authorization
 
 
-def test_second_cookie_line_is_read_and_removed(make_config: Any) -> None:
-    # Envoy joins repeated Cookie lines with ',' in the CheckRequest.
-    creds = find_credentials({"cookie": "a=1,_pomerium=tok"}, names(make_config))
-    assert creds.tokens == ["tok"] and creds.other_cookies == "a=1"
+def test_a_cookie_after_a_comma_is_removed_but_never_believed(make_config: Any) -> None:
+    # Envoy joins repeated Cookie lines with ',' in the CheckRequest, and browsers allow commas in
+    # values, so `x=1,__Host-_pomerium=…` is how a sibling site smuggles a cookie past `__Host-`.
+    for header in ("a=1,_pomerium=tok", "a=1, _pomerium=tok", "_pomerium=tok,a=1", "a=1,_pomerium_bind_1=b"):
+        creds = find_credentials({"cookie": header}, names(make_config))
+        assert (creds.tokens, creds.bindings, creds.other_cookies) == ([], (), ""), header
+    secure = names(make_config, cookie_secure=True)
+    smuggled = find_credentials({"cookie": "x=1,__Host-_pomerium=attacker; __Host-_pomerium=victim"}, secure)
+    assert smuggled.tokens == ["victim"] and smuggled.other_cookies == ""
+
+
+def test_other_cookies_reach_the_upstream_as_they_came(make_config: Any) -> None:
+    creds = find_credentials({"cookie": 'prefs="a,b"; sess=1,2; _pomerium=tok; z=9'}, names(make_config))
+    assert creds.tokens == ["tok"] and creds.other_cookies == 'prefs="a,b"; sess=1,2; z=9'
 
 
 def test_every_authz_cookie_is_stripped_whatever_its_case_or_prefix(make_config: Any) -> None:

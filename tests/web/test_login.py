@@ -10,7 +10,7 @@ import pytest
 
 from authz.sessions.payloads import Handoff
 from authz.signing import signed_url
-from authz.web.login import HANDOFF_LIFETIME, STATE_MAX_AGE
+from authz.web.login import HANDOFF_LIFETIME, STATE_MAX_AGE, auth_cookie
 
 from .conftest import APP, AUTH, ISSUER, Web, path_of, set_cookie
 
@@ -260,3 +260,43 @@ async def test_an_8kb_return_url_is_kept_server_side_and_lands(web: Web) -> None
         assert back.status_code == 302 and len(back.headers["location"]) < 1024  # the handoff is small too
         landed = await client.get(back.headers["location"], headers={"cookie": web.bindings[-1]})
     assert landed.status_code == 302 and landed.headers["location"] == target
+
+
+def _handoff_user(web: Web, response: httpx2.Response) -> str:
+    location = response.headers["location"]
+    assert response.status_code == 302 and location.startswith(f"{APP}/.pomerium/callback/?"), location
+    token = parse_qs(urlsplit(location).query)["pomerium_handoff"][0]
+    return Handoff.from_wire(web.rt.handoff.open(token)).user_id
+
+
+async def test_only_the_authenticate_cookie_of_its_own_pair_is_believed(make_web: Callable[..., Web]) -> None:
+    # A sibling site can plant `x=1,__Host-…=<its own session>` (one cookie named `x` to the
+    # browser): it must never decide whose session a sign-in hands off.
+    web = make_web(cookie_secure=True)
+    name = auth_cookie(web.rt)
+    assert name.startswith("__Host-")
+    attacker = web.seed(web.config.authenticate_host, user="attacker")
+    victim = web.seed(web.config.authenticate_host, user="victim")
+    async with web.client() as client:
+        smuggled = await client.get(
+            path_of(web.sign_in_link()),
+            headers={"cookie": f"x=1,{name}={attacker}; {name}={victim}; {web.bindings[-1]}"},
+        )
+        alone = await client.get(path_of(web.sign_in_link()), headers={"cookie": f"x=1,{name}={attacker}"})
+    assert _handoff_user(web, smuggled) == "victim"
+    assert alone.status_code == 302 and alone.headers["location"].startswith(ISSUER)  # no session: to the IdP
+
+
+async def test_two_authenticate_cookies_naming_different_users_are_no_session(web: Web) -> None:
+    name = auth_cookie(web.rt)
+    attacker = web.seed(web.config.authenticate_host, user="attacker")
+    victim = web.seed(web.config.authenticate_host, user="victim")
+    again = web.seed(web.config.authenticate_host, user="victim")
+    async with web.client() as client:
+        for pair in ((attacker, victim), (victim, attacker)):
+            both = await client.get(
+                path_of(web.sign_in_link()), headers={"cookie": f"{name}={pair[0]}; {name}={pair[1]}"}
+            )
+            assert both.status_code == 302 and both.headers["location"].startswith(ISSUER)
+        same = await client.get(path_of(web.sign_in_link()), headers={"cookie": f"{name}={victim}; {name}={again}"})
+    assert _handoff_user(web, same) == "victim"
