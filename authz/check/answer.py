@@ -18,7 +18,7 @@ from authz.runtime.state import Runtime
 from authz.signing import assertion, signed_url
 from authz.web import binding, cookies, pages
 from authz.web.negotiate import Format, is_browser, response_format
-from authz.web.pages import GRPC_STATUS
+from authz.web.pages import FRAME_DENIED, GRPC_STATUS
 
 _TEMPLATE = re.compile(r"\$\$|\$\{\s*([A-Za-z0-9_.]+)\s*\}|\$([A-Za-z_][A-Za-z0-9_.]*[A-Za-z0-9_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -84,6 +84,8 @@ def error(
     headers = [("content-type", content_type), ("cache-control", "no-store")]
     if req.request_id:
         headers.append(("x-request-id", req.request_id))
+    if fmt is Format.HTML:
+        headers += FRAME_DENIED
     if fmt is Format.GRPC:
         headers += [
             ("grpc-status", str(GRPC_STATUS.get(status, 2))),
@@ -144,6 +146,7 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
         ("location", url),
         ("content-type", "text/html; charset=utf-8"),
         ("cache-control", "no-store"),
+        *FRAME_DENIED,
         *(("set-cookie", line) for line in set_cookies),
     )
     return Answer(False, 302, reasons, headers, (), body, route.id)

@@ -9,7 +9,9 @@ Sign-out changes state only on a POST from its own form, or through a link authz
                   Nothing is cleared.
   POST            with a session on this host the token must match (else 403, nothing cleared).
                   A route host clears the cookies it was sent and continues, signed, to the
-                  authenticate host; the authenticate host ends its own session.
+                  authenticate host; the authenticate host ends its own session. Without one
+                  (another site's form: SameSite=Lax keeps the cookie out of a cross-site POST)
+                  the authenticate host changes nothing: no cookie cleared, no IdP sign-out.
   signed link     the authenticate host ends the session the link names (only a route host's
                   confirmed POST makes one) and its own session when it is that one; another
                   session this browser holds there is asked about first.
@@ -195,9 +197,14 @@ async def sign_out(request: Request) -> Response:
     host = rt.config.authenticate_host
     if request.method != "POST":
         return _confirm(host, sign_out_token(rt, host, own.id) if own else "", wanted)
-    if own is not None and not _token_matches(rt, host, own.id, token):
+    if own is None:
+        # Nothing of this browser's to end that this request proves: a cross-site form posts
+        # without the Lax cookie, and clearing it or visiting the IdP's logout would sign a
+        # victim out. Land where a finished sign-out lands.
+        return redirect(target)
+    if not _token_matches(rt, host, own.id, token):
         return _refused(ctx)
-    return await _finish(rt, [own] if own else [], target)
+    return await _finish(rt, [own], target)
 
 
 async def _signed_sign_out(ctx: Context, own: Session | None) -> Response:
@@ -215,6 +222,8 @@ async def _signed_sign_out(ctx: Context, own: Session | None) -> Response:
             raise BadRequest("the sign-out link is invalid") from None
     found = rt.store.get(named, ctx.now) if named else None
     ending = [found] if found is not None else []
+    if own is None and not ending:
+        return redirect(target)  # nothing to end (a route host had no session): no IdP sign-out
     if own is not None and own.id != named:
         # A link proves only the session it names; this browser's other session here ends when
         # its holder confirms (a link someone else obtained must not sign a victim out).

@@ -54,8 +54,9 @@ def find(bindings: Iterable[tuple[str, str]], wanted: str, now: float) -> str | 
     """The name of the binding cookie whose value has digest `wanted` and has not expired, if any."""
     if not wanted:
         return None
+    expected = wanted.encode("utf-8", "replace")  # compare_digest refuses non-ASCII str
     for name, value in bindings:
         secret = value.partition(".")[2]
-        if secret and hmac.compare_digest(digest(secret), wanted) and now - _issued(value) <= LIFETIME:
+        if secret and hmac.compare_digest(digest(secret).encode(), expected) and now - _issued(value) <= LIFETIME:
             return name
     return None

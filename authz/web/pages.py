@@ -33,6 +33,8 @@ STATUS_TEXT = {
 }
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 503: 14}
 HTML = "text/html; charset=utf-8"
+# No site may frame a page of authz's (its forms must not be clicked through from under another page).
+FRAME_DENIED = (("x-frame-options", "DENY"), ("content-security-policy", "frame-ancestors 'none'"))
 
 _ENV = Environment(
     loader=PackageLoader("authz.web", "templates"),

@@ -13,8 +13,11 @@ uvicorn runs its h11 implementation (forced: httptools would ignore the head lim
   shutdown grace  5 s     after `close()`, for requests in flight; then they are cancelled
 
 and: no forwarded-header trust (`proxy_headers=False`: client address and scheme are the
-socket's), no `Server` and no `Date` header (as before), `x-content-type-options: nosniff` on every
-answer (uvicorn's default headers, so its own 503s carry it too), no access log, logging left to
+socket's), no `Server` and no `Date` header (as before), on every answer (uvicorn's default
+headers, so its own 503s carry them too) `x-content-type-options: nosniff`, and no framing by any
+site (`x-frame-options: DENY`, CSP `frame-ancestors 'none'`: the sign-out and account pages hold
+forms a framing page must not click through) and `referrer-policy: no-referrer` (sign-in and
+handoff URLs carry one-time values), no access log, logging left to
 authz (`log_config=None`; uvicorn's own lines only from warning up), no lifespan, no websockets, and
 no signal handling: authz's handlers drain (and will reload) both servers, so uvicorn must never
 replace them or re-raise a signal on exit; `close()` stops it. The sockets are bound here, so a
@@ -32,11 +35,14 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from authz.web.pages import FRAME_DENIED
+
 MAX_HEAD = 32 * 1024
 IDLE_TIMEOUT = 30
 CONCURRENCY = 1000
 BACKLOG = 2048
 SHUTDOWN_GRACE = 5
+SECURITY_HEADERS = (("x-content-type-options", "nosniff"), *FRAME_DENIED, ("referrer-policy", "no-referrer"))
 
 
 class _Http11(H11Protocol):
@@ -120,7 +126,7 @@ class HttpServer:
             proxy_headers=False,
             server_header=False,
             date_header=False,
-            headers=[("x-content-type-options", "nosniff")],
+            headers=list(SECURITY_HEADERS),
             access_log=False,
             log_config=None,
             log_level="warning",

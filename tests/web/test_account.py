@@ -273,7 +273,31 @@ async def test_the_authenticate_host_asks_and_its_post_needs_the_token(web: Web)
     assert post.status_code == 302 and post.headers["location"].startswith(f"{ISSUER}/end?")
     assert set_cookie(post, "_pomerium_authenticate") == "" and not _alive(web, own, AUTH_HOST)
     assert again.status_code == 200 and _token(again) == ""  # the session is gone: nothing to protect
-    assert nobody.status_code == 302 and nobody.headers["location"].startswith(f"{ISSUER}/end?")
+    # No session of its own (e.g. another site's form: SameSite=Lax keeps the cookie back): nothing
+    # is cleared and the IdP's logout is not visited.
+    assert nobody.status_code == 302 and nobody.headers["location"] == SIGNED_OUT
+    assert "set-cookie" not in nobody.headers
+
+
+async def test_a_cross_site_sign_out_changes_nothing(web: Web) -> None:
+    own = web.seed(AUTH_HOST)
+    route = web.seed("app.localhost")
+    cross_site = {"origin": "https://evil.example"}  # the browser sends neither Lax cookie
+    async with web.client() as client:
+        at_auth = await client.post("/.pomerium/sign_out", headers=cross_site, data={"csrf_token": ""})
+        at_route = await client.post(f"{APP}/.pomerium/sign_out", headers=cross_site)
+        # The route host's hop is a top-level GET: the authenticate cookie rides along and is asked about;
+        # without one, nothing ends and the IdP is not visited.
+        hop = path_of(at_route.headers["location"])
+        asked = await client.get(hop, headers={"cookie": f"_pomerium_authenticate={own}"})
+        bare = await client.get(hop)
+    assert at_auth.status_code == 302 and at_auth.headers["location"] == SIGNED_OUT
+    assert bare.status_code == 302 and bare.headers["location"] == SIGNED_OUT
+    assert asked.status_code == 200 and "Sign out of <b>authenticate.localhost</b>?" in asked.text
+    for response in (at_auth, at_route, asked, bare):
+        assert "set-cookie" not in response.headers
+    assert _alive(web, own, AUTH_HOST) and _alive(web, route)
+    assert web.idp.revoked == []
 
 
 async def test_a_return_url_on_a_route_is_carried_through_and_nothing_else(web: Web) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from authz.check.request import origin
@@ -137,7 +137,9 @@ def test_signed_links_refuse_with_bad_request(rt: Runtime, query: str) -> None:
 
 @FUZZ
 @given(header=st.text(max_size=300), wanted=st.text(max_size=30))
+@example(header="0=.0", wanted="\x80")  # a non-ASCII digest once raised TypeError in compare_digest
+@example(header="x=1,_pomerium=a", wanted="")  # one cookie named `x` (split on `;` only)
 def test_cookie_parsing_and_binding_lookup_never_raise(rt: Runtime, header: str, wanted: str) -> None:
     parsed = cookies.parse(header)
-    assert all(";" not in name and "," not in name for name in parsed)
+    assert all(";" not in name for name in parsed)
     assert binding.find(cookies.pairs(header), wanted, 1_800_000_000) is None or wanted

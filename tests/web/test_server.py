@@ -36,7 +36,7 @@ def _request(path: str, host: str = "authenticate.localhost:8080", extra: str = 
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{length}{extra}\r\n".encode() + body
 
 
-async def test_answers_carry_nosniff_and_no_server_or_date_header(web: Web) -> None:
+async def test_answers_carry_the_security_headers_and_no_server_or_date_header(web: Web) -> None:
     server = await HttpServer.start(create_app(web.holder, lambda: True), "127.0.0.1", 0)
     try:
         head = (await _exchange(server.port, _request("/healthz"))).partition(b"\r\n\r\n")[0].decode().lower()
@@ -45,9 +45,12 @@ async def test_answers_carry_nosniff_and_no_server_or_date_header(web: Web) -> N
         server.close()
         await server.wait_closed()
     assert head.startswith("http/1.1 200")
-    assert "x-content-type-options: nosniff" in head
     assert "\r\nserver:" not in head and "\r\ndate:" not in head
-    assert missing.startswith("http/1.1 404") and "x-content-type-options: nosniff" in missing
+    assert missing.startswith("http/1.1 404")
+    for answer in (head, missing):
+        for line in ("x-content-type-options: nosniff", "x-frame-options: deny",
+                     "content-security-policy: frame-ancestors 'none'", "referrer-policy: no-referrer"):  # fmt: skip
+            assert f"\r\n{line}\r\n" in answer
 
 
 async def test_limits_on_the_head_and_the_body(web: Web) -> None:

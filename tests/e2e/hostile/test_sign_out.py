@@ -157,3 +157,33 @@ def test_the_discovery_document_never_takes_the_hosts_port(secure: Stack) -> Non
         "jwks_uri": f"{origin}/.well-known/pomerium/jwks.json",
     }
     assert "8444" not in response.text
+
+
+def test_a_cross_site_post_to_the_authenticate_host_changes_nothing(secure: Stack) -> None:
+    victim = _seed(secure)
+    # SameSite=Lax keeps the victim's cookie out of another site's auto-submitting form.
+    with secure.client(AUTH) as client:
+        posted = client.post("/.pomerium/sign_out", headers={"accept": "text/html", **CROSS_SITE}, data={})
+    assert posted.status_code == 302 and posted.headers["location"] == secure.url(AUTH, "/.pomerium/signed_out")
+    assert "set-cookie" not in posted.headers  # the authenticate cookie is not cleared, the IdP not visited
+    assert _opens(secure, victim)
+
+
+def test_no_site_can_frame_a_page_with_a_form(secure: Stack) -> None:
+    cookie = _seed(secure)
+    with secure.client(AUTH) as client:
+        auth_page = client.get("/.pomerium/sign_out", headers={"cookie": _own_cookie(secure, cookie)})
+    pages = {
+        "the authenticate host's sign-out": auth_page,
+        "a route host's sign-out": _send(secure, "GET", "/.pomerium/sign_out", cookie),
+        "the user page": _send(secure, "GET", "/.pomerium/", cookie),
+        "the sign-in redirect page": _send(secure, "GET", "/"),
+    }
+    nobody = secure.seed_session("nobody.localhost", user_id="u-dora", email="dora@example.com")
+    with secure.client("nobody.localhost") as client:  # a route that allows no one
+        pages["the 403 page"] = client.get("/", headers={"accept": "text/html", "cookie": f"{COOKIE}={nobody}"})
+    statuses = {name: page.status_code for name, page in pages.items()}
+    assert statuses == {**dict.fromkeys(pages, 200), "the sign-in redirect page": 302, "the 403 page": 403}
+    for name, page in pages.items():
+        assert page.headers.get("x-frame-options") == "DENY", name
+        assert page.headers.get("content-security-policy") == "frame-ancestors 'none'", name
