@@ -169,8 +169,17 @@ async def refresh_one(
         refresh_token=tokens.refresh_token,
         token_expires_at=tokens.expires_at,
     )
-    rt.store.put(with_identity(updated, identity) if identity is not None else updated)
     backoff.answered(current.id)
+    if not rt.store.update(with_identity(updated, identity) if identity is not None else updated):
+        # Signed out or revoked while the IdP answered: it stays ended, and the tokens just issued
+        # are revoked at the IdP as sign-out does (best effort).
+        log.info("session ended during its refresh; not stored again", extra={"fields": fields})
+        try:
+            await oidc.revoke(meta, tokens.refresh_token, "refresh_token")
+            await oidc.revoke(meta, tokens.access_token, "access_token")
+        except IdpError as exc:
+            log.warning("token revocation failed", extra={"fields": {**fields, "error": exc.detail}})
+        return Outcome.ENDED
     return Outcome.REFRESHED
 
 

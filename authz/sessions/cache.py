@@ -117,6 +117,11 @@ class CachedStore:
         self.inner.put(session)
         self.forget(session.id)
 
+    def update(self, session: Session) -> bool:
+        updated = self.inner.update(session)
+        self.forget(session.id)
+        return updated
+
     def delete(self, session_id: str) -> None:
         self.inner.delete(session_id)
         self.forget(session_id)

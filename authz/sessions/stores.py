@@ -46,6 +46,11 @@ class SessionStore(Protocol):
 
     def put(self, session: Session) -> None: ...
 
+    def update(self, session: Session) -> bool:
+        """Replace a session that is still stored; False (and nothing written) when it was deleted
+        meanwhile, so a slow writer such as a token refresh never brings back a revoked session."""
+        ...
+
     def delete(self, session_id: str) -> None: ...
 
     def sessions(self, user_id: str | None = None, now: float | None = None) -> Iterator[Session]:
@@ -110,6 +115,12 @@ class MemoryStore:
 
     def put(self, session: Session) -> None:
         self._sessions[session.id] = session
+
+    def update(self, session: Session) -> bool:
+        if session.id not in self._sessions:
+            return False
+        self._sessions[session.id] = session
+        return True
 
     def delete(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
@@ -297,6 +308,16 @@ class SQLiteStore:
                 " expires_at = excluded.expires_at, refresh_at = excluded.refresh_at, data = excluded.data",
                 (session.id, session.user_id, session.expires_at, refresh_at, data),
             )
+
+    def update(self, session: Session) -> bool:
+        refresh_at = session.token_expires_at if session.refresh_token else 0
+        data = self._dump(session)
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE sessions SET user_id = ?, expires_at = ?, refresh_at = ?, data = ? WHERE id = ?",
+                (session.user_id, session.expires_at, refresh_at, data, session.id),
+            ).rowcount
+        return changed > 0
 
     def delete(self, session_id: str) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ from authz.identity.refresher import FIRST_RETRY, MAX_RETRY, Backoff, Outcome, r
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.sessions.session import Session
-from authz.sessions.stores import MemoryStore
+from authz.sessions.stores import MemoryStore, SQLiteStore
 from tests.identity.fake_idp import SECRET, START, FakeIdp
 
 NOW = START
@@ -233,6 +233,34 @@ def test_a_lease_held_by_another_worker_is_busy(setup: Setup) -> None:
     assert _run(_refresh(setup)) == "busy"
     assert setup.idp.hits.get("/token") is None
     assert setup.rt.store.get("sid-1", NOW) == setup.session
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_session_revoked_while_the_idp_answers_stays_ended(
+    setup: Setup, store: str, tmp_path: Any, make_config: Callable[..., Config]
+) -> None:
+    if store == "sqlite":
+        setup.rt.store.close()
+        setup.rt = Runtime.build(
+            setup.rt.config, SQLiteStore(tmp_path / "s.db", secret=b"k" * 32), oidc=setup.idp.client(make_config)
+        )
+        setup.rt.store.put(setup.session)
+    grant = refreshed_tokens()
+    revoked: list[str] = []
+
+    def token(request: httpx2.Request) -> httpx2.Response:
+        assert setup.rt.store.delete_user("u") == 1  # `authz sessions revoke --user u`, or a sign-out
+        return grant(request)
+
+    def revoke(request: httpx2.Request) -> httpx2.Response:
+        revoked.append(parse_qs(request.content.decode())["token"][0])
+        return httpx2.Response(200)
+
+    setup.idp.token, setup.idp.revoke = token, revoke
+    setup.idp.userinfo = {"sub": "u", "email": "u@example.com", "groups": ["eng"]}
+    assert _run(_refresh(setup)) == "ended"
+    assert setup.rt.store.get("sid-1", NOW) is None and list(setup.rt.store.sessions()) == []
+    assert revoked == ["rt-2", "at-2"]  # what the IdP just issued is revoked too
 
 
 def _fields(session: Session) -> dict[str, Any]:

@@ -3,6 +3,7 @@ revoking a user's sessions, and the single-use stash."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from authz.sessions.cache import CachedStore
 from authz.sessions.sealing import AtRestSealer
 from authz.sessions.session import Session
 from authz.sessions.stores import TOKENS_AT_REST, MemoryStore, SessionStore, SQLiteStore
@@ -141,6 +143,21 @@ def test_list_and_revoke_a_users_sessions(kind: str, tmp_path: Path) -> None:
     assert store.get("a-older", NOW) is None and store.get("b-newer", NOW) is None
     assert store.get("c", NOW) is not None
     assert store.delete_user("u1") == 0
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "cached"])
+def test_update_writes_only_a_session_still_stored(kind: str, tmp_path: Path) -> None:
+    inner = make("sqlite" if kind == "cached" else kind, tmp_path)
+    store: SessionStore = CachedStore(inner, ttl=10) if kind == "cached" else inner
+    store.put(signed_in("s1"))
+    assert store.get("s1", NOW) is not None  # cached, when there is a cache
+    renewed = dataclasses.replace(signed_in("s1"), access_token="AT-2", token_expires_at=NOW + 300)
+    assert store.update(renewed) is True
+    assert store.get("s1", NOW) == renewed and store.due_for_refresh(NOW + 60) == []
+    store.delete("s1")
+    assert store.update(renewed) is False  # a revoked session is never written back
+    assert store.get("s1", NOW) is None and inner.get("s1", NOW) is None
     store.close()
 
 
