@@ -62,11 +62,20 @@ class Authorization(pb_grpc.AuthorizationServicer):
         result = self.begin(request, now)
         return self.finish(result) if isinstance(result, Pending) else result
 
+    @staticmethod
+    def respond(request: pb.CheckRequest, answer: Answer) -> pb.CheckResponse:
+        """The CheckResponse for an answer; one that cannot be encoded is a plain 503 instead."""
+        try:
+            return adapter.to_response(answer)
+        except Exception:
+            log.exception("could not encode the check response; answering 503")
+            return adapter.to_response(error(503, (Reason.INTERNAL_ERROR,), adapter.fallback_request(request)))
+
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         result = self.begin(request, time.time())
         if isinstance(result, Pending):
             result = await asyncio.to_thread(self.finish, result)
-        return adapter.to_response(result)
+        return self.respond(request, result)
 
 
 class ThreadedAuthorization(pb_grpc.AuthorizationServicer):
@@ -77,7 +86,7 @@ class ThreadedAuthorization(pb_grpc.AuthorizationServicer):
         self.core = core
 
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
-        return adapter.to_response(self.core.answer(request, time.time()))
+        return self.core.respond(request, self.core.answer(request, time.time()))
 
 
 class ThreadedHealth(health_pb2_grpc.HealthServicer):

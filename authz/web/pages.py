@@ -75,6 +75,18 @@ def _escape(value: str) -> str:
     return value.replace("'", "&#39;").replace('"', "&#34;")
 
 
+def valid_text(value: str) -> str:
+    """`value` as UTF-8 can carry it: a lone surrogate (JSON's `"\\ud800"` in an IdP's claim)
+    becomes `?` rather than failing the page's encoding."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
 def _render(template: Template, values: dict[str, Any]) -> str:
     """`template.render(values)` without merging the environment's globals (there are none)."""
     return "".join(template.root_render_func(_ENV.context_class(_ENV, values, template.name, template.blocks)))
@@ -90,7 +102,7 @@ def _frame(heading: str) -> tuple[str, str]:
 
 def _page(heading: str, template: Template, values: dict[str, Any]) -> str:
     before, after = _frame(heading)
-    return before + _render(template, values) + after
+    return before + valid_text(_render(template, values)) + after
 
 
 def error_body(
@@ -134,7 +146,8 @@ def error_body(
     filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
     pieces = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
     # Even pieces are the shell's text, odd ones the names of its slots.
-    return HTML, "".join([piece if i % 2 == 0 else _escape(filled[piece]) for i, piece in enumerate(pieces)])
+    values = [_escape(valid_text(filled[piece])) for piece in pieces[1::2]]
+    return HTML, "".join([piece if i % 2 == 0 else values[i // 2] for i, piece in enumerate(pieces)])
 
 
 def _error_values(

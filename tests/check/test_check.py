@@ -307,6 +307,27 @@ def test_show_error_details_adds_the_evaluation_and_the_request(make_config: Cal
     assert plain.status == 403 and "details" not in json.loads(plain.body)
 
 
+@pytest.mark.parametrize("accept", ["text/html", "application/json", "text/plain"])
+def test_claims_utf8_cannot_carry_still_get_a_clear_page(make_config: Callable[..., Config], accept: str) -> None:
+    # JSON lets an IdP send "\ud800" (a lone surrogate): a 403 naming it must still encode.
+    detailed = {**PRIVATE, "id": "detailed", "show_error_details": True, "allowed_domains": ["other.example"]}
+    rt = Runtime.build(make_config(routes=[detailed]), MemoryStore())
+    session = Session("sid-1", "user-1", "a@example.com", "Ann\ud800", ("eng\ud800",), {}, int(NOW), int(NOW) + 3600)
+    rt.store.put(session)
+    cookie = rt.codec.seal(SessionHandle("sid-1", "user-1", "app.localhost", int(NOW), int(NOW) + 3600))
+    service = Authorization(RuntimeHolder(rt))
+    check = _check("detailed", cookie=f"_pomerium={cookie}", accept=accept)
+    response = service.respond(check, service.answer(check, NOW))
+    assert response.denied_response.status.code == 403
+    assert response.SerializeToString()
+
+
+def test_an_answer_that_cannot_be_encoded_is_a_plain_503(runtime: Runtime) -> None:
+    broken = Answer(False, 403, ("x",), (("content-type", "text/html"),), (), "\ud800", "private", "")
+    response = Authorization.respond(_check(accept="text/html"), broken)
+    assert response.denied_response.status.code == 503 and "\ud800" not in response.denied_response.body
+
+
 def test_paths_an_upstream_may_read_differently_are_400_unless_the_route_allows(
     make_config: Callable[..., Config],
 ) -> None:

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from authz.sessions.payloads import SignOutLink
-from authz.sessions.session import SessionHandle
+from authz.sessions.session import Session, SessionHandle
 from authz.signing import signed_url
 from authz.web.account import sign_out_token
 
@@ -345,3 +345,15 @@ async def test_signed_out_page(web: Web) -> None:
         page = await client.get("/.pomerium/signed_out")
     assert page.status_code == 200 and "You are signed out." in page.text
     assert "<h1>Signed out</h1>" in page.text
+
+
+async def test_claims_utf8_cannot_carry_still_show_the_user_page(web: Web) -> None:
+    now = int(web.clock())
+    # JSON lets an IdP send "\ud800" (a lone surrogate) in a name or a group.
+    web.rt.store.put(Session("s-odd", "u1", "", "Ann\ud800", ("eng\ud800",), {}, now, now + 3600))
+    token = web.rt.codec.seal(SessionHandle("s-odd", "u1", "app.localhost", now, now + 3600))
+    async with web.client() as client:
+        page = await client.get(f"{APP}/.pomerium/", headers={"cookie": f"_pomerium={token}"})
+        claims = await client.get(f"{APP}/.pomerium/user", headers={"cookie": f"_pomerium={token}"})
+    assert page.status_code == 200 and "eng?" in page.text and "Ann?" in page.text
+    assert claims.status_code == 200 and claims.json()["groups"] == ["eng\ud800"]
