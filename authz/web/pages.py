@@ -146,8 +146,8 @@ def error_body(
     filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
     pieces = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
     # Even pieces are the shell's text, odd ones the names of its slots.
-    values = [_escape(valid_text(filled[piece])) for piece in pieces[1::2]]
-    return HTML, "".join([piece if i % 2 == 0 else values[i // 2] for i, piece in enumerate(pieces)])
+    slots = [_escape(valid_text(filled[piece])) for piece in pieces[1::2]]
+    return HTML, "".join([piece if i % 2 == 0 else slots[i // 2] for i, piece in enumerate(pieces)])
 
 
 def _error_values(
