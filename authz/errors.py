@@ -69,6 +69,13 @@ class BadRequest(RequestError):
     reason = Reason.BAD_REQUEST
 
 
+class Busy(RequestError):
+    """authz holds as much as it will for requests in flight (e.g. sign-ins with long return URLs)."""
+
+    status = 503
+    reason = Reason.INTERNAL_ERROR
+
+
 class IdpError(RequestError):
     """A step with the identity provider failed; see the subclasses for which way."""
 

@@ -142,8 +142,8 @@ class CachedStore:
     def claim_once(self, key: str, expires_at: float, now: float | None = None) -> bool:
         return self.inner.claim_once(key, expires_at, now)
 
-    def stash(self, key: str, value: str, expires_at: float) -> None:
-        self.inner.stash(key, value, expires_at)
+    def stash(self, key: str, value: str, expires_at: float) -> bool:
+        return self.inner.stash(key, value, expires_at)
 
     def take(self, key: str, now: float | None = None) -> str | None:
         return self.inner.take(key, now)

@@ -80,7 +80,8 @@ class LoginState:
 
 @dataclass(frozen=True, slots=True)
 class LoginAttempt:
-    """What a sign-in must remember across the IdP round trip, kept in the store (single use)."""
+    """What a sign-in must remember across the IdP round trip: in the CSRF cookie when short, else
+    in the store (single use either way)."""
 
     target: str  # the signed pomerium_redirect_uri, however long
     callback_host: str  # a programmatic login's route-host origin + "/", else ""
@@ -108,9 +109,13 @@ class CsrfCookie:
     verifier: str  # the PKCE code verifier (RFC 7636 §4.1)
     nonce: str  # the ID token must carry it (OpenID Connect Core §3.1.2.1)
     state_digest: str  # hex SHA-256 of the sealed state this cookie belongs to
+    attempt: LoginAttempt | None = None  # carried here when short enough, else in the store
 
-    def to_wire(self) -> dict[str, str]:
-        return {"c": self.csrf, "v": self.verifier, "n": self.nonce, "s": self.state_digest}
+    def to_wire(self) -> dict[str, object]:
+        wire: dict[str, object] = {"c": self.csrf, "v": self.verifier, "n": self.nonce, "s": self.state_digest}
+        if self.attempt is not None:
+            wire["a"] = self.attempt.to_wire()
+        return wire
 
     @classmethod
     def from_wire(cls, data: object) -> CsrfCookie:
@@ -121,6 +126,7 @@ class CsrfCookie:
             verifier=_text(fields, "v", what),
             nonce=_text(fields, "n", what),
             state_digest=_text(fields, "s", what),
+            attempt=LoginAttempt.from_wire(fields["a"]) if "a" in fields else None,
         )
 
 
@@ -133,11 +139,12 @@ class Handoff:
     host: str  # the route host whose /.pomerium/callback/ may redeem it
     programmatic: bool  # hand the token to the client's local redirect instead of setting a cookie
     expires_at: int
-    jti: str  # the store key of where the browser (or a programmatic client) goes next; taken once
+    jti: str  # its single-use key; also the stash key of `target` when that was too long to carry
     binding: str = ""  # the route host redeems it only with the binding cookie of this digest
+    target: str = ""  # where the browser (or a programmatic client) goes next; "" when stashed
 
     def to_wire(self) -> dict[str, str | int | bool]:
-        return {
+        wire: dict[str, str | int | bool] = {
             "s": self.session_id,
             "u": self.user_id,
             "h": self.host,
@@ -146,6 +153,9 @@ class Handoff:
             "j": self.jti,
             "b": self.binding,
         }
+        if self.target:
+            wire["t"] = self.target
+        return wire
 
     @classmethod
     def from_wire(cls, data: object) -> Handoff:
@@ -159,6 +169,7 @@ class Handoff:
             expires_at=_integer(fields, "e", what),
             jti=_text(fields, "j", what),
             binding=_optional_text(fields, "b", what),
+            target=_optional_text(fields, "t", what),
         )
 
 

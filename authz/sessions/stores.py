@@ -33,6 +33,10 @@ log = logging.getLogger("authz.sessions")
 TOKENS_AT_REST = b"session-tokens-at-rest"
 STASH_AT_REST = b"stash-at-rest"
 _TOKEN_FIELDS = ("id_token", "access_token", "refresh_token")
+# The stash keeps what a sign-in must remember that is too long to carry in a cookie or URL
+# (return URLs over about 1 KiB): at most this many values, each at most this long (~64 MiB).
+MAX_STASHED = 4096
+MAX_STASH_VALUE = 16 * 1024
 _SEALED_TOKENS = "sealed_tokens"  # the key of a row's data that holds its sealed IdP tokens
 
 
@@ -65,8 +69,10 @@ class SessionStore(Protocol):
         """True the first time `key` is claimed (until it expires), False on every replay."""
         ...
 
-    def stash(self, key: str, value: str, expires_at: float) -> None:
-        """Keep `value` under `key` until `expires_at`, for one `take` (apart from sessions and markers)."""
+    def stash(self, key: str, value: str, expires_at: float) -> bool:
+        """Keep `value` under `key` until `expires_at`, for one `take` (apart from sessions and
+        markers). False, and nothing kept, when the value is over MAX_STASH_VALUE characters or the
+        store already holds MAX_STASHED live values: what anonymous requests can make it keep is bounded."""
         ...
 
     def take(self, key: str, now: float | None = None) -> str | None:
@@ -146,11 +152,16 @@ class MemoryStore:
         self._once[key] = expires_at
         return True
 
-    def stash(self, key: str, value: str, expires_at: float) -> None:
-        if len(self._stash) > 10_000:
+    def stash(self, key: str, value: str, expires_at: float) -> bool:
+        if len(value) > MAX_STASH_VALUE:
+            return False
+        if len(self._stash) >= MAX_STASHED and key not in self._stash:
             at = time.time()
             self._stash = {k: v for k, v in self._stash.items() if v[1] > at}
+            if len(self._stash) >= MAX_STASHED:
+                return False
         self._stash[key] = (value, expires_at)
+        return True
 
     def take(self, key: str, now: float | None = None) -> str | None:
         found = self._stash.pop(key, None)
@@ -348,17 +359,23 @@ class SQLiteStore:
                 self._db.execute("DELETE FROM once WHERE expires_at <= ?", (at,))
         return cursor.rowcount == 1
 
-    def stash(self, key: str, value: str, expires_at: float) -> None:
+    def stash(self, key: str, value: str, expires_at: float) -> bool:
+        if len(value) > MAX_STASH_VALUE:
+            return False
         sealed = self._stashed.seal(value, key)
         at = time.time()
         with self._lock:
+            others = "SELECT count(*) FROM stash WHERE key != ?"  # replacing a held key takes no room
+            if self._db.execute(others, (key,)).fetchone()[0] >= MAX_STASHED:
+                self._db.execute("DELETE FROM stash WHERE expires_at <= ?", (at,))
+                if self._db.execute(others, (key,)).fetchone()[0] >= MAX_STASHED:
+                    return False
             self._db.execute(
                 "INSERT INTO stash (key, value, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                 (key, sealed, expires_at),
             )
-            if int(at) % 64 == 0:
-                self._db.execute("DELETE FROM stash WHERE expires_at <= ?", (at,))
+        return True
 
     def take(self, key: str, now: float | None = None) -> str | None:
         with self._lock:

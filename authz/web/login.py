@@ -18,6 +18,7 @@ when it arrived); the helpers take the Runtime explicitly and are shared with `a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -33,11 +34,12 @@ from starlette.responses import Response
 from authz.check.credentials import find_credentials
 from authz.check.request import origin
 from authz.config import Route
-from authz.errors import BadRequest, IdpRefused, InvalidIdToken
+from authz.errors import BadRequest, Busy, IdpRefused, InvalidIdToken
 from authz.identity.claims import merge_identity, new_session
 from authz.runtime.state import Runtime
 from authz.sessions.payloads import CsrfCookie, Handoff, LoginAttempt, LoginState
 from authz.sessions.session import Session, SessionHandle
+from authz.sessions.stores import MAX_STASH_VALUE
 from authz.signing import signed_url
 from authz.web import binding, cookies
 from authz.web.context import Context, context
@@ -47,6 +49,9 @@ log = logging.getLogger("authz.web.login")
 
 STATE_MAX_AGE = 600
 HANDOFF_LIFETIME = 60
+# A return URL up to this long travels sealed with the sign-in (CSRF cookie, handoff); a longer one
+# waits in the store (`SessionStore.stash`, bounded).
+INLINE_TARGET = 1024
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 
 
@@ -196,9 +201,14 @@ def _handoff(rt: Runtime, session: Session, target: str, callback_host: str, bou
         jti=secrets.token_urlsafe(12),
         binding=bound,
     )
-    # The target (up to the sidecar's request limits long) stays in the store; taking it redeems
-    # the handoff, once.
-    rt.store.stash(f"handoff:{handoff.jti}", target, handoff.expires_at + 60)
+    # A target short enough rides in the handoff; a longer one (up to the sidecar's request limits)
+    # waits in the store. Either way the handoff is redeemed once.
+    if len(target) <= INLINE_TARGET:
+        handoff = dataclasses.replace(handoff, target=target)
+    elif len(target) > MAX_STASH_VALUE:
+        raise BadRequest("the address to return to after sign-in is over 16 KiB long; open a shorter one")
+    elif not rt.store.stash(f"handoff:{handoff.jti}", target, handoff.expires_at + 60):
+        raise _too_many_long_targets()
     token = rt.handoff.seal(handoff.to_wire())
     return redirect(f"{target_origin}/.pomerium/callback/?{urlencode({'pomerium_handoff': token})}")
 
@@ -227,14 +237,46 @@ async def sign_in(request: Request) -> Response:
     csrf, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     verifier = secrets.token_urlsafe(48)
     attempt = secrets.token_urlsafe(16)
-    remember = LoginAttempt(signed.target, callback_host, bound).to_wire()
-    rt.store.stash(f"login:{attempt}", json.dumps(remember), now + STATE_MAX_AGE + 60)
+    remember = LoginAttempt(signed.target, callback_host, bound)
+    # What to remember rides in the browser's sealed CSRF cookie when short (nothing stored for
+    # an anonymous request); a long return URL waits in the store, which bounds what it keeps.
+    carried = len(signed.target) + len(callback_host) <= INLINE_TARGET
+    if not carried:
+        remembered = json.dumps(remember.to_wire())
+        if len(remembered) > MAX_STASH_VALUE:
+            raise BadRequest("the address to return to after sign-in is over 16 KiB long; open a shorter one")
+        if not rt.store.stash(f"login:{attempt}", remembered, now + STATE_MAX_AGE + 60):
+            raise _too_many_long_targets()
     state = rt.state.seal(LoginState(attempt, csrf, int(now)).to_wire())
     digest = hashlib.sha256(state.encode()).hexdigest()
-    pinned = rt.csrf.seal(CsrfCookie(csrf, verifier, nonce, digest).to_wire())
+    pinned = rt.csrf.seal(CsrfCookie(csrf, verifier, nonce, digest, remember if carried else None).to_wire())
     location = rt.oidc.authorization_url(meta, state=state, nonce=nonce, verifier=verifier)
     csrf_cookie = cookies.set_cookie(rt.config, _csrf_cookie_name(rt, digest), pinned, STATE_MAX_AGE, host_only=True)
     return redirect(location, csrf_cookie)
+
+
+def _too_many_long_targets() -> Busy:
+    return Busy(
+        "too many sign-ins with very long return URLs are in progress; please try again in a few minutes,"
+        " or open a shorter address"
+    )
+
+
+def _login_attempt(rt: Runtime, state: LoginState, pinned: CsrfCookie, now: float) -> LoginAttempt:
+    """What this sign-in remembered, once: from the CSRF cookie (the state is then claimed as used)
+    or taken from the store."""
+    key = f"login:{state.attempt}"
+    if pinned.attempt is not None:
+        if not rt.store.claim_once(key, state.issued_at + STATE_MAX_AGE + 60, now):
+            raise BadRequest("this sign-in link was already used")
+        return pinned.attempt
+    remembered = rt.store.take(key, now)
+    if remembered is None:
+        raise BadRequest("this sign-in link was already used")
+    try:
+        return LoginAttempt.from_wire(json.loads(remembered))
+    except ValueError:
+        raise BadRequest("the sign-in state is invalid") from None
 
 
 async def oauth_callback(request: Request) -> Response:
@@ -266,13 +308,7 @@ async def oauth_callback(request: Request) -> Response:
         or not secrets.compare_digest(pinned.state_digest.encode(), digest.encode())
     ):
         raise BadRequest("this sign-in was not started in this browser (missing or wrong CSRF cookie)")
-    remembered = rt.store.take(f"login:{state.attempt}", now)
-    if remembered is None:
-        raise BadRequest("this sign-in link was already used")
-    try:
-        attempt = LoginAttempt.from_wire(json.loads(remembered))
-    except ValueError:
-        raise BadRequest("the sign-in state is invalid") from None
+    attempt = _login_attempt(rt, state, pinned, now)
     if rt.oidc is None:
         raise BadRequest("sign-in is not configured")
     meta = await rt.oidc.metadata()
@@ -318,7 +354,11 @@ async def route_callback(request: Request) -> Response:
                 "this sign-in was not started in this browser (or took longer than 10 minutes);"
                 " open the page you want and sign in again"
             )
-    target = rt.store.take(f"handoff:{handoff.jti}", now)
+    key = f"handoff:{handoff.jti}"
+    if handoff.target:
+        target = handoff.target if rt.store.claim_once(key, handoff.expires_at + 60, now) else None
+    else:
+        target = rt.store.take(key, now)
     if target is None:
         raise BadRequest("this sign-in handoff was already used")
     session = rt.store.get(handoff.session_id, now)

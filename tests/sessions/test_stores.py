@@ -10,10 +10,12 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from authz.sessions import stores
 from authz.sessions.cache import CachedStore
 from authz.sessions.sealing import AtRestSealer
 from authz.sessions.session import Session
@@ -177,6 +179,22 @@ def test_stash_is_single_use_and_expires(kind: str, tmp_path: Path) -> None:
     assert store.claim_once("s1", NOW + 600, NOW)  # namespaces apart: sessions, markers, stash
     assert store.get("s1", NOW) is not None
     assert store.take("s1", NOW) == "v"
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_stash_is_bounded(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stores, "MAX_STASHED", 3)
+    store = make(kind, tmp_path)
+    at = time.time()
+    assert not store.stash("huge", "x" * (stores.MAX_STASH_VALUE + 1), at + 600)
+    assert store.stash("short-lived", "v", at + 0.2)
+    assert all(store.stash(f"k{i}", "v", at + 600) for i in range(2))
+    assert not store.stash("one-more", "v", at + 600)  # full: refused, nothing evicted
+    assert store.stash("k0", "again", at + 600)  # replacing a held key takes no more room
+    time.sleep(0.25)
+    assert store.stash("one-more", "v", at + 600)  # the expired one made room
+    assert [store.take(k, time.time()) for k in ("huge", "k0", "k1", "one-more")] == [None, "again", "v", "v"]
     store.close()
 
 

@@ -8,7 +8,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx2
 import pytest
 
+from authz.sessions import stores
 from authz.sessions.payloads import Handoff
+from authz.sessions.stores import MemoryStore
 from authz.signing import signed_url
 from authz.web.login import HANDOFF_LIFETIME, STATE_MAX_AGE, auth_cookie
 
@@ -300,3 +302,26 @@ async def test_two_authenticate_cookies_naming_different_users_are_no_session(we
             assert both.status_code == 302 and both.headers["location"].startswith(ISSUER)
         same = await client.get(path_of(web.sign_in_link()), headers={"cookie": f"{name}={victim}; {name}={again}"})
     assert _handoff_user(web, same) == "victim"
+
+
+async def test_anonymous_sign_ins_store_nothing_and_long_ones_are_bounded(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Anyone can get signed sign-in links (every anonymous request to a route gets one): opening
+    # them must not fill the store.
+    store = web.rt.store
+    assert isinstance(store, MemoryStore)
+    async with web.client() as client:
+        for _ in range(50):
+            assert (await client.get(path_of(web.sign_in_link()))).status_code == 302
+        assert store._stash == {} and store._once == {}
+        monkeypatch.setattr(stores, "MAX_STASHED", 3)
+        long_target = f"{APP}/long?q=" + "a" * 4000
+        long_ones = [await client.get(path_of(web.sign_in_link(long_target)), headers=HTML) for _ in range(4)]
+        short = await client.get(path_of(web.sign_in_link()))
+        too_long = await client.get(path_of(web.sign_in_link(long_target * 5)), headers={"accept": "application/json"})
+    assert too_long.status_code == 400 and "over 16 KiB" in too_long.json()["detail"]
+    assert [r.status_code for r in long_ones] == [302, 302, 302, 503]
+    assert "too many sign-ins with very long return URLs" in long_ones[-1].text
+    assert short.status_code == 302 and short.headers["location"].startswith(ISSUER)
+    assert len(store._stash) == 3
