@@ -55,7 +55,7 @@ _HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-
 _ROUTE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-# Client headers that make an upstream read another path, method, host or client address than the
+# Client headers that make an upstream read another path, method, host, scheme or client address than the
 # policy judged: removed on every route by authz and by the generated Envoy config. A route may keep
 # one by name (`keep_request_headers`) for an app that needs it, at its own risk.
 STRIPPED_REQUEST_HEADERS = (
@@ -63,6 +63,7 @@ STRIPPED_REQUEST_HEADERS = (
     "x-http-method-override", "x-http-method", "x-method-override",
     "x-envoy-auth-failure-mode-allowed",
     "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "forwarded",
+    "x-forwarded-scheme", "x-forwarded-ssl", "x-url-scheme", "front-end-https",
     "x-real-ip", "true-client-ip", "x-client-ip",
 )  # fmt: skip
 

@@ -5,7 +5,8 @@ refresh (`merge_identity`), so what a policy sees about a user does not change b
 were renewed: userinfo wins claim by claim, groups are the union of both, in order of appearance.
 
 An email is part of the identity only when the IdP vouches for it: an address it marks unverified
-(`email_verified` false or "false", in the ID token or in userinfo), or one that is not exactly
+(`email_verified` present and anything but true or "true", null and 0 included, in the ID token
+or in userinfo), or one that is not exactly
 `local@domain`, is no email at all: no policy criterion, assertion or claim header sees it
 (`allow_unverified_email` restores the old behaviour). A missing `email_verified` counts as vouched,
 as in oauth2-proxy: some IdPs (Microsoft Entra ID) never send it.
@@ -62,8 +63,15 @@ class Identity:
     unverified_email: str = ""  # an address the IdP sent but did not vouch for (shown on the 403 page)
 
 
+_ABSENT = object()
+
+
 def _unvouched(value: Any) -> bool:
-    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
+    """Whether an `email_verified` claim withholds the IdP's word: anything but true (or "true")
+    when present, null and 0 included; absent says nothing."""
+    if value is _ABSENT or value is True:
+        return False
+    return not (isinstance(value, str) and value.strip().lower() == "true")
 
 
 def is_address(value: str) -> bool:
@@ -93,7 +101,7 @@ def merge_identity(
     email = raw if isinstance(raw, str) else ""
     unverified = ""
     vouched = allow_unverified_email or not (
-        _unvouched(id_claims.get("email_verified")) or _unvouched(userinfo.get("email_verified"))
+        _unvouched(id_claims.get("email_verified", _ABSENT)) or _unvouched(userinfo.get("email_verified", _ABSENT))
     )
     if raw not in (None, "") and not (vouched and is_address(email)):
         # Not an identity: kept aside for the 403 page only (the page escapes it).

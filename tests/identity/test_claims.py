@@ -55,6 +55,13 @@ def test_sign_in_and_refresh_give_the_same_session_fields() -> None:
         ({"email_verified": "false"}, {}),
         ({"email_verified": " FALSE "}, {}),
         ({}, {"email_verified": False}),
+        ({"email_verified": None}, {}),
+        ({"email_verified": 0}, {}),
+        ({"email_verified": 1}, {}),
+        ({"email_verified": "0"}, {}),
+        ({"email_verified": "no"}, {}),
+        ({"email_verified": ""}, {}),
+        ({"email_verified": [True]}, {}),
         # Userinfo says verified, the ID token says not: the IdP did not vouch in one of them.
         ({"email_verified": False}, {"sub": "u", "email_verified": True}),
     ],
@@ -69,7 +76,7 @@ def test_an_email_the_idp_marks_unverified_is_no_email(
     assert session.email == "" and session.unverified_email == "old@example.com"
 
 
-@pytest.mark.parametrize("verified", [None, True, "true", 1])
+@pytest.mark.parametrize("verified", [None, True, "true", " TRUE "])
 def test_an_email_counts_when_the_idp_vouches_or_says_nothing(verified: object) -> None:
     claims = ID_CLAIMS if verified is None else {**ID_CLAIMS, "email_verified": verified}
     identity = merge_identity(claims, {})
