@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -41,6 +42,9 @@ def _envoy_config(args: argparse.Namespace) -> int:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             print(f"--admin-address: expected host:port, got {admin!r}", file=sys.stderr)
             return 1
+    config = _with_workers(config, args.workers)
+    if config is None:
+        return 1
     sys.stdout.write(render_bootstrap(config, admin_address=admin))
     return 0
 
@@ -51,7 +55,20 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    return serve(args.config, config, args.transport)
+    config = _with_workers(config, args.workers)
+    if config is None:
+        return 1
+    return serve(args.config, config, args.transport, worker_index=args.worker_index, ready_fd=args.ready_fd)
+
+
+def _with_workers(config: Config, workers: int | None) -> Config | None:
+    """The config with `--workers` in place of its `workers`, when given and valid."""
+    if workers is None:
+        return config
+    if (problem := config.workers_problem(workers)) is not None:
+        print(f"--workers: {problem}", file=sys.stderr)
+        return None
+    return dataclasses.replace(config, workers=workers)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -127,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     envoy = sub.add_parser("envoy-config", help="print the Envoy bootstrap for a config")
     envoy.add_argument("-c", "--config", required=True)
     envoy.add_argument("--admin-address", help="add Envoy's admin listener on host:port")
+    envoy.add_argument("--workers", type=int, help="list this many authz worker ports (overrides `workers`)")
     envoy.set_defaults(run=_envoy_config)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and the HTTP sidecar")
@@ -137,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="threads",
         help="how Check is served: grpcio's thread pool (default, fastest here) or grpc.aio (for comparison)",
     )
+    serve.add_argument(
+        "--workers", type=int, help="processes answering Check, each on its own port (overrides `workers`)"
+    )
+    # A child worker's, set by its parent only.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")

@@ -1,4 +1,14 @@
-"""`authz serve`: the ext_authz gRPC server and the HTTP sidecar on one asyncio loop, one live Runtime."""
+"""`authz serve`: the ext_authz gRPC server and the HTTP sidecar on one asyncio loop, one live Runtime.
+
+With `workers: N` (or `--workers N`), N processes answer Check, each on its own port: worker 0 is
+this process, on grpc_address, and also runs the HTTP sidecar and the token refresher; workers 1 to
+N-1 are child processes on the next ports up, serving Check and grpc.health.v1 only. Each binds its
+port alone (no SO_REUSEPORT), so a stale or foreign server never shares one, and
+`authz envoy-config` lists every port as an endpoint of the authz cluster, health-checked. The
+parent waits for each child to serve before it reports healthy; a child that cannot start stops
+everything (exit 1); one that dies later is started again (1 s, doubling to 30 s between tries);
+a child ends with its parent (PR_SET_PDEATHSIG); SIGTERM or SIGINT drains them all.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +17,10 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -104,8 +116,11 @@ class GrpcServer:
             await asyncio.to_thread(self.threaded.stop(grace).wait)
 
 
-async def run(holder: RuntimeHolder, stop: asyncio.Event, transport: str = "threads") -> None:
-    """Serve until `stop` is set, then drain in-flight checks and close."""
+async def run(
+    holder: RuntimeHolder, stop: asyncio.Event, transport: str = "threads", children: Workers | None = None
+) -> None:
+    """Serve until `stop` is set, then drain in-flight checks and close; `children` are the other
+    workers, started once this process serves and stopped with it."""
     config = holder.current.config
     grpc_server = GrpcServer(holder, transport)
     health = grpc_server.health
@@ -116,6 +131,13 @@ async def run(holder: RuntimeHolder, stop: asyncio.Event, transport: str = "thre
     except OSError as exc:
         await grpc_server.stop(None)
         raise OSError(f"cannot listen on http_address {config.http_address}: {exc.strerror}") from None
+    if children is not None:
+        try:
+            await children.start()
+        except OSError:
+            http.close()
+            await asyncio.gather(grpc_server.stop(None), children.stop())
+            raise
     # Everything built at start (config, compiled policies, modules) lives as long as the process:
     # out of the collector's sight, a garbage-collection pass no longer walks it during Checks.
     gc.collect()
@@ -124,33 +146,160 @@ async def run(holder: RuntimeHolder, stop: asyncio.Event, transport: str = "thre
     log.info(
         "authz serving",
         extra={"fields": {"grpc_address": str(config.grpc_address), "http_address": str(config.http_address),
-                          "routes": len(config.routes), "transport": transport}},
+                          "routes": len(config.routes), "transport": transport, "workers": config.workers}},
     )  # fmt: skip
     refresher = asyncio.create_task(refresh_loop(holder, stop))
     await stop.wait()
     log.info("shutting down: draining in-flight checks")
     health.set(False)
     http.close()
-    await grpc_server.stop(SHUTDOWN_GRACE)
+    await asyncio.gather(grpc_server.stop(SHUTDOWN_GRACE), children.stop() if children else asyncio.sleep(0))
     await refresher
     with contextlib.suppress(Exception):
         await asyncio.wait_for(http.wait_closed(), SHUTDOWN_GRACE)
     await holder.current.close()
 
 
-def serve(config_path: str, config: Config, transport: str = "threads") -> int:
-    """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown, 1 if a port cannot be bound."""
+async def run_worker(holder: RuntimeHolder, stop: asyncio.Event, transport: str, index: int, ready_fd: int) -> None:
+    """A child worker: Check and health on its own port until `stop`; tells the parent once serving."""
+    config = holder.current.config
+    address = str(config.grpc_addresses[index])
+    grpc_server = GrpcServer(holder, transport)
+    await grpc_server.start(address)
+    gc.collect()
+    gc.freeze()
+    grpc_server.health.set(True)
+    os.write(ready_fd, b"1")
+    os.close(ready_fd)
+    log.info("authz worker serving", extra={"fields": {"worker": index, "grpc_address": address}})
+    await stop.wait()
+    grpc_server.health.set(False)
+    await grpc_server.stop(SHUTDOWN_GRACE)
+    await holder.current.close()
+
+
+FIRST_RESTART, MAX_RESTART, START_TIMEOUT = 1.0, 30.0, 30.0
+
+
+class Workers:
+    """The child workers 1..N-1 of `authz serve`, each started with `command` plus its index."""
+
+    def __init__(self, command: Sequence[str], count: int) -> None:
+        self.command = list(command)
+        self.indexes = range(1, count)
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.watchers: list[asyncio.Task[None]] = []
+        self.stopping = False
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        """Start worker `index` and wait until it serves; OSError if it exits or hangs first."""
+        read_end, write_end = os.pipe()
+        try:
+            command = [*self.command, "--worker-index", str(index), "--ready-fd", str(write_end)]
+            env = {**os.environ, "AUTHZ_PARENT_PID": str(os.getpid())}
+            proc = await asyncio.create_subprocess_exec(*command, pass_fds=(write_end,), env=env)
+        finally:
+            os.close(write_end)
+        try:
+            ready = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 1), START_TIMEOUT)
+        except TimeoutError:
+            ready = b""
+        finally:
+            os.close(read_end)
+        if ready != b"1":
+            if proc.returncode is None:
+                proc.kill()
+            code = await proc.wait()
+            raise OSError(f"worker {index} did not start (exit status {code}); its log says why")
+        self.procs[index] = proc
+        return proc
+
+    async def start(self) -> None:
+        for index in self.indexes:
+            await self._spawn(index)
+        self.watchers = [asyncio.create_task(self._watch(index)) for index in self.indexes]
+
+    async def _watch(self, index: int) -> None:
+        """Start a worker again whenever it dies, with back-off, until stopping."""
+        delay = FIRST_RESTART
+        while not self.stopping:
+            code = await self.procs[index].wait()
+            if self.stopping:
+                return
+            log.error(
+                "worker %d exited with status %d; starting it again in %.0fs", index, code, delay,
+                extra={"fields": {"worker": index, "status": code, "retry_in": delay}},
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            try:
+                await self._spawn(index)
+                delay = FIRST_RESTART
+            except OSError as exc:
+                log.error(str(exc))
+                delay = min(delay * 2, MAX_RESTART)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker (they drain), and kill any still running after the grace."""
+        self.stopping = True
+        for task in self.watchers:
+            task.cancel()
+        running = [proc for proc in self.procs.values() if proc.returncode is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in running:
+            try:
+                await asyncio.wait_for(proc.wait(), SHUTDOWN_GRACE + 2)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGTERM this child when its parent dies (Linux), and exit if it already has."""
+    parent = int(os.environ.get("AUTHZ_PARENT_PID", "0"))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:
+        sys.exit(1)
+
+
+def serve(
+    config_path: str,
+    config: Config,
+    transport: str = "threads",
+    *,
+    worker_index: int | None = None,
+    ready_fd: int | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown, 1 if a port cannot be bound or a
+    worker cannot start. `worker_index` (with `ready_fd`) runs one child worker: the parent's job."""
     configure_logging(config.log_level)
-    for warning in config.warnings:
-        log.warning(warning)
+    child = worker_index is not None and ready_fd is not None
+    if child:
+        _die_with_parent()
+    else:
+        for warning in config.warnings:
+            log.warning(warning)
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        holder = RuntimeHolder(Runtime.build(config))
         try:
-            await run(RuntimeHolder(Runtime.build(config)), stop, transport)
+            if worker_index is not None and ready_fd is not None:
+                await run_worker(holder, stop, transport, worker_index, ready_fd)
+            else:
+                command = [sys.executable, "-m", "authz", "serve", "-c", config_path, "--transport", transport,
+                           "--workers", str(config.workers)]  # fmt: skip
+                children = Workers(command, config.workers) if config.workers > 1 else None
+                await run(holder, stop, transport, children)
         except OSError as exc:
             log.error(str(exc))
             return 1

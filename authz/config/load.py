@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -26,7 +27,7 @@ GLOBAL_KEYS = (
     "default_upstream_timeout", "session_store", "log_level", "routes", "idp_provider",
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
-    "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl",
+    "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -546,6 +547,11 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         jwt_groups_filter=_groups_filter(node),
         warnings=tuple(warnings),
     )
+    workers = node.integer("workers", 1)
+    if (problem := config.workers_problem(workers)) is not None:
+        node.error("workers", problem)
+    else:
+        config = dataclasses.replace(config, workers=workers)
     node.finish(GLOBAL_KEYS, GLOBAL_LATER)
     if problems:
         raise ConfigError(problems)

@@ -96,6 +96,9 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything `authz serve` and `authz envoy-config` need, validated."""
@@ -136,3 +139,27 @@ class Config:
     allow_unverified_email: bool = False  # authz's own: count emails the IdP says are unverified
     jwt_groups_filter: tuple[str, ...] | None = None  # Pomerium's global group filter; None: off
     warnings: tuple[str, ...] = ()  # settings that load but weaken a defence (check-config prints them)
+    workers: int = 1  # authz's own: `authz serve` processes, each on its own gRPC port from grpc_address's
+
+    @property
+    def grpc_addresses(self) -> tuple[Address, ...]:
+        """Where each worker serves Check: grpc_address, then the next ports up, one per worker."""
+        return tuple(Address(self.grpc_address.host, self.grpc_address.port + i) for i in range(self.workers))
+
+    def workers_problem(self, workers: int) -> str | None:
+        """Why this config cannot run `workers` processes, or None."""
+        if not 1 <= workers <= MAX_WORKERS:
+            return f"must be 1 to {MAX_WORKERS}, got {workers}"
+        last = self.grpc_address.port + workers - 1
+        if last > 65535:
+            return f"{workers} workers need ports {self.grpc_address.port}-{last} from grpc_address; 65535 is the last"
+        if workers > 1 and self.session_store == "memory:":
+            return "a memory: session store is one process's: with several workers use sqlite:///path"
+        http = self.http_address
+        same_host = http.host == self.grpc_address.host or "0.0.0.0" in (http.host, self.grpc_address.host)
+        if same_host and self.grpc_address.port <= http.port <= last:
+            return (
+                f"the workers' gRPC ports {self.grpc_address.port}-{last} include http_address's port {http.port};"
+                " move http_address (or grpc_address) out of that range"
+            )
+        return None

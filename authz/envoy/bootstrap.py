@@ -288,10 +288,38 @@ def _listener(config: Config) -> dict[str, Any]:
     return {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
 
 
+def _worker_health() -> dict[str, Any]:
+    """For several workers: Envoy asks each one's grpc.health.v1 every 2 s (also while idle) and
+    sends Checks only to those serving, never to a stopped or draining one (no panic routing: with
+    none serving, Checks fail closed); a worker whose connections fail is ejected at once."""
+    return {
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "no_traffic_interval": "2s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "outlier_detection": {
+            "consecutive_local_origin_failure": 1,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": "2s",
+            "max_ejection_percent": 100,
+        },
+    }
+
+
 def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any]:
     """The bootstrap as plain data."""
     sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
-    grpc = _cluster(AUTHZ_CLUSTER, [(config.grpc_address.host, config.grpc_address.port)], http2=True)
+    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=True)
+    if config.workers > 1:
+        grpc.update(_worker_health())
     data: dict[str, Any] = {
         "node": {"id": "authz", "cluster": "authz"},
         "static_resources": {

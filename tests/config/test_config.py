@@ -281,3 +281,32 @@ def test_keygen_output_is_loadable(signing_pem: bytes, tmp_path: Path) -> None:
 
     config = parse_config(data, base_dir=tmp_path)
     assert config.signing_keys[0].algorithm == "ES256"
+
+
+def test_workers(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    sqlite = f"sqlite:///{tmp_path / 's.db'}"
+    config = make_config(workers=3, session_store=sqlite, grpc_address="127.0.0.1:7000", http_address="127.0.0.1:7100")
+    assert [str(a) for a in config.grpc_addresses] == ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+    assert make_config().workers == 1 and len(make_config().grpc_addresses) == 1
+    refusals = {
+        "workers: a memory: session store is one process's": {"workers": 2},
+        "workers: must be 1 to 64, got 0": {"workers": 0, "session_store": sqlite},
+        "workers: must be 1 to 64, got 65": {"workers": 65, "session_store": sqlite},
+        "include http_address's port 9192": {"workers": 2, "session_store": sqlite},  # the default ports
+        "65535 is the last": {"workers": 2, "session_store": sqlite, "grpc_address": "127.0.0.1:65535"},
+        "workers: expected an integer": {"workers": "2"},
+    }
+    for expected, settings in refusals.items():
+        assert any(expected in p for p in problems(make_config, **settings)), (expected, settings)
+    # Another host for http_address does not collide with the workers' ports.
+    assert make_config(workers=2, session_store=sqlite, http_address="127.0.0.2:9192").workers == 2
+
+
+def test_workers_on_the_command_line(write_config: Callable[..., Path]) -> None:
+    path = write_config()  # memory: store
+    for command in ("serve", "envoy-config"):
+        result = subprocess.run(
+            [sys.executable, "-m", "authz", command, "-c", str(path), "--workers", "2"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 1 and "--workers: a memory: session store is one process's" in result.stderr

@@ -305,3 +305,20 @@ def test_cli_one_document_and_no_admin(write_config: Callable[..., Path]) -> Non
         check=False,
     )
     assert bad.returncode == 1 and bad.stdout == "" and "routes[0].from: is required" in bad.stderr
+
+
+def test_every_worker_is_an_endpoint_sent_checks_only_while_serving(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = make_config(workers=2, session_store=f"sqlite:///{tmp_path / 's.db'}", grpc_address="127.0.0.1:7000",
+                         http_address="127.0.0.1:7100")  # fmt: skip
+    clusters = {c["name"]: c for c in bootstrap(config)["static_resources"]["clusters"]}
+    grpc = clusters["authz-grpc"]
+    endpoints = grpc["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [7000, 7001]
+    (health,) = grpc["health_checks"]
+    assert "grpc_health_check" in health and health["no_traffic_interval"] == "2s"
+    assert grpc["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}  # none serving: fail closed
+    one = {c["name"]: c for c in bootstrap(make_config())["static_resources"]["clusters"]}["authz-grpc"]
+    assert "health_checks" not in one and len(one["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 1
+    envoy_validate(render_bootstrap(config), tmp_path)
