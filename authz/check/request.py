@@ -103,8 +103,11 @@ class RequestContext:
         request_id: str = "",
         route_id: str = "",
         client_certificate: str | None = None,
+        lowered: bool = False,
     ) -> RequestContext:
-        """Normalise once: split the target, decode the path, lower-case header names."""
+        """Normalise once: split the target, decode the path, lower-case header names (unless
+        `lowered` says they are: Envoy's CheckRequest must send them so, and `headers` is then kept
+        as given, not copied)."""
         path, query = split_target(target)
         hostname, port = split_authority(host)
         raw = target.partition("?")[0].partition("#")[0]
@@ -115,7 +118,7 @@ class RequestContext:
             raw_path=target,
             query=query,
             scheme=scheme or "https",
-            headers={k.lower(): v for k, v in (headers or {}).items()},
+            headers=headers if lowered and headers is not None else {k.lower(): v for k, v in (headers or {}).items()},
             source_ip=source_ip,
             request_id=request_id,
             route_id=route_id,

@@ -17,6 +17,8 @@ import pytest
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
+from authz._proto.envoy.type.v3 import http_status_pb2
+from authz._proto.google.rpc import status_pb2
 from authz.check.answer import Answer, render_template
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
@@ -242,6 +244,42 @@ def test_response_headers_always_overwrite(runtime: Runtime) -> None:
     for option in [*allowed.ok_response.headers, *denied.denied_response.headers]:
         assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     assert not any(o.HasField("append") for o in allowed.ok_response.headers)
+
+
+def _reference(answer: Answer) -> pb.CheckResponse:
+    """The CheckResponse built message by message, the plain way, for comparison."""
+    options = [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v),
+            append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+            if k == "set-cookie"
+            else base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for k, v in answer.headers
+    ]
+    if answer.allowed:
+        ok = pb.OkHttpResponse(headers=options, headers_to_remove=list(answer.headers_to_remove))
+        return pb.CheckResponse(status=status_pb2.Status(code=0), ok_response=ok)
+    denied = pb.DeniedHttpResponse(
+        status=http_status_pb2.HttpStatus(code=answer.status),  # type: ignore[arg-type]
+        headers=options,
+        body=answer.body,
+    )
+    return pb.CheckResponse(status=status_pb2.Status(code=7, message="Access Denied"), denied_response=denied)
+
+
+def test_the_response_is_encoded_as_the_plain_construction_would(runtime: Runtime) -> None:
+    service = Authorization(RuntimeHolder(runtime))
+    cookie = login(runtime)
+    answers = [
+        service.answer(_check(cookie=f"_pomerium={cookie}; other=1"), NOW),  # allowed, signed, cookie kept
+        service.answer(_check(route_id="public"), NOW),
+        service.answer(_check(), NOW),  # 302 with set-cookie lines
+        service.answer(_check(route_id="nope", accept="application/json"), NOW),
+        Answer(True, 200, (), (), (), "", "r", ""),
+    ]
+    for answer in answers:
+        assert to_response(answer).SerializeToString() == _reference(answer).SerializeToString(), answer
 
 
 def test_groups_are_the_union_of_id_token_and_userinfo() -> None:

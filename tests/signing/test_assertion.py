@@ -3,12 +3,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.config import Config, IssuerFormat
 from authz.runtime.state import groups_filter
 from authz.sessions.session import Session
-from authz.signing.assertion import GROUPS_BUDGET, build_claims, claim_headers, sign
+from authz.signing.assertion import GROUPS_BUDGET, build_claims, claim_headers, p256_raw, sign
 from authz.signing.keys import generate_p256_pem, load_signing_keys
 
 SESSION = Session("sid", "uid", "a@example.com", "Ann", ("g1",), {"dept": ["x", "y"], "level": 3})
@@ -136,3 +140,19 @@ def test_the_signature_verifies_with_a_standard_library(kind: str) -> None:
     token = sign(key, {"sub": "u", "groups": ["a"]})
     assert jwt.get_unverified_header(token) == {"alg": key.algorithm, "kid": key.kid, "typ": "JWT"}
     assert jwt.decode(token, private.public_key(), algorithms=[key.algorithm]) == {"sub": "u", "groups": ["a"]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(r=st.integers(1, 2**256 - 1), s=st.integers(1, 2**256 - 1))
+def test_p256_raw_matches_the_der_decoder(r: int, s: int) -> None:
+    # Every INTEGER length: leading zero byte, full 32 bytes, and shorter ones.
+    assert p256_raw(encode_dss_signature(r, s)) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    for small in (1, 127, 128, 2**248):
+        assert p256_raw(encode_dss_signature(small, s)) == small.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_es256_signatures_verify_with_the_public_key() -> None:
+    key = load_signing_keys(generate_p256_pem().decode())[0]
+    for n in range(200):  # real signatures: about 1 in 256 has a short r or s
+        token = sign(key, {"n": n})
+        assert jwt.decode(token, key.private.public_key(), algorithms=["ES256"]) == {"n": n}
