@@ -103,6 +103,23 @@ def test_a_dead_worker_is_routed_around_and_started_again(workers: tuple[Stack, 
     assert _checks_per_port(stack)[base + 1] > before[base + 1]
 
 
+def test_a_revocation_reaches_every_worker_within_the_cache_bound(workers: tuple[Stack, int]) -> None:
+    stack, base = workers
+    cookie = stack.seed_session("private.localhost", user_id="u-rev", email="rev@example.com")
+    sent = {"cookie": f"_pomerium={cookie}", "accept": "text/html"}
+    with stack.client("private.localhost") as client:
+        before = _checks_per_port(stack)
+        assert [client.get("/", headers=sent).status_code for _ in range(20)] == [200] * 20
+        assert all(_checks_per_port(stack)[p] > before[p] for p in (base, base + 1))  # both read it
+        revoked = subprocess.run(
+            [sys.executable, "-m", "authz", "sessions", "revoke", "--user", "u-rev", "-c", str(stack.config_path)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr
+        time.sleep(1.5)  # session_cache_ttl is 1 s in this stack
+        assert [client.get("/", headers=sent).status_code for _ in range(20)] == [302] * 20
+
+
 def _config(tmp: Path, stack: Stack, **changes: object) -> Path:
     path = tmp / "c.yaml"
     path.write_text(yaml.safe_dump({**stack.config, **changes}))
