@@ -1,7 +1,7 @@
 """A do-nothing ext_authz server: every Check is OK. The Python floor the benchmark compares with.
 
-python scripts/bench/floor.py aio PORT      # grpc.aio (authz's transport before the thread pool)
-python scripts/bench/floor.py threads PORT  # grpcio's thread-pool server (authz's transport now)
+python scripts/bench/floor.py aio PORT      # grpc.aio (python-floor)
+python scripts/bench/floor.py threads PORT  # grpcio's thread-pool server (python-floor-sync)
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""Turn a run's samples into the result: medians and spread per scenario, ratios within each rep,
-and the JSON, Markdown table and PNG chart written next to each other."""
+"""Turn a run's samples into the result: medians and [min, max] spread per scenario, ratios within
+each rep, and the JSON, Markdown table and PNG chart written next to each other.
+
+    python scripts/bench/report.py bench/results/<stamp>.json   # redraw its .md and .png
+"""
 
 from __future__ import annotations
 
@@ -8,92 +11,115 @@ import json
 import statistics
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from measure import Sample
+from measure import Run, Sample
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 3) if values else float("nan")
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
 
 
 def _spread(values: list[float]) -> list[float]:
     return [round(min(values), 3), round(max(values), 3)] if values else []
 
 
-def summarise(
-    samples: dict[str, list[Sample]], names: list[str], references: tuple[str, ...], subject: str
-) -> dict[str, Any]:
-    """Per scenario the median of each figure over reps with its [min, max]; per reference the
-    ratio subject/reference of requests per second, computed within each rep, then its median."""
+def run_row(run: Run) -> dict[str, Any]:
+    """One load tool run as JSON."""
+    return {"rps": round(run.rps, 1), "p50_ms": round(run.p50_ms, 3), "p90_ms": round(run.p90_ms, 3),
+            "p99_ms": round(run.p99_ms, 3), "requests": run.requests, "errors": run.errors}  # fmt: skip
+
+
+def summarise(samples: dict[str, list[Sample]], references: tuple[str, ...], subject: str) -> dict[str, Any]:
+    """Per scenario the median of each figure over reps, with its [min, max] over reps (errors are
+    the total); per reference the ratio subject/reference of requests per second, computed within
+    each rep, then its median and spread."""
     rows = []
-    for name in names:
-        runs = samples[name]
-        authz_cpu = [s.authz_cpu_us for s in runs if s.authz_cpu_us is not None]
-        rss = [s.authz_rss_mb for s in runs if s.authz_rss_mb is not None]
+    for name, runs in samples.items():
+        figures: dict[str, list[float]] = {
+            "rps": [s.run.rps for s in runs],
+            "p50_ms": [s.run.p50_ms for s in runs],
+            "p90_ms": [s.run.p90_ms for s in runs],
+            "p99_ms": [s.run.p99_ms for s in runs],
+            "envoy_cpu_us": [s.envoy_cpu_us for s in runs],
+            "authz_cpu_us": [s.authz_cpu_us for s in runs if s.authz_cpu_us is not None],
+            "authz_rss_mb": [s.authz_rss_mb for s in runs if s.authz_rss_mb is not None],
+        }
         rows.append({
             "name": name,
-            "rps": _median([s.rps for s in runs]),
-            "p50_ms": _median([s.p50_ms for s in runs]),
-            "p90_ms": _median([s.p90_ms for s in runs]),
-            "p99_ms": _median([s.p99_ms for s in runs]),
-            "errors": sum(s.errors for s in runs),
-            "cpu_us_per_req": {"envoy": _median([s.envoy_cpu_us for s in runs]),
-                               "authz": _median(authz_cpu) if authz_cpu else None},
-            "authz_rss_mb": _median(rss) if rss else None,
-            "spread": {"rps": _spread([s.rps for s in runs]), "p99_ms": _spread([s.p99_ms for s in runs]),
-                       "authz_cpu_us": _spread(authz_cpu)},
+            **{key: _median(figures[key]) for key in ("rps", "p50_ms", "p90_ms", "p99_ms")},
+            "errors": sum(s.run.errors for s in runs),
+            "cpu_us_per_req": {"envoy": _median(figures["envoy_cpu_us"]), "authz": _median(figures["authz_cpu_us"])},
+            "authz_rss_mb": _median(figures["authz_rss_mb"]),
+            "spread": {key: _spread(values) for key, values in figures.items() if values},
         })  # fmt: skip
     ratios: dict[str, Any] = {}
     if subject in samples:
         for ref in references:
             if ref in samples:
-                per_rep = [a.rps / b.rps for a, b in zip(samples[subject], samples[ref], strict=True) if b.rps]
+                pairs = zip(samples[subject], samples[ref], strict=True)
+                per_rep = [a.run.rps / b.run.rps for a, b in pairs if b.run.rps]
                 ratios[f"{subject} / {ref}"] = {"median": _median(per_rep), "spread": _spread(per_rep)}
     return {"scenarios": rows, "ratios": ratios}
 
 
+def _figure(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def markdown(result: dict[str, Any]) -> str:
+    """The table, the ratios and the constant-rate line, each with its caveat."""
+    machine = result["machine"]
     lines = [
-        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores "
-        f"({result['machine']['note']}); {result['machine']['pinning']}. Envoy {result['machine']['envoy']}.",
-        f"Load: {result['tool']}.",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}, Python {machine['python']},"
+        f" Envoy {machine['envoy']}; commit {machine['commit']}, {machine['when']}.",
+        f"Pinning: {machine['pinning']}. **{machine['note']}: every figure below is for this host.**",
+        f"Load: {result['tool']}. Figures are medians over reps; errors are the total.",
         "",
-        "| scenario | req/s | p50 ms | p90 ms | p99 ms | errors | Envoy CPU µs/req | ext_authz CPU µs/req | RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | req/s | req/s min-max | p50 ms | p90 ms | p99 ms | errors "
+        "| Envoy CPU µs/req | ext_authz CPU µs/req | ext_authz RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["scenarios"]:
-        cpu = row["cpu_us_per_req"]
-        authz = f"{cpu['authz']:.0f}" if cpu["authz"] is not None else "-"
-        rss = f"{row['authz_rss_mb']:.0f}" if row["authz_rss_mb"] is not None else "-"
+        cpu, spread = row["cpu_us_per_req"], row["spread"]["rps"]
         lines.append(
-            f"| {row['name']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f}"
-            f" | {row['errors']} | {cpu['envoy']:.0f} | {authz} | {rss} |"
+            f"| {row['name']} | {row['rps']:.0f} | {spread[0]:.0f}-{spread[1]:.0f} | {row['p50_ms']:.2f}"
+            f" | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | {_figure(cpu['envoy'], '.0f')}"
+            f" | {_figure(cpu['authz'], '.0f')} | {_figure(row['authz_rss_mb'], '.0f')} |"
         )
     if result["ratios"]:
-        lines += ["", "| ratio (req/s, within each rep) | median | spread |", "|---|---:|---|"]
+        lines += ["", "| req/s ratio (within each rep) | median | min-max |", "|---|---:|---:|"]
         for name, ratio in result["ratios"].items():
-            lines.append(f"| {name} | {ratio['median']:.2f} | {ratio['spread']} |")
+            low, high = ratio["spread"]
+            lines.append(f"| {name} | {ratio['median']:.2f} | {low:.2f}-{high:.2f} |")
     constant = result.get("constant_rate")
     if constant:
-        session = constant["authz-session"]
-        added = f"p50 {constant['added_p50_ms']:+.2f} ms, p99 {constant['added_p99_ms']:+.2f} ms"
+        session, alone = constant["authz-session"], constant["envoy-only"]
         lines += [
             "",
-            f"Constant rate {constant['rate']} req/s ({constant['tool']}): authz-session p50"
-            f" {session['p50_ms']:.2f} ms, p99 {session['p99_ms']:.2f} ms; added over envoy-only: {added}.",
+            f"Constant rate, {constant['rate']} req/s (half authz-session's median), `{constant['tool']}`:"
+            f" envoy-only p50 {alone['p50_ms']:.2f} ms / p99 {alone['p99_ms']:.2f} ms, authz-session p50"
+            f" {session['p50_ms']:.2f} ms / p99 {session['p99_ms']:.2f} ms; **authz adds p50"
+            f" {constant['added_p50_ms']:+.2f} ms, p99 {constant['added_p99_ms']:+.2f} ms**"
+            f" (errors {alone['errors']} / {session['errors']}). Caveat: {constant['caveat']}.",
         ]
     return "\n".join(lines) + "\n"
 
 
 def _pyplot() -> Any:
-    """matplotlib's pyplot, installed into this interpreter's environment on first use (the
-    `bench` extra): only the chart needs it."""
+    """matplotlib's pyplot, pip-installed into this interpreter's environment from pyproject's
+    `bench` extra on first use (only the chart needs it); None if that cannot be done."""
     try:
         importlib.import_module("matplotlib")
     except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib>=3.8"], check=False)
+        extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["bench"]
+        wanted = [spec for spec in extra if spec.startswith("matplotlib")]
+        print(f"installing {' '.join(wanted)} for the chart", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *wanted], check=False)
     try:
         matplotlib = importlib.import_module("matplotlib")
     except ImportError:
@@ -103,34 +129,47 @@ def _pyplot() -> Any:
 
 
 def draw_chart(result: dict[str, Any], path: Path) -> bool:
+    """Throughput bars (with the reps' min-max) beside p50 and p99 bars, one row per scenario."""
     plt = _pyplot()
     if plt is None:
         return False
     rows = result["scenarios"]
-    names = [r["name"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    left.barh(names, [r["rps"] for r in rows], color="#4472c4")
-    left.set_xlabel("requests/s (median)")
-    left.invert_yaxis()
-    positions = range(len(rows))
-    right.barh([p - 0.2 for p in positions], [r["p50_ms"] for r in rows], height=0.4, label="p50", color="#70ad47")
-    right.barh([p + 0.2 for p in positions], [r["p99_ms"] for r in rows], height=0.4, label="p99", color="#ed7d31")
-    right.set_yticks(list(positions), names)
-    right.invert_yaxis()
-    right.set_xlabel("latency ms")
+    names, at = [r["name"] for r in rows], list(range(len(rows)))
+    rps = [r["rps"] for r in rows]
+    low = [r["rps"] - r["spread"]["rps"][0] for r in rows]
+    high = [r["spread"]["rps"][1] - r["rps"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2))
+    left.barh(at, rps, xerr=[low, high], color="#4472c4", capsize=3)
+    left.set_xlabel("requests/s (median, bar: min-max over reps)")
+    right.barh([p - 0.2 for p in at], [r["p50_ms"] for r in rows], height=0.4, label="p50", color="#70ad47")
+    right.barh([p + 0.2 for p in at], [r["p99_ms"] for r in rows], height=0.4, label="p99", color="#ed7d31")
+    right.set_xlabel("latency ms (median)")
     right.legend()
-    fig.suptitle(f"authz benchmark — {result['tool']} — {result['machine']['note']}", fontsize=9)
+    for axes in (left, right):
+        axes.set_yticks(at, names)
+        axes.invert_yaxis()
+        axes.grid(axis="x", alpha=0.3)
+    machine = result["machine"]
+    fig.suptitle(f"authz benchmark, {machine['cpu']}: {machine['note']}\n{result['tool']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
 
-def write(result: dict[str, Any], stem: Path, *, chart: bool = True) -> list[Path]:
-    """`<stem>.json`, `<stem>.md` and (unless told not to, or matplotlib cannot be had) `<stem>.png`."""
+def write(result: dict[str, Any], stem: Path) -> list[Path]:
+    """`<stem>.json`, `<stem>.md` and (unless matplotlib cannot be had) `<stem>.png`."""
     out = [stem.with_suffix(".json"), stem.with_suffix(".md")]
     out[0].write_text(json.dumps(result, indent=2) + "\n")
     out[1].write_text(markdown(result))
-    if chart and draw_chart(result, stem.with_suffix(".png")):
+    if draw_chart(result, stem.with_suffix(".png")):
         out.append(stem.with_suffix(".png"))
+    else:
+        print("no chart: matplotlib could not be installed (pip install '.[bench]')", file=sys.stderr)
     return out
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        source = Path(name)
+        print(*write(json.loads(source.read_text()), source.with_suffix("")), sep="\n")

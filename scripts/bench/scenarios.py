@@ -1,0 +1,166 @@
+"""The scenarios: what answers Envoy's ext_authz call in each, built behind one Envoy listener and
+route config, and the check each must pass before it is measured."""
+
+from __future__ import annotations
+
+import secrets
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import servers
+import signin
+from measure import Load
+
+import envoy
+
+REFERENCES = ("envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync")
+AUTHZ = ("authz-session", "authz-session-nosign", "authz-public", "authz-deny", "authz-login")
+SCENARIOS = (*REFERENCES, *AUTHZ)
+CANDIDATES = ("python-floor-uvloop",)  # transport candidates, measured only when named (--scenario)
+FLOORS = {"python-floor": "aio", "python-floor-sync": "threads", "python-floor-uvloop": "uvloop"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A load, the Envoy and ext_authz server (None: none) whose CPU it is charged, and which
+    identity headers the upstream must (True) or must not (False) receive."""
+
+    name: str
+    load: Load
+    envoy_pid: int
+    server_pid: int | None
+    upstream_gets: tuple[tuple[str, bool], ...] = (("assertion", False), ("email", False))
+
+
+def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
+    """Start what the scenarios need (each process goes into `procs` as it starts, so a failure
+    half-way stops what was started)."""
+    up, up_port = servers.upstream(tmp)
+    procs.append(up)
+    idp_port, client_secret = servers.free_port(), secrets.token_urlsafe(24)
+    base = signin.authz_config(tmp, up_port, servers.free_port(), f"http://localhost:{idp_port}", client_secret)
+    app = signin.APP_HOST
+    out: dict[str, Scenario] = {}
+
+    def start_envoy(name: str, grpc_port: int | None, jwt_authn: str | None = None) -> tuple[int, int]:
+        config = {**base, "address": f"127.0.0.1:{servers.free_port()}"}
+        if grpc_port:
+            config["grpc_address"] = f"127.0.0.1:{grpc_port}"
+        proc, port = envoy.envoy_for(tmp, name, config, with_ext_authz=grpc_port is not None, jwt_authn=jwt_authn)
+        procs.append(proc)
+        return proc.pid, port
+
+    if "envoy-only" in names:
+        pid, port = start_envoy("envoy-only", None)
+        out["envoy-only"] = Scenario("envoy-only", Load(port, app), pid, None)
+    if "envoy-jwt-authn" in names:
+        jwks, token, outsider = envoy.bench_jwt()
+        pid, port = start_envoy("envoy-jwt-authn", None, jwt_authn=jwks)
+        # It does check: no token, no entry (401); a valid token without the claim, refused by RBAC (403).
+        refused = {
+            "no token": (Load(port, app), 401),
+            "an example.org token": (Load(port, app, ((envoy.JWT_HEADER, outsider),)), 403),
+        }
+        for what, (load, status) in refused.items():
+            if status_of(load)[0] != status:
+                raise SystemExit(f"envoy-jwt-authn: {what} was not refused with {status}")
+        out["envoy-jwt-authn"] = Scenario("envoy-jwt-authn", Load(port, app, ((envoy.JWT_HEADER, token),)), pid, None)
+    if "ext-authz-limit" in names:
+        canned, canned_port = servers.canned_ext_authz(tmp)
+        procs.append(canned)
+        pid, port = start_envoy("ext-authz-limit", canned_port)
+        out["ext-authz-limit"] = Scenario("ext-authz-limit", Load(port, app), pid, canned.pid)
+    for name, transport in FLOORS.items():
+        if name in names:
+            floor, floor_port = servers.python_floor(tmp, transport)
+            procs.append(floor)
+            pid, port = start_envoy(name, floor_port)
+            out[name] = Scenario(name, Load(port, app), pid, floor.pid)
+    if any(name in AUTHZ for name in names):
+        out.update(authz_scenarios(tmp, base, idp_port, client_secret, procs))
+    return {name: out[name] for name in names}
+
+
+def authz_scenarios(
+    tmp: Path, base: dict[str, Any], idp_port: int, client_secret: str, procs: list[Any]
+) -> dict[str, Scenario]:
+    """authz behind its own generated Envoy, with alice signed in through the real IdP."""
+    why = servers.idp_unavailable()
+    if why:
+        raise SystemExit(f"the authz scenarios sign in through the local IdP, which cannot run: {why}")
+    procs.append(
+        servers.start_idp(idp_port, tmp, [f"{base['authenticate_service_url']}/oauth2/callback"], client_secret)
+    )
+    envoy_proc, port = envoy.envoy_for(tmp, "authz", base)  # writes authz.config.yaml
+    procs.append(envoy_proc)
+    authz = servers.authz(tmp, tmp / "authz.config.yaml", int(base["grpc_address"].rsplit(":", 1)[1]))
+    procs.append(authz)
+    cookies = signin.sign_in(port, [signin.APP_HOST, signin.NOSIGN_HOST, signin.DENY_HOST])
+
+    def jar(host: str) -> tuple[tuple[str, str], ...]:
+        return (("Cookie", f"_pomerium={cookies[host]}"),)
+
+    def scenario(name: str, load: Load, *gets: tuple[str, bool]) -> Scenario:
+        return Scenario(name, load, envoy_proc.pid, authz.pid, gets or Scenario.upstream_gets)
+
+    app = signin.APP_HOST
+    return {
+        s.name: s
+        for s in (
+            scenario("authz-session", Load(port, app, jar(app)), ("assertion", True), ("email", True)),
+            scenario("authz-session-nosign", Load(port, signin.NOSIGN_HOST, jar(signin.NOSIGN_HOST))),
+            scenario("authz-public", Load(port, signin.PUBLIC_HOST), ("assertion", True), ("email", False)),
+            scenario("authz-deny", Load(port, signin.DENY_HOST, jar(signin.DENY_HOST), expect=403)),
+            scenario("authz-login", Load(port, app, (("Accept", "text/html"),), expect=302)),
+        )
+    }
+
+
+def status_of(load: Load, path: str | None = None) -> tuple[int, dict[str, str], str]:
+    """One request as the load tool sends it, redirects not followed: status, headers, body."""
+    request = urllib.request.Request(f"http://127.0.0.1:{load.port}{path or load.path}")
+    request.add_header("Host", load.host)
+    for name, value in load.headers:
+        request.add_header(name, value)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+            return response.status, _lower(response.headers.items()), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, _lower(exc.headers.items()), exc.read().decode(errors="replace")
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
+def check(scenario: Scenario) -> str:
+    """Before measuring: the scenario answers what it should, a 302 goes to sign in, and what reaches
+    the upstream carries (or not) the signed assertion and claim headers; what was checked."""
+    load = scenario.load
+    status, headers, _ = status_of(load)
+    if status != load.expect:
+        raise SystemExit(f"{scenario.name}: expected {load.expect}, got {status}")
+    if status == 302:
+        where = headers.get("location", "")
+        if "authenticate.bench" not in where:
+            raise SystemExit(f"{scenario.name}: the 302 goes to {where!r}, not to sign in")
+        return f"302 to sign in ({where.split('?')[0]})"
+    if status != 200:
+        return str(status)
+    _, _, seen = status_of(load, "/_seen/")
+    got = dict(line.split("=", 1) for line in seen.splitlines() if "=" in line)
+    for header, wanted in scenario.upstream_gets:
+        value = got.get(header, "")
+        present = value.startswith("eyJ") if header == "assertion" else "@" in value
+        if present != wanted:
+            raise SystemExit(f"{scenario.name}: the upstream {'got no' if wanted else 'got a'} {header} header")
+    wanted = [h for h, want in scenario.upstream_gets if want] or ["no identity header"]
+    return f"200, upstream got {' and '.join(wanted)}"
