@@ -26,13 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import envoys
 import measure
 import report
 import scenarios
 import servers
 from scenarios import Scenario
-
-import envoy
 
 PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "nginx": "nginx-light", "hey": "hey", "taskset": "util-linux"}
 TOOLS = {"wrk": measure.wrk, "h2load": measure.h2load}
@@ -184,7 +183,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "envoy": envoy.envoy_version(),
+        "envoy": envoys.envoy_version(),
         "pinning": "Envoy on CPU 0 (--concurrency 1), every ext_authz server on CPU 1; load tool and upstream unpinned",
         "note": f"{os.cpu_count()} cores: Envoy, the ext_authz server, the load tool and the upstream share them"
         + (" and compete for CPU" if (os.cpu_count() or 1) < 4 else ""),

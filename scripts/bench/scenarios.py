@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import envoys
 import servers
 import signin
 from measure import Load
-
-import envoy
 
 REFERENCES = ("envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync")
 AUTHZ = ("authz-session", "authz-session-nosign", "authz-public", "authz-deny", "authz-login")
@@ -49,7 +48,7 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
         config = {**base, "address": f"127.0.0.1:{servers.free_port()}"}
         if grpc_port:
             config["grpc_address"] = f"127.0.0.1:{grpc_port}"
-        proc, port = envoy.envoy_for(tmp, name, config, with_ext_authz=grpc_port is not None, jwt_authn=jwt_authn)
+        proc, port = envoys.envoy_for(tmp, name, config, with_ext_authz=grpc_port is not None, jwt_authn=jwt_authn)
         procs.append(proc)
         return proc.pid, port
 
@@ -57,17 +56,17 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
         pid, port = start_envoy("envoy-only", None)
         out["envoy-only"] = Scenario("envoy-only", Load(port, app), pid, None)
     if "envoy-jwt-authn" in names:
-        jwks, token, outsider = envoy.bench_jwt()
+        jwks, token, outsider = envoys.bench_jwt()
         pid, port = start_envoy("envoy-jwt-authn", None, jwt_authn=jwks)
         # It does check: no token, no entry (401); a valid token without the claim, refused by RBAC (403).
         refused = {
             "no token": (Load(port, app), 401),
-            "an example.org token": (Load(port, app, ((envoy.JWT_HEADER, outsider),)), 403),
+            "an example.org token": (Load(port, app, ((envoys.JWT_HEADER, outsider),)), 403),
         }
         for what, (load, status) in refused.items():
             if status_of(load)[0] != status:
                 raise SystemExit(f"envoy-jwt-authn: {what} was not refused with {status}")
-        out["envoy-jwt-authn"] = Scenario("envoy-jwt-authn", Load(port, app, ((envoy.JWT_HEADER, token),)), pid, None)
+        out["envoy-jwt-authn"] = Scenario("envoy-jwt-authn", Load(port, app, ((envoys.JWT_HEADER, token),)), pid, None)
     if "ext-authz-limit" in names:
         canned, canned_port = servers.canned_ext_authz(tmp)
         procs.append(canned)
@@ -94,7 +93,7 @@ def authz_scenarios(
     procs.append(
         servers.start_idp(idp_port, tmp, [f"{base['authenticate_service_url']}/oauth2/callback"], client_secret)
     )
-    envoy_proc, port = envoy.envoy_for(tmp, "authz", base)  # writes authz.config.yaml
+    envoy_proc, port = envoys.envoy_for(tmp, "authz", base)  # writes authz.config.yaml
     procs.append(envoy_proc)
     authz = servers.authz(tmp, tmp / "authz.config.yaml", int(base["grpc_address"].rsplit(":", 1)[1]))
     procs.append(authz)
