@@ -4,6 +4,8 @@ paced wrk at a constant rate), with the CPU time Envoy and the ext_authz server 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import statistics
@@ -20,7 +22,8 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "secs": 1e3}
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found += [int(c) for c in (task / "children").read_text().split()]
     return found
 
 
@@ -84,6 +87,9 @@ def measure(tool: Tool, load: Load, seconds: float, connections: int, envoy: int
     envoy0, server0 = cpu_seconds(envoy), cpu_seconds(server) if server else 0.0
     run = tool(load, seconds, connections)
     envoy1, server1 = cpu_seconds(envoy), cpu_seconds(server) if server else 0.0
+    if run.requests == 0:  # closed loop: each connection's request went unanswered the whole time
+        nan = float("nan")  # and there is no latency to report
+        run = dataclasses.replace(run, p50_ms=nan, p90_ms=nan, p99_ms=nan, errors=run.errors + connections)
     done = max(run.requests, 1)
     return Sample(
         run,
@@ -154,7 +160,9 @@ def h2load(load: Load, seconds: float, connections: int) -> Run:
         rows = [line.split("\t") for line in log.read().splitlines() if line.strip()]
     # Each row: start time (µs since the epoch), status (-1 when the stream failed), elapsed µs.
     latencies = sorted(int(row[2]) / 1000 for row in rows)
-    cut = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    if len(latencies) < 2:
+        raise SystemExit(f"h2load finished {len(latencies)} request(s):\n{out[-2000:]}")
+    cut = statistics.quantiles(latencies, n=100, method="inclusive")
     return Run(
         rps=float(_must(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)),
         p50_ms=cut[49],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -20,8 +21,13 @@ from measure import Run, Sample
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def number(value: float | None) -> float | None:
+    """A figure for the JSON: rounded, None for none or NaN (a percentile a tool did not report)."""
+    return None if value is None or math.isnan(value) else round(value, 3)
+
+
 def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 3) if values else None
+    return number(statistics.median(values)) if values else None
 
 
 def _spread(values: list[float]) -> list[float]:
@@ -30,8 +36,8 @@ def _spread(values: list[float]) -> list[float]:
 
 def run_row(run: Run) -> dict[str, Any]:
     """One load tool run as JSON."""
-    return {"rps": round(run.rps, 1), "p50_ms": round(run.p50_ms, 3), "p90_ms": round(run.p90_ms, 3),
-            "p99_ms": round(run.p99_ms, 3), "requests": run.requests, "errors": run.errors}  # fmt: skip
+    return {"rps": number(run.rps), "p50_ms": number(run.p50_ms), "p90_ms": number(run.p90_ms),
+            "p99_ms": number(run.p99_ms), "requests": run.requests, "errors": run.errors}  # fmt: skip
 
 
 def summarise(samples: dict[str, list[Sample]], references: tuple[str, ...], subject: str) -> dict[str, Any]:
@@ -40,15 +46,17 @@ def summarise(samples: dict[str, list[Sample]], references: tuple[str, ...], sub
     each rep, then its median and spread."""
     rows = []
     for name, runs in samples.items():
-        figures: dict[str, list[float]] = {
+        every: dict[str, list[float | None]] = {
             "rps": [s.run.rps for s in runs],
             "p50_ms": [s.run.p50_ms for s in runs],
             "p90_ms": [s.run.p90_ms for s in runs],
             "p99_ms": [s.run.p99_ms for s in runs],
             "envoy_cpu_us": [s.envoy_cpu_us for s in runs],
-            "authz_cpu_us": [s.authz_cpu_us for s in runs if s.authz_cpu_us is not None],
-            "authz_rss_mb": [s.authz_rss_mb for s in runs if s.authz_rss_mb is not None],
+            "authz_cpu_us": [s.authz_cpu_us for s in runs],
+            "authz_rss_mb": [s.authz_rss_mb for s in runs],
         }
+        # What a rep has (none for a server-less scenario; NaN: a percentile the tool did not report).
+        figures = {key: [v for v in values if v is not None and not math.isnan(v)] for key, values in every.items()}
         rows.append({
             "name": name,
             **{key: _median(figures[key]) for key in ("rps", "p50_ms", "p90_ms", "p99_ms")},
@@ -71,6 +79,10 @@ def _figure(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _range(spread: list[float], fmt: str) -> str:
+    return f"{spread[0]:{fmt}}-{spread[1]:{fmt}}" if spread else "-"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The table, the ratios and the constant-rate line, each with its caveat."""
     machine = result["machine"]
@@ -85,26 +97,30 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["scenarios"]:
-        cpu, spread = row["cpu_us_per_req"], row["spread"]["rps"]
+        cpu, latencies = row["cpu_us_per_req"], [_figure(row[key], ".2f") for key in ("p50_ms", "p90_ms", "p99_ms")]
         lines.append(
-            f"| {row['name']} | {row['rps']:.0f} | {spread[0]:.0f}-{spread[1]:.0f} | {row['p50_ms']:.2f}"
-            f" | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | {_figure(cpu['envoy'], '.0f')}"
+            f"| {row['name']} | {_figure(row['rps'], '.0f')} | {_range(row['spread'].get('rps', []), '.0f')}"
+            f" | {' | '.join(latencies)} | {row['errors']} | {_figure(cpu['envoy'], '.0f')}"
             f" | {_figure(cpu['authz'], '.0f')} | {_figure(row['authz_rss_mb'], '.0f')} |"
         )
     if result["ratios"]:
         lines += ["", "| req/s ratio (within each rep) | median | min-max |", "|---|---:|---:|"]
         for name, ratio in result["ratios"].items():
-            low, high = ratio["spread"]
-            lines.append(f"| {name} | {ratio['median']:.2f} | {low:.2f}-{high:.2f} |")
+            lines.append(f"| {name} | {_figure(ratio['median'], '.2f')} | {_range(ratio['spread'], '.2f')} |")
     constant = result.get("constant_rate")
     if constant:
         session, alone = constant["authz-session"], constant["envoy-only"]
+        ms = {key: _figure(value, ".2f") for key, value in (
+            ("alone50", alone["p50_ms"]), ("alone99", alone["p99_ms"]),
+            ("session50", session["p50_ms"]), ("session99", session["p99_ms"]),
+        )}  # fmt: skip
+        added = {key: _figure(constant[key], "+.2f") for key in ("added_p50_ms", "added_p99_ms")}
         lines += [
             "",
             f"Constant rate, {constant['rate']} req/s (half authz-session's median), `{constant['tool']}`:"
-            f" envoy-only p50 {alone['p50_ms']:.2f} ms / p99 {alone['p99_ms']:.2f} ms, authz-session p50"
-            f" {session['p50_ms']:.2f} ms / p99 {session['p99_ms']:.2f} ms; **authz adds p50"
-            f" {constant['added_p50_ms']:+.2f} ms, p99 {constant['added_p99_ms']:+.2f} ms**"
+            f" envoy-only p50 {ms['alone50']} ms / p99 {ms['alone99']} ms, authz-session p50"
+            f" {ms['session50']} ms / p99 {ms['session99']} ms; **authz adds p50"
+            f" {added['added_p50_ms']} ms, p99 {added['added_p99_ms']} ms**"
             f" (errors {alone['errors']} / {session['errors']}). Caveat: {constant['caveat']}.",
         ]
     return "\n".join(lines) + "\n"
@@ -135,14 +151,15 @@ def draw_chart(result: dict[str, Any], path: Path) -> bool:
         return False
     rows = result["scenarios"]
     names, at = [r["name"] for r in rows], list(range(len(rows)))
-    rps = [r["rps"] for r in rows]
-    low = [r["rps"] - r["spread"]["rps"][0] for r in rows]
-    high = [r["spread"]["rps"][1] - r["rps"] for r in rows]
+    rps = [r["rps"] or 0 for r in rows]
+    spreads = [r["spread"].get("rps") or [r["rps"] or 0] * 2 for r in rows]
+    low = [value - spread[0] for value, spread in zip(rps, spreads, strict=True)]
+    high = [spread[1] - value for value, spread in zip(rps, spreads, strict=True)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2))
     left.barh(at, rps, xerr=[low, high], color="#4472c4", capsize=3)
     left.set_xlabel("requests/s (median, bar: min-max over reps)")
-    right.barh([p - 0.2 for p in at], [r["p50_ms"] for r in rows], height=0.4, label="p50", color="#70ad47")
-    right.barh([p + 0.2 for p in at], [r["p99_ms"] for r in rows], height=0.4, label="p99", color="#ed7d31")
+    right.barh([p - 0.2 for p in at], [r["p50_ms"] or 0 for r in rows], height=0.4, label="p50", color="#70ad47")
+    right.barh([p + 0.2 for p in at], [r["p99_ms"] or 0 for r in rows], height=0.4, label="p99", color="#ed7d31")
     right.set_xlabel("latency ms (median)")
     right.legend()
     for axes in (left, right):

@@ -148,6 +148,9 @@ def constant_rate(
     if "authz-session" not in built or "envoy-only" not in built or not args.rate_seconds:
         return None
     rate = statistics.median(s.run.rps for s in samples["authz-session"]) / 2
+    if rate < 1:  # hey -q 0 is no limit at all
+        print(f"no constant-rate run: authz-session's median is {rate * 2:.1f} req/s", file=sys.stderr)
+        return None
     pace = measure.hey if args.rate_tool == "hey" else measure.wrk_paced
     go = functools.partial(pace, seconds=args.rate_seconds, rate=rate, connections=RATE_CONNECTIONS)
     runs = {name: go(built[name].load) for name in ("envoy-only", "authz-session")}
@@ -164,8 +167,8 @@ def constant_rate(
         "tool": tool,
         "caveat": HEY_CAVEAT if args.rate_tool == "hey" else PACED_CAVEAT,
         **{name: report.run_row(run) for name, run in runs.items()},
-        "added_p50_ms": round(runs["authz-session"].p50_ms - runs["envoy-only"].p50_ms, 3),
-        "added_p99_ms": round(runs["authz-session"].p99_ms - runs["envoy-only"].p99_ms, 3),
+        "added_p50_ms": report.number(runs["authz-session"].p50_ms - runs["envoy-only"].p50_ms),
+        "added_p99_ms": report.number(runs["authz-session"].p99_ms - runs["envoy-only"].p99_ms),
     }
 
 
