@@ -10,15 +10,12 @@ import importlib
 import json
 import math
 import statistics
-import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import extra
 from measure import Run, Sample
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def number(value: float | None) -> float | None:
@@ -127,19 +124,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _pyplot() -> Any:
-    """matplotlib's pyplot, pip-installed into this interpreter's environment from pyproject's
-    `bench` extra on first use (only the chart needs it); None if that cannot be done."""
-    try:
-        importlib.import_module("matplotlib")
-    except ImportError:
-        extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["bench"]
-        wanted = [spec for spec in extra if spec.startswith("matplotlib")]
-        print(f"installing {' '.join(wanted)} for the chart", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *wanted], check=False)
-    try:
-        matplotlib = importlib.import_module("matplotlib")
-    except ImportError:
+    """matplotlib's pyplot (installed from the `bench` extra on first use), or None if it cannot be had."""
+    if not extra.have("matplotlib"):
         return None
+    matplotlib = importlib.import_module("matplotlib")
     matplotlib.use("Agg")
     return importlib.import_module("matplotlib.pyplot")
 
