@@ -17,7 +17,7 @@ from authz.dev.stack import idp_available
 
 ROOT = Path(__file__).resolve().parents[1]
 _MISSING = [tool for tool in ("wrk", "nginx", "hey", "taskset") if shutil.which(tool) is None]
-SMOKE = ["envoy-only", "python-floor", "authz-session"]
+SMOKE = ["envoy-only", "python-floor", "python-floor-http", "authz-session"]
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,13 +34,15 @@ def test_the_benchmark_harness_runs_and_writes_its_result(tmp_path: Path) -> Non
         [sys.executable, "scripts/bench/run.py", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    if out.returncode != 0 and "install the Debian packages" in out.stderr:
-        pytest.skip(out.stderr.strip().splitlines()[-1])  # apt could not install them here
+    for cannot in ("install the Debian packages", "could not be installed"):
+        if out.returncode != 0 and cannot in out.stderr:
+            pytest.skip(out.stderr.strip().splitlines()[-1])  # apt or pip could not install them here
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     # Each scenario passed its check before it was measured (a failed check exits non-zero).
     for name in SMOKE:
         assert f"checked {name}: 200, upstream got" in out.stdout, out.stdout
     assert "checked authz-session: 200, upstream got assertion and email" in out.stdout
+    assert "checked python-floor-http: 200, upstream got no identity header; refused: /_refuse (403)" in out.stdout
 
     (result_file,) = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
@@ -55,7 +57,7 @@ def test_the_benchmark_harness_runs_and_writes_its_result(tmp_path: Path) -> Non
         assert row["cpu_us_per_req"]["envoy"] > 0
         assert (row["cpu_us_per_req"]["authz"] is None) == (row["name"] == "envoy-only")
         assert len(row["spread"]["rps"]) == 2
-    assert set(result["ratios"]) == {"authz-session / envoy-only", "authz-session / python-floor"}
+    assert set(result["ratios"]) == {f"authz-session / {name}" for name in SMOKE[:-1]}
     assert all(ratio["median"] > 0 for ratio in result["ratios"].values())
     constant = result["constant_rate"]
     assert {"rate", "tool", "caveat", "envoy-only", "authz-session", "added_p50_ms", "added_p99_ms"} <= set(constant)

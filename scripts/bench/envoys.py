@@ -23,10 +23,17 @@ JWT_HEADER = "x-bench-jwt"
 
 
 def envoy_for(
-    tmp: Path, name: str, config: dict[str, Any], *, with_ext_authz: bool = True, jwt_authn: str | None = None
+    tmp: Path,
+    name: str,
+    config: dict[str, Any],
+    *,
+    with_ext_authz: bool = True,
+    jwt_authn: str | None = None,
+    http_ext_authz: int | None = None,
 ) -> tuple[Proc, int]:
     """Envoy (`--concurrency 1`, on CPU 0) from `authz envoy-config` for this config, optionally
-    without its ext_authz filter, or with jwt_authn + RBAC instead (`jwt_authn`: the JWKS JSON);
+    without its ext_authz filter, or with jwt_authn + RBAC instead (`jwt_authn`: the JWKS JSON), or
+    with its ext_authz calling an HTTP service on 127.0.0.1:`http_ext_authz` instead of gRPC;
     (the process, its listener port). Writes the config as `<tmp>/<name>.config.yaml`."""
     admin = free_port()
     path = tmp / f"{name}.config.yaml"
@@ -40,6 +47,8 @@ def envoy_for(
         drop_ext_authz(bootstrap)
     if jwt_authn:
         add_jwt_authn(bootstrap, jwt_authn)
+    if http_ext_authz:
+        use_http_service(bootstrap, http_ext_authz)
     boot = tmp / f"{name}.envoy.yaml"
     boot.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
     argv = [find_envoy(), "-c", str(boot), "--disable-hot-restart", "--concurrency", "1",
@@ -73,6 +82,30 @@ def drop_ext_authz(bootstrap: dict[str, Any]) -> None:
                     del per[key]
                 if "typed_per_filter_config" in route and not per:
                     del route["typed_per_filter_config"]
+
+
+HTTP_CLUSTER = "bench-http-ext-authz"
+
+
+def use_http_service(bootstrap: dict[str, Any], port: int) -> None:
+    """The same ext_authz filter and settings, but calling an HTTP/1.1 service (`http_service`: the
+    request's method, path and headers are forwarded, a 200 allows) instead of the gRPC Check."""
+    clusters = bootstrap["static_resources"]["clusters"]
+    template = next(c for c in clusters if c["name"] == "authz-grpc")
+    cluster = {k: v for k, v in template.items() if k != "typed_extension_protocol_options"}  # HTTP/1.1
+    cluster["name"] = HTTP_CLUSTER
+    cluster["load_assignment"] = {"cluster_name": HTTP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}  # fmt: skip
+    clusters.append(cluster)
+    for hcm in _connection_managers(bootstrap):
+        for http_filter in hcm["http_filters"]:
+            if "ext_authz" in http_filter["name"]:
+                settings = http_filter["typed_config"]
+                grpc = settings.pop("grpc_service")
+                settings["http_service"] = {
+                    "server_uri": {"uri": f"http://127.0.0.1:{port}", "cluster": HTTP_CLUSTER,
+                                   "timeout": grpc.get("timeout", "10s")},
+                }  # fmt: skip
 
 
 def add_jwt_authn(bootstrap: dict[str, Any], jwks: str) -> None:

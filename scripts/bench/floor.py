@@ -2,6 +2,7 @@
 
 python scripts/bench/floor.py aio PORT      # grpc.aio (python-floor)
 python scripts/bench/floor.py threads PORT  # grpcio's thread-pool server (python-floor-sync)
+python scripts/bench/floor.py uvloop PORT   # grpc.aio on uvloop (python-floor-uvloop, a candidate)
 """
 
 from __future__ import annotations

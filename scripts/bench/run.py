@@ -1,6 +1,7 @@
 """`make bench`: authz side by side with Envoy alone, Envoy's own jwt_authn, the ceiling for any
-ext_authz service and the Python floors, every scenario behind the same Envoy listener and route,
-interleaved in one run, then authz-session and envoy-only at the same constant rate.
+ext_authz service and the Python floors (gRPC, and one on Envoy's HTTP ext_authz), every scenario
+behind the same Envoy listener and route, interleaved in one run, then authz-session and envoy-only
+at the same constant rate.
 
     python scripts/bench/run.py              # 3 reps x 10 s per scenario, then a constant-rate run
     python scripts/bench/run.py --quick      # 1 rep x 3 s, every scenario: under 2 minutes
@@ -76,7 +77,7 @@ def parse() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--tool", choices=sorted(TOOLS), default="wrk", help="the closed-loop load tool")
     parser.add_argument("--rate-tool", choices=("hey", "wrk-paced"), default="hey", help="the constant-rate run's")
     parser.add_argument("--quick", action="store_true", help="1 rep x 3 s of every scenario: under 2 minutes")
-    parser.add_argument("--smoke", action="store_true", help="prove the harness works (CI): 3 scenarios x 2 s")
+    parser.add_argument("--smoke", action="store_true", help="prove the harness works (CI): 4 scenarios x 2 s")
     parser.add_argument("--out", type=Path, default=servers.ROOT / "bench" / "results")
     choices = (*scenarios.SCENARIOS, *scenarios.CANDIDATES, *ALIASES)
     parser.add_argument("--scenario", action="append", choices=choices, help="only these (repeatable)")
@@ -86,7 +87,7 @@ def parse() -> tuple[argparse.Namespace, list[str]]:
         args.reps, args.duration, args.warmup, args.rate_seconds = 1, 3.0, 1.0, 3.0
     if args.smoke:
         args.reps, args.duration, args.warmup, args.rate_seconds = 1, 2.0, 0.0, 1.0
-    default = ["envoy-only", "python-floor", "authz-session"] if args.smoke else scenarios.SCENARIOS
+    default = scenarios.SMOKE if args.smoke else scenarios.SCENARIOS
     names = [ALIASES.get(name, name) for name in args.scenario or default]
     return args, list(dict.fromkeys(names))
 

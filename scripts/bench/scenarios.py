@@ -11,15 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import envoys
+import extra
 import servers
 import signin
 from measure import Load
 
-REFERENCES = ("envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync")
+REFERENCES = (
+    "envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync", "python-floor-http",
+)  # fmt: skip
 AUTHZ = ("authz-session", "authz-session-nosign", "authz-public", "authz-deny", "authz-login")
 SCENARIOS = (*REFERENCES, *AUTHZ)
+SMOKE = ("envoy-only", "python-floor", "python-floor-http", "authz-session")  # --smoke: one of each kind
 CANDIDATES = ("python-floor-uvloop",)  # transport candidates, measured only when named (--scenario)
 FLOORS = {"python-floor": "aio", "python-floor-sync": "threads", "python-floor-uvloop": "uvloop"}
+# Envoy's HTTP ext_authz (http_service, not grpc_service) against a do-nothing Python HTTP server.
+HTTP_FLOORS = {"python-floor-http": "uvloop"}
+UVLOOP = ("python-floor-uvloop", "python-floor-http")
 
 
 @dataclass(frozen=True)
@@ -32,11 +39,14 @@ class Scenario:
     envoy_pid: int
     server_pid: int | None
     upstream_gets: tuple[tuple[str, bool], ...] = (("assertion", False), ("email", False))
+    refusals: str = ""  # what was already checked to be refused when it was built
 
 
 def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
     """Start what the scenarios need (each process goes into `procs` as it starts, so a failure
     half-way stops what was started)."""
+    if any(name in UVLOOP for name in names) and not extra.have("uvloop"):
+        raise SystemExit("uvloop could not be installed: pip install '.[bench]'")
     up, up_port = servers.upstream(tmp)
     procs.append(up)
     idp_port, client_secret = servers.free_port(), secrets.token_urlsafe(24)
@@ -44,11 +54,16 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
     app = signin.APP_HOST
     out: dict[str, Scenario] = {}
 
-    def start_envoy(name: str, grpc_port: int | None, jwt_authn: str | None = None) -> tuple[int, int]:
+    def start_envoy(
+        name: str, grpc_port: int | None, jwt_authn: str | None = None, http_ext_authz: int | None = None
+    ) -> tuple[int, int]:
         config = {**base, "address": f"127.0.0.1:{servers.free_port()}"}
         if grpc_port:
             config["grpc_address"] = f"127.0.0.1:{grpc_port}"
-        proc, port = envoys.envoy_for(tmp, name, config, with_ext_authz=grpc_port is not None, jwt_authn=jwt_authn)
+        with_ext_authz = grpc_port is not None or http_ext_authz is not None
+        proc, port = envoys.envoy_for(
+            tmp, name, config, with_ext_authz=with_ext_authz, jwt_authn=jwt_authn, http_ext_authz=http_ext_authz
+        )
         procs.append(proc)
         return proc.pid, port
 
@@ -66,7 +81,9 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
         for what, (load, status) in refused.items():
             if status_of(load)[0] != status:
                 raise SystemExit(f"envoy-jwt-authn: {what} was not refused with {status}")
-        out["envoy-jwt-authn"] = Scenario("envoy-jwt-authn", Load(port, app, ((envoys.JWT_HEADER, token),)), pid, None)
+        load = Load(port, app, ((envoys.JWT_HEADER, token),))
+        refusals = ", ".join(f"{what} ({status})" for what, (_, status) in refused.items())
+        out["envoy-jwt-authn"] = Scenario("envoy-jwt-authn", load, pid, None, refusals=refusals)
     if "ext-authz-limit" in names:
         canned, canned_port = servers.canned_ext_authz(tmp)
         procs.append(canned)
@@ -78,6 +95,15 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
             procs.append(floor)
             pid, port = start_envoy(name, floor_port)
             out[name] = Scenario(name, Load(port, app), pid, floor.pid)
+    for name, transport in HTTP_FLOORS.items():
+        if name in names:
+            floor, floor_port = servers.python_floor(tmp, transport, "http_floor.py")
+            procs.append(floor)
+            pid, port = start_envoy(name, None, http_ext_authz=floor_port)
+            # Envoy does ask it: the floor refuses /_refuse, and Envoy passes its 403 on.
+            if status_of(Load(port, app, path="/_refuse"))[0] != 403:
+                raise SystemExit(f"{name}: the HTTP floor's 403 for /_refuse did not come through Envoy")
+            out[name] = Scenario(name, Load(port, app), pid, floor.pid, refusals="/_refuse (403)")
     if any(name in AUTHZ for name in names):
         out.update(authz_scenarios(tmp, base, idp_port, client_secret, procs))
     return {name: out[name] for name in names}
@@ -161,5 +187,6 @@ def check(scenario: Scenario) -> str:
         present = value.startswith("eyJ") if header == "assertion" else "@" in value
         if present != wanted:
             raise SystemExit(f"{scenario.name}: the upstream {'got no' if wanted else 'got a'} {header} header")
-    wanted = [h for h, want in scenario.upstream_gets if want] or ["no identity header"]
-    return f"200, upstream got {' and '.join(wanted)}"
+    got_these = [h for h, want in scenario.upstream_gets if want] or ["no identity header"]
+    refused = f"; refused: {scenario.refusals}" if scenario.refusals else ""
+    return f"200, upstream got {' and '.join(got_these)}{refused}"

@@ -127,11 +127,12 @@ def canned_ext_authz(tmp: Path) -> tuple[Proc, int]:
     return proc, port
 
 
-def python_floor(tmp: Path, transport: str) -> tuple[Proc, int]:
-    """A do-nothing ext_authz (floor.py) on `transport`, pinned with authz's core."""
+def python_floor(tmp: Path, transport: str, script: str = "floor.py") -> tuple[Proc, int]:
+    """A do-nothing ext_authz (floor.py: gRPC; http_floor.py: HTTP) on `transport`, pinned with
+    authz's core."""
     port = free_port()
-    script = str(Path(__file__).with_name("floor.py"))
-    proc = spawn(f"python-floor-{transport}", [sys.executable, script, transport, str(port)], tmp, AUTHZ_CPU)
+    argv = [sys.executable, str(Path(__file__).with_name(script)), transport, str(port)]
+    proc = spawn(f"{Path(script).stem}-{transport}", argv, tmp, AUTHZ_CPU)
     wait_port(proc, port)
     return proc, port
 
