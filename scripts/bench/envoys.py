@@ -4,6 +4,7 @@ pointed at another server, the filter removed, or replaced by Envoy's own jwt_au
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import secrets
@@ -17,6 +18,7 @@ import yaml
 from servers import ENVOY_CPU, ROOT, Proc, free_port, spawn
 
 from authz.dev.stack import find_envoy, http_ok, wait_until
+from authz.envoy.bootstrap import SIDECAR_CLUSTER
 from authz.signing.keys import generate_p256_pem
 
 JWT_HEADER = "x-bench-jwt"
@@ -89,10 +91,10 @@ HTTP_CLUSTER = "bench-http-ext-authz"
 
 def use_http_service(bootstrap: dict[str, Any], port: int) -> None:
     """The same ext_authz filter and settings, but calling an HTTP/1.1 service (`http_service`: the
-    request's method, path and headers are forwarded, a 200 allows) instead of the gRPC Check."""
+    request's method and path and a few of its headers are forwarded, a 200 allows) instead of the
+    gRPC Check. Its cluster is shaped like the sidecar's (HTTP/1.1, no health checks)."""
     clusters = bootstrap["static_resources"]["clusters"]
-    template = next(c for c in clusters if c["name"] == "authz-grpc")
-    cluster = {k: v for k, v in template.items() if k != "typed_extension_protocol_options"}  # HTTP/1.1
+    cluster = copy.deepcopy(next(c for c in clusters if c["name"] == SIDECAR_CLUSTER))
     cluster["name"] = HTTP_CLUSTER
     cluster["load_assignment"] = {"cluster_name": HTTP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}  # fmt: skip
