@@ -160,6 +160,8 @@ def status_of(load: Load, path: str | None = None) -> tuple[int, dict[str, str],
             return response.status, _lower(response.headers.items()), response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, _lower(exc.headers.items()), exc.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as exc:  # refused, reset, or no answer in 10 s
+        raise SystemExit(f"{request.full_url} (Host {load.host}) got no answer: {exc}") from None
 
 
 def _lower(headers: Any) -> dict[str, str]:
