@@ -75,11 +75,13 @@ def parse() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each measurement")
     parser.add_argument("--tool", choices=sorted(TOOLS), default="wrk", help="the closed-loop load tool")
-    parser.add_argument("--rate-tool", choices=("hey", "wrk-paced"), default="hey", help="the constant-rate run's")
+    parser.add_argument(
+        "--rate-tool", choices=("wrk-paced", "hey"), default="wrk-paced", help="the constant-rate run's"
+    )
     parser.add_argument("--quick", action="store_true", help="1 rep x 3 s of every scenario: under 2 minutes")
     parser.add_argument("--smoke", action="store_true", help="prove the harness works (CI): 4 scenarios x 2 s")
     parser.add_argument("--out", type=Path, default=servers.ROOT / "bench" / "results")
-    choices = (*scenarios.SCENARIOS, *scenarios.CANDIDATES, *ALIASES)
+    choices = (*scenarios.SCENARIOS, *scenarios.CANDIDATES, *scenarios.WORKERS, *ALIASES)
     parser.add_argument("--scenario", action="append", choices=choices, help="only these (repeatable)")
     args = parser.parse_args()
     args.rate_seconds = args.duration

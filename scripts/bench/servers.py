@@ -14,16 +14,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb  # noqa: E402
-from authz.dev.stack import Process, free_port, idp_available, port_open, wait_until  # noqa: E402
+from authz.dev.stack import Process, free_port, free_ports, http_ok, idp_available, port_open, wait_until  # noqa: E402
 from authz.dev.stack import start_idp as _start_idp  # noqa: E402
 
 ENVOY_CPU, AUTHZ_CPU = "0", "1"
 
-__all__ = ["AUTHZ_CPU", "ENVOY_CPU", "ROOT", "Proc", "free_port", "spawn", "wait_port"]
+__all__ = ["AUTHZ_CPU", "ENVOY_CPU", "ROOT", "Proc", "free_port", "free_ports", "spawn", "wait_port", "wait_until"]
 
 
 @dataclass
@@ -137,10 +139,13 @@ def python_floor(tmp: Path, transport: str, script: str = "floor.py") -> tuple[P
     return proc, port
 
 
-def authz(tmp: Path, config: Path, grpc_port: int) -> Proc:
-    """`authz serve` from this checkout, as deployed (its default transport and workers), on CPU 1."""
-    proc = spawn("authz", [sys.executable, "-m", "authz", "serve", "-c", str(config)], tmp, AUTHZ_CPU)
+def authz(tmp: Path, config: Path, grpc_port: int, name: str = "authz") -> Proc:
+    """`authz serve` from this checkout, as deployed (its default transport; the config's workers,
+    all on CPU 1 like every ext_authz server), waited on until every worker serves (/healthz)."""
+    proc = spawn(name, [sys.executable, "-m", "authz", "serve", "-c", str(config)], tmp, AUTHZ_CPU)
     wait_port(proc, grpc_port, timeout=60)
+    http = yaml.safe_load(config.read_text())["http_address"]
+    wait_until(lambda: http_ok(f"http://{http}/healthz"), 60, name, proc.popen)
     return proc
 
 
