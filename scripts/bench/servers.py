@@ -20,10 +20,33 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb  # noqa: E402
-from authz.dev.stack import Process, free_port, free_ports, http_ok, idp_available, port_open, wait_until  # noqa: E402
+from authz.dev import stack as _stack  # noqa: E402
+from authz.dev.stack import Process, http_ok, idp_available, port_open, wait_until  # noqa: E402
 from authz.dev.stack import start_idp as _start_idp  # noqa: E402
 
 ENVOY_CPU, AUTHZ_CPU = "0", "1"
+# Ports handed out in this run: a port picked early (authz's, in the config) is only bound when its
+# server starts, so a later pick must never get it again.
+_HANDED: set[int] = set()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 that this run has not handed out before."""
+    while (port := _stack.free_port()) in _HANDED:
+        pass
+    _HANDED.add(port)
+    return port
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports, none handed out before in this run."""
+    while True:
+        first = _stack.free_ports(count)
+        ports = set(range(first, first + count))
+        if not ports & _HANDED:
+            _HANDED.update(ports)
+            return first
+
 
 __all__ = ["AUTHZ_CPU", "ENVOY_CPU", "ROOT", "Proc", "free_port", "free_ports", "spawn", "wait_port", "wait_until"]
 
