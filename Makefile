@@ -31,6 +31,8 @@ test: $(STAMP) browser
 	$(BIN)/ruff check authz tests scripts bench
 	$(BIN)/mypy
 	$(BIN)/pytest
+	@# The end-to-end suite (hostile modules included) again, on Envoy's HTTP ext_authz service.
+	AUTHZ_E2E_TRANSPORT=http $(BIN)/pytest -q -m e2e tests/e2e
 
 # Long fuzzing, outside `make test`: hostile CheckRequests, credentials, the sign-in decoders and
 # redirect validator, and the policy laws, with many examples.

@@ -28,6 +28,7 @@ import grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 from authz._proto.grpc.health.v1 import health_pb2_grpc
 from authz.config import Config
+from authz.envoy.http_check import HttpCheckServer
 from authz.envoy.service import Authorization, Health, ThreadedAuthorization, ThreadedHealth
 from authz.identity.refresher import refresh_loop
 from authz.runtime.holder import RuntimeHolder
@@ -116,13 +117,21 @@ class GrpcServer:
             await asyncio.to_thread(self.threaded.stop(grace).wait)
 
 
+def check_server(holder: RuntimeHolder, transport: str) -> GrpcServer | HttpCheckServer:
+    """What answers Envoy's ext_authz calls: Envoy's HTTP service when the config says so
+    (`ext_authz_transport: http`), else gRPC on `transport`."""
+    if holder.current.config.ext_authz_transport == "http":
+        return HttpCheckServer(holder)
+    return GrpcServer(holder, transport)
+
+
 async def run(
     holder: RuntimeHolder, stop: asyncio.Event, transport: str = "threads", children: Workers | None = None
 ) -> None:
     """Serve until `stop` is set, then drain in-flight checks and close; `children` are the other
     workers, started once this process serves and stopped with it."""
     config = holder.current.config
-    grpc_server = GrpcServer(holder, transport)
+    grpc_server = check_server(holder, transport)
     health = grpc_server.health
     await grpc_server.start(str(config.grpc_address))
     sidecar = create_app(holder, ready=lambda: health.serving)
@@ -164,7 +173,7 @@ async def run_worker(holder: RuntimeHolder, stop: asyncio.Event, transport: str,
     """A child worker: Check and health on its own port until `stop`; tells the parent once serving."""
     config = holder.current.config
     address = str(config.grpc_addresses[index])
-    grpc_server = GrpcServer(holder, transport)
+    grpc_server = check_server(holder, transport)
     await grpc_server.start(address)
     gc.collect()
     gc.freeze()

@@ -28,6 +28,7 @@ GLOBAL_KEYS = (
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
+    "ext_authz_transport",
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -546,6 +547,9 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         allow_unverified_email=allow_unverified,
         jwt_groups_filter=_groups_filter(node),
         warnings=tuple(warnings),
+    )
+    config = dataclasses.replace(
+        config, ext_authz_transport=node.choice("ext_authz_transport", "grpc", ["grpc", "http"])
     )
     workers = node.integer("workers", 1)
     if (problem := config.workers_problem(workers)) is not None:

@@ -140,6 +140,7 @@ class Config:
     jwt_groups_filter: tuple[str, ...] | None = None  # Pomerium's global group filter; None: off
     warnings: tuple[str, ...] = ()  # settings that load but weaken a defence (check-config prints them)
     workers: int = 1  # authz's own: `authz serve` processes, each on its own gRPC port from grpc_address's
+    ext_authz_transport: str = "grpc"  # authz's own: how Envoy calls Check, "grpc" or "http" (on grpc_address)
 
     @property
     def grpc_addresses(self) -> tuple[Address, ...]:

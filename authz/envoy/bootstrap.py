@@ -14,6 +14,7 @@ import yaml
 
 from authz.config import Address, Config, Route, Upstream
 from authz.config.load import STRIPPED_REQUEST_HEADERS
+from authz.envoy import http_check
 
 AUTHZ_CLUSTER = "authz-grpc"
 SIDECAR_CLUSTER = "authz-http"
@@ -247,15 +248,12 @@ def _listener(config: Config) -> dict[str, Any]:
             "virtual_hosts": _virtual_hosts(config),
         },
         "http_filters": [
+            *_drop_internal_headers(config),
             {
                 "name": EXT_AUTHZ,
                 "typed_config": {
                     "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                    "transport_api_version": "V3",
-                    "grpc_service": {
-                        "envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
-                        "timeout": _seconds(config.grpc_client_timeout),
-                    },
+                    **_ext_authz_service(config),
                     "failure_mode_allow": False,
                     "status_on_error": {"code": "ServiceUnavailable"},
                 },
@@ -288,10 +286,81 @@ def _listener(config: Config) -> dict[str, Any]:
     return {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
 
 
-def _worker_health() -> dict[str, Any]:
-    """For several workers: Envoy asks each one's grpc.health.v1 every 2 s (also while idle) and
-    sends Checks only to those serving, never to a stopped or draining one (no panic routing: with
-    none serving, Checks fail closed); a worker whose connections fail is ejected at once."""
+# What an HTTP check answer may carry to the client when it denies: every header authz's denials set.
+_DENIAL_HEADERS = (
+    "content-type", "cache-control", "location", "set-cookie", "x-request-id", "x-frame-options",
+    "content-security-policy", "grpc-status", "grpc-message",
+)  # fmt: skip
+
+
+def _exact(names: Iterable[str]) -> dict[str, Any]:
+    return {"patterns": [{"exact": name, "ignore_case": True} for name in sorted(set(names))]}
+
+
+def _ext_authz_service(config: Config) -> dict[str, Any]:
+    """How the ext_authz filter calls authz: gRPC (context extensions carry the route id), or
+    Envoy's HTTP service (`ext_authz_transport: http`), to which Envoy adds the route id, the
+    client's address and certificate itself, replacing any a client sent (authz/envoy/http_check.py)."""
+    timeout = _seconds(config.grpc_client_timeout)
+    if config.ext_authz_transport != "http":
+        return {
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": timeout},
+        }
+    address = config.grpc_addresses[0]
+    # On an allow, Envoy sets (overwrites) on the upstream request only the headers named here:
+    # everything authz may set, never what else its answer carries.
+    upstream = {*IDENTITY_HEADERS, *(h for h, _ in config.jwt_claims_headers), "cookie"}
+    for route in config.routes:
+        upstream.update(name.lower() for name, _ in route.set_request_headers)
+    return {
+        # Every header goes to the check, as with gRPC (the top-level key: authorization_request's is deprecated).
+        "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
+        "http_service": {
+            "server_uri": {"uri": f"http://{address}", "cluster": AUTHZ_CLUSTER, "timeout": timeout},
+            "authorization_request": {
+                "headers_to_add": [
+                    {"key": http_check.ROUTE_HEADER, "value": "%ROUTE_NAME%"},
+                    {"key": http_check.SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                    {"key": http_check.CERTIFICATE_HEADER, "value": "%DOWNSTREAM_PEER_CERT%"},
+                ],
+            },
+            "authorization_response": {
+                "allowed_upstream_headers": _exact(upstream),
+                "allowed_client_headers": _exact(_DENIAL_HEADERS),
+            },
+        },
+    }
+
+
+def _drop_internal_headers(config: Config) -> list[dict[str, Any]]:
+    """With the HTTP service, a filter ahead of ext_authz removes the headers through which Envoy
+    tells authz the route, address and certificate, whatever a client sent under those names:
+    Envoy adds its own only when they have a value (no certificate on a plain connection, so a
+    client's would otherwise reach authz)."""
+    if config.ext_authz_transport != "http":
+        return []
+    return [
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": name} for name in http_check.INTERNAL_HEADERS]},
+            },
+        }
+    ]
+
+
+def _worker_health(transport: str) -> dict[str, Any]:
+    """For several workers: Envoy asks each one's health every 2 s (also while idle: grpc.health.v1,
+    or GET /.authz/health expecting 204 over HTTP) and sends Checks only to those serving, never to
+    a stopped or draining one (no panic routing: with none serving, Checks fail closed); a worker
+    whose connections fail is ejected at once."""
+    probe: dict[str, Any] = {"grpc_health_check": {}}
+    if transport == "http":
+        probe = {
+            "http_health_check": {"path": http_check.HEALTH_PATH, "expected_statuses": [{"start": 204, "end": 205}]}
+        }
     return {
         "health_checks": [
             {
@@ -300,7 +369,7 @@ def _worker_health() -> dict[str, Any]:
                 "no_traffic_interval": "2s",
                 "unhealthy_threshold": 1,
                 "healthy_threshold": 1,
-                "grpc_health_check": {},
+                **probe,
             }
         ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
@@ -317,9 +386,10 @@ def _worker_health() -> dict[str, Any]:
 def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any]:
     """The bootstrap as plain data."""
     sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
-    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=True)
+    http2 = config.ext_authz_transport != "http"
+    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=http2)
     if config.workers > 1:
-        grpc.update(_worker_health())
+        grpc.update(_worker_health(config.ext_authz_transport))
     data: dict[str, Any] = {
         "node": {"id": "authz", "cluster": "authz"},
         "static_resources": {

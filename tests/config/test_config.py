@@ -310,3 +310,12 @@ def test_workers_on_the_command_line(write_config: Callable[..., Path]) -> None:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert result.returncode == 1 and "--workers: a memory: session store is one process's" in result.stderr
+
+
+def test_ext_authz_transport(make_config: Callable[..., Config]) -> None:
+    assert make_config().ext_authz_transport == "grpc"
+    assert make_config(ext_authz_transport="http").ext_authz_transport == "http"
+    assert any(
+        "ext_authz_transport: 'h2' is not one of grpc, http" in p
+        for p in problems(make_config, ext_authz_transport="h2")
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import subprocess
 import sys
@@ -181,6 +182,8 @@ def _launch(
     envoy_port, admin_port, grpc_port, http_port, idp_port = (free_port() for _ in range(5))
     store = tmp / "sessions.db"
     config = {**stack_config(envoy_port, grpc_port, http_port, upstream.port, store), **overrides}
+    # `AUTHZ_E2E_TRANSPORT=http` runs every stack on Envoy's HTTP ext_authz service instead of gRPC.
+    config.setdefault("ext_authz_transport", os.environ.get("AUTHZ_E2E_TRANSPORT", "grpc"))
     to = f"http://127.0.0.1:{upstream.port}"
     config["routes"] = [*config["routes"], *({**r, "to": to} for r in extra_routes)]
     idp = None

@@ -14,6 +14,7 @@ import pytest
 
 from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 from authz.dev.stack import free_port, idp_available, wait_until
+from authz.envoy.http_check import HEALTH_PATH, ROUTE_HEADER
 
 from .conftest import Stack
 from .loopback import browser, idp_login
@@ -21,8 +22,17 @@ from .loopback import browser, idp_login
 pytestmark = pytest.mark.e2e
 
 
-def test_grpc_health_reports_serving(stack: Stack) -> None:
+def test_health_reports_serving(stack: Stack) -> None:
     grpc_address = stack.config["grpc_address"]
+    if stack.config["ext_authz_transport"] == "http":
+        with httpx2.Client(base_url=f"http://{grpc_address}", timeout=5) as client:
+            assert client.get(HEALTH_PATH).status_code == 204
+            # A check request (it always carries the route header Envoy adds) is never a health check.
+            posing = client.get(
+                HEALTH_PATH, headers={ROUTE_HEADER: "nope", "host": "public.localhost", "accept": "application/json"}
+            )
+            assert posing.status_code == 404 and posing.headers["content-type"].startswith("application/json")
+        return
     with grpc.insecure_channel(grpc_address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         ok = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)

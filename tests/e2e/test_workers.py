@@ -19,6 +19,7 @@ import yaml
 
 from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 from authz.dev.stack import free_port, free_ports, wait_until
+from authz.envoy.http_check import HEALTH_PATH
 
 from .conftest import Stack, _launch, _teardown
 
@@ -50,6 +51,12 @@ def _children(pid: int) -> list[int]:
 
 
 def _serving(port: int) -> bool:
+    """Whether the worker on `port` says it serves, as Envoy's health check asks it."""
+    if os.environ.get("AUTHZ_E2E_TRANSPORT") == "http":
+        try:
+            return httpx2.get(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=2).status_code == 204
+        except httpx2.HTTPError:
+            return False
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)

@@ -322,3 +322,26 @@ def test_every_worker_is_an_endpoint_sent_checks_only_while_serving(
     one = {c["name"]: c for c in bootstrap(make_config())["static_resources"]["clusters"]}["authz-grpc"]
     assert "health_checks" not in one and len(one["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 1
     envoy_validate(render_bootstrap(config), tmp_path)
+
+
+def test_the_http_transport_is_told_what_only_envoy_knows(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    routes = [{**ROUTES[0], "set_request_headers": {"X-Team": "eng"}}, *ROUTES[1:]]
+    config = make_config(routes=routes, ext_authz_transport="http", jwt_claims_headers={"X-Email": "email"})
+    data = bootstrap(config)
+    filters = _hcm(data)["http_filters"]
+    assert [f["name"] for f in filters] == [
+        "envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
+    ]  # fmt: skip
+    removed = [m["remove"] for m in filters[0]["typed_config"]["mutations"]["request_mutations"]]
+    assert removed == ["x-authz-route-id", "x-authz-source", "x-authz-client-cert"]
+    service = filters[1]["typed_config"]["http_service"]
+    added = {h["key"]: h["value"] for h in service["authorization_request"]["headers_to_add"]}
+    assert added == {"x-authz-route-id": "%ROUTE_NAME%", "x-authz-source": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                     "x-authz-client-cert": "%DOWNSTREAM_PEER_CERT%"}  # fmt: skip
+    upstream = {p["exact"] for p in service["authorization_response"]["allowed_upstream_headers"]["patterns"]}
+    assert upstream == {"x-pomerium-jwt-assertion", "x-pomerium-jwt-assertion-for", "x-email", "x-team", "cookie"}
+    routes_out = [r for vh in _hcm(data)["route_config"]["virtual_hosts"] for r in vh["routes"] if "name" in r]
+    assert {r["name"] for r in routes_out} == {r.id for r in config.routes}  # %ROUTE_NAME% is the route id
+    clusters = {c["name"]: c for c in data["static_resources"]["clusters"]}
+    assert "typed_extension_protocol_options" not in clusters["authz-grpc"]  # HTTP/1.1
+    envoy_validate(render_bootstrap(config), tmp_path)
