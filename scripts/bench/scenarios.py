@@ -20,9 +20,13 @@ REFERENCES = (
     "envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync", "python-floor-http",
 )  # fmt: skip
 AUTHZ = ("authz-session", "authz-session-nosign", "authz-public", "authz-deny", "authz-login")
-# authz-session again, from `authz serve` with `workers: 2` (both processes on CPU 1, as every
-# ext_authz server): measured only when named (--scenario).
-WORKERS = ("authz-session-workers2",)
+# authz-session again from an `authz serve` configured otherwise (each on CPU 1, as every ext_authz
+# server, behind an Envoy of its own): measured only when named (--scenario).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "authz-session-workers2": {"workers": 2},  # both processes on CPU 1
+    "authz-session-http": {"ext_authz_transport": "http"},  # Envoy's HTTP ext_authz service
+}
+WORKERS = tuple(VARIANTS)
 SCENARIOS = (*REFERENCES, *AUTHZ)
 SMOKE = ("envoy-only", "python-floor", "python-floor-http", "authz-session")  # --smoke: one of each kind
 CANDIDATES = ("python-floor-uvloop",)  # transport candidates, measured only when named (--scenario)
@@ -108,13 +112,13 @@ def build(tmp: Path, names: list[str], procs: list[Any]) -> dict[str, Scenario]:
                 raise SystemExit(f"{name}: the HTTP floor's 403 for /_refuse did not come through Envoy")
             out[name] = Scenario(name, Load(port, app), pid, floor.pid, refusals="/_refuse (403)")
     if any(name in AUTHZ or name in WORKERS for name in names):
-        workers = "authz-session-workers2" in names
-        out.update(authz_scenarios(tmp, base, idp_port, client_secret, procs, workers=workers))
+        variants = [name for name in VARIANTS if name in names]
+        out.update(authz_scenarios(tmp, base, idp_port, client_secret, procs, variants))
     return {name: out[name] for name in names}
 
 
 def authz_scenarios(
-    tmp: Path, base: dict[str, Any], idp_port: int, client_secret: str, procs: list[Any], *, workers: bool = False
+    tmp: Path, base: dict[str, Any], idp_port: int, client_secret: str, procs: list[Any], variants: list[str]
 ) -> dict[str, Scenario]:
     """authz behind its own generated Envoy, with alice signed in through the real IdP."""
     why = servers.idp_unavailable()
@@ -146,27 +150,24 @@ def authz_scenarios(
             scenario("authz-login", Load(port, app, (("Accept", "text/html"),), expect=302)),
         )
     }
-    if workers:
+    for variant in variants:
         # The same secrets and store, so alice's cookie opens there too; its own Envoy and ports.
         grpc = servers.free_ports(2)
         config = {
             **base,
-            "workers": 2,
+            **VARIANTS[variant],
             "grpc_address": f"127.0.0.1:{grpc}",
             "http_address": f"127.0.0.1:{servers.free_port()}",
             "address": f"127.0.0.1:{servers.free_port()}",
         }
-        envoy2, port2 = envoys.envoy_for(tmp, "authz-workers2", config)
+        envoy2, port2 = envoys.envoy_for(tmp, variant, config)
         procs.append(envoy2)
-        authz2 = servers.authz(tmp, tmp / "authz-workers2.config.yaml", grpc, name="authz-workers2")
+        authz2 = servers.authz(tmp, tmp / f"{variant}.config.yaml", grpc, name=variant)
         procs.append(authz2)
-        # Envoy health-checks the workers every 2 s: it sends Checks once it has seen them serve.
+        # With several workers Envoy health-checks them every 2 s: it sends Checks once it has seen them serve.
         load = Load(port2, app, jar(app))
-        servers.wait_until(lambda: status_of(load)[0] == 200, 15, "authz-workers2 healthy in Envoy", authz2.popen)
-        out["authz-session-workers2"] = Scenario(
-            "authz-session-workers2", load, envoy2.pid, authz2.pid,
-            (("assertion", True), ("email", True)),
-        )  # fmt: skip
+        servers.wait_until(lambda: status_of(load)[0] == 200, 15, f"{variant} ready in Envoy", authz2.popen)  # noqa: B023
+        out[variant] = Scenario(variant, load, envoy2.pid, authz2.pid, (("assertion", True), ("email", True)))
     return out
 
 
