@@ -31,10 +31,10 @@ from urllib.parse import unquote
 
 import httptools
 
-from authz.check import run
 from authz.check.answer import Answer, error
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
+from authz.envoy.service import Authorization
 from authz.errors import RequestError
 from authz.policy.reasons import Reason
 from authz.runtime.holder import RuntimeHolder
@@ -265,6 +265,8 @@ class HttpCheckServer:
 
     def __init__(self, holder: RuntimeHolder, clock: Callable[[], float] = time.time) -> None:
         self.holder = holder
+        self.core = Authorization(holder)  # the same fault barrier as the gRPC servicer
+        self.finish = self.core.finish  # completes a Pending Check; blocks, so it runs in a thread
         self.clock = clock
         self.connections: set[_Connection] = set()
         self.server: asyncio.Server | None = None
@@ -278,18 +280,7 @@ class HttpCheckServer:
         except Exception:
             log.exception("could not read the check request; answering 503")
             return error(503, (Reason.INTERNAL_ERROR,), fallback_request(method, pairs))
-        try:
-            return run.begin(self.holder.current, req, self.clock())
-        except Exception:
-            log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
-            return error(503, (Reason.INTERNAL_ERROR,), req)
-
-    def finish(self, pending: Pending) -> Answer:
-        try:
-            return run.finish(pending)
-        except Exception:
-            log.exception("check failed; answering 503", extra={"fields": {"request_id": pending.request.request_id}})
-            return error(503, (Reason.INTERNAL_ERROR,), pending.request)
+        return self.core.check(req, self.clock())
 
     @property
     def health(self) -> HttpCheckServer:

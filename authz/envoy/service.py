@@ -20,6 +20,7 @@ from authz._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 from authz.check import run
 from authz.check.answer import Answer, error
 from authz.check.gather import Pending
+from authz.check.request import RequestContext
 from authz.envoy import adapter
 from authz.errors import RequestError
 from authz.policy.reasons import Reason
@@ -43,6 +44,10 @@ class Authorization(pb_grpc.AuthorizationServicer):
         except Exception:
             log.exception("could not read the check request; answering 503")
             return error(503, (Reason.INTERNAL_ERROR,), adapter.fallback_request(request))
+        return self.check(req, now)
+
+    def check(self, req: RequestContext, now: float) -> Answer | Pending:
+        """`begin` once the request is read (any transport): a fault is a 503, never an allow."""
         try:
             return run.begin(self.holder.current, req, now)
         except Exception:
