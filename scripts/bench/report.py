@@ -120,6 +120,14 @@ def markdown(result: dict[str, Any]) -> str:
             f" {added['added_p50_ms']} ms, p99 {added['added_p99_ms']} ms**"
             f" (errors {alone['errors']} / {session['errors']}). Caveat: {constant['caveat']}.",
         ]
+        for name, by in constant.get("added_by", {}).items():
+            if name != "authz-session":
+                run = constant[name]
+                lines.append(
+                    f"\nAt the same rate {name}: p50 {_figure(run['p50_ms'], '.2f')} ms / p99"
+                    f" {_figure(run['p99_ms'], '.2f')} ms; **adds p50 {_figure(by['p50_ms'], '+.2f')} ms,"
+                    f" p99 {_figure(by['p99_ms'], '+.2f')} ms** (errors {run['errors']})."
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -156,7 +156,9 @@ def constant_rate(
         return None
     pace = measure.hey if args.rate_tool == "hey" else measure.wrk_paced
     go = functools.partial(pace, seconds=args.rate_seconds, rate=rate, connections=RATE_CONNECTIONS)
-    runs = {name: go(built[name].load) for name in ("envoy-only", "authz-session")}
+    # The other transport, when measured, at the same rate (its own maximum is higher).
+    names = ("envoy-only", "authz-session", *(n for n in ("authz-session-http",) if n in built))
+    runs = {name: go(built[name].load) for name in names}
     for name, run in runs.items():
         print(f"constant {rate:.0f}/s {name:15} {run.rps:7.0f} req/s  p50 {run.p50_ms:.2f} ms"
               f"  p99 {run.p99_ms:.2f} ms  errors {run.errors}", flush=True)  # fmt: skip
@@ -172,6 +174,14 @@ def constant_rate(
         **{name: report.run_row(run) for name, run in runs.items()},
         "added_p50_ms": report.number(runs["authz-session"].p50_ms - runs["envoy-only"].p50_ms),
         "added_p99_ms": report.number(runs["authz-session"].p99_ms - runs["envoy-only"].p99_ms),
+        "added_by": {
+            name: {
+                "p50_ms": report.number(run.p50_ms - runs["envoy-only"].p50_ms),
+                "p99_ms": report.number(run.p99_ms - runs["envoy-only"].p99_ms),
+            }
+            for name, run in runs.items()
+            if name != "envoy-only"
+        },
     }
 
 
