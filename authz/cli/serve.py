@@ -209,17 +209,20 @@ class Workers:
             proc = await asyncio.create_subprocess_exec(*command, pass_fds=(write_end,), env=env)
         finally:
             os.close(write_end)
+        # The read returns b"1" once the child serves, or b"" once its end closes (it exited).
+        reading = asyncio.ensure_future(asyncio.to_thread(os.read, read_end, 1))
         try:
-            ready = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 1), START_TIMEOUT)
+            ready = await asyncio.wait_for(asyncio.shield(reading), START_TIMEOUT)
         except TimeoutError:
             ready = b""
-        finally:
-            os.close(read_end)
         if ready != b"1":
             if proc.returncode is None:
                 proc.kill()
             code = await proc.wait()
+            await reading  # the killed child's end is closed: the thread's read has returned
+            os.close(read_end)
             raise OSError(f"worker {index} did not start (exit status {code}); its log says why")
+        os.close(read_end)
         self.procs[index] = proc
         return proc
 
@@ -229,25 +232,25 @@ class Workers:
         self.watchers = [asyncio.create_task(self._watch(index)) for index in self.indexes]
 
     async def _watch(self, index: int) -> None:
-        """Start a worker again whenever it dies, with back-off, until stopping."""
-        delay = FIRST_RESTART
+        """Start a worker again whenever it dies, with back-off between failed starts, until stopping."""
         while not self.stopping:
             code = await self.procs[index].wait()
-            if self.stopping:
-                return
-            log.error(
-                "worker %d exited with status %d; starting it again in %.0fs", index, code, delay,
-                extra={"fields": {"worker": index, "status": code, "retry_in": delay}},
-            )  # fmt: skip
-            await asyncio.sleep(delay)
-            if self.stopping:
-                return
-            try:
-                await self._spawn(index)
-                delay = FIRST_RESTART
-            except OSError as exc:
-                log.error(str(exc))
-                delay = min(delay * 2, MAX_RESTART)
+            delay = FIRST_RESTART
+            if not self.stopping:
+                log.error(
+                    "worker %d exited with status %d; starting it again in %.0fs", index, code, delay,
+                    extra={"fields": {"worker": index, "status": code, "retry_in": delay}},
+                )  # fmt: skip
+            while not self.stopping:
+                await asyncio.sleep(delay)
+                if self.stopping:
+                    return
+                try:
+                    await self._spawn(index)
+                    break
+                except OSError as exc:
+                    delay = min(delay * 2, MAX_RESTART)
+                    log.error("%s; trying again in %.0fs", exc, delay, extra={"fields": {"worker": index}})
 
     async def stop(self) -> None:
         """SIGTERM every worker (they drain), and kill any still running after the grace."""
