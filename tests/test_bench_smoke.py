@@ -63,6 +63,8 @@ def test_the_benchmark_harness_runs_and_writes_its_result(tmp_path: Path) -> Non
     assert {"rate", "tool", "caveat", "envoy-only", "authz-session", "added_p50_ms", "added_p99_ms"} <= set(constant)
     assert constant["tool"].startswith("wrk -t1 -c64 ") and "random delay" in constant["tool"]  # paced by wrk
     assert constant["authz-session"]["errors"] == 0
+    # The floors of the run at the same rate: what any (Python) ext_authz server adds here.
+    assert set(constant["added_by"]) == {"python-floor", "python-floor-http", "authz-session"}
     stem = result_file.with_suffix("")
     assert stem.with_suffix(".md").read_text().startswith("Machine:")
     chart = stem.with_suffix(".png")  # matplotlib (the `bench` extra) is pip-installed if it can be

@@ -37,10 +37,13 @@ def run_row(run: Run) -> dict[str, Any]:
             "p99_ms": number(run.p99_ms), "requests": run.requests, "errors": run.errors}  # fmt: skip
 
 
-def summarise(samples: dict[str, list[Sample]], references: tuple[str, ...], subject: str) -> dict[str, Any]:
+def summarise(
+    samples: dict[str, list[Sample]], references: tuple[str, ...], subjects: tuple[str, ...]
+) -> dict[str, Any]:
     """Per scenario the median of each figure over reps, with its [min, max] over reps (errors are
-    the total); per reference the ratio subject/reference of requests per second, computed within
-    each rep, then its median and spread."""
+    the total); per subject measured (authz-session, then each variant of it) and reference the
+    ratio subject/reference of requests per second, computed within each rep, then its median and
+    spread."""
     rows = []
     for name, runs in samples.items():
         every: dict[str, list[float | None]] = {
@@ -63,12 +66,11 @@ def summarise(samples: dict[str, list[Sample]], references: tuple[str, ...], sub
             "spread": {key: _spread(values) for key, values in figures.items() if values},
         })  # fmt: skip
     ratios: dict[str, Any] = {}
-    if subject in samples:
-        for ref in references:
-            if ref in samples:
-                pairs = zip(samples[subject], samples[ref], strict=True)
-                per_rep = [a.run.rps / b.run.rps for a, b in pairs if b.run.rps]
-                ratios[f"{subject} / {ref}"] = {"median": _median(per_rep), "spread": _spread(per_rep)}
+    for subject in (s for s in subjects if s in samples):
+        for ref in (r for r in references if r in samples):
+            pairs = zip(samples[subject], samples[ref], strict=True)
+            per_rep = [a.run.rps / b.run.rps for a, b in pairs if b.run.rps]
+            ratios[f"{subject} / {ref}"] = {"median": _median(per_rep), "spread": _spread(per_rep)}
     return {"scenarios": rows, "ratios": ratios}
 
 
@@ -104,31 +106,34 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "| req/s ratio (within each rep) | median | min-max |", "|---|---:|---:|"]
         for name, ratio in result["ratios"].items():
             lines.append(f"| {name} | {_figure(ratio['median'], '.2f')} | {_range(ratio['spread'], '.2f')} |")
-    constant = result.get("constant_rate")
-    if constant:
-        session, alone = constant["authz-session"], constant["envoy-only"]
-        ms = {key: _figure(value, ".2f") for key, value in (
-            ("alone50", alone["p50_ms"]), ("alone99", alone["p99_ms"]),
-            ("session50", session["p50_ms"]), ("session99", session["p99_ms"]),
-        )}  # fmt: skip
-        added = {key: _figure(constant[key], "+.2f") for key in ("added_p50_ms", "added_p99_ms")}
-        lines += [
-            "",
-            f"Constant rate, {constant['rate']} req/s (half authz-session's median), `{constant['tool']}`:"
-            f" envoy-only p50 {ms['alone50']} ms / p99 {ms['alone99']} ms, authz-session p50"
-            f" {ms['session50']} ms / p99 {ms['session99']} ms; **authz adds p50"
-            f" {added['added_p50_ms']} ms, p99 {added['added_p99_ms']} ms**"
-            f" (errors {alone['errors']} / {session['errors']}). Caveat: {constant['caveat']}.",
-        ]
-        for name, by in constant.get("added_by", {}).items():
-            if name != "authz-session":
-                run = constant[name]
-                lines.append(
-                    f"\nAt the same rate {name}: p50 {_figure(run['p50_ms'], '.2f')} ms / p99"
-                    f" {_figure(run['p99_ms'], '.2f')} ms; **adds p50 {_figure(by['p50_ms'], '+.2f')} ms,"
-                    f" p99 {_figure(by['p99_ms'], '+.2f')} ms** (errors {run['errors']})."
-                )
+    for constant in (result.get("constant_rate"), *(result.get("constant_rate_own") or {}).values()):
+        if constant:
+            lines += ["", *_constant_rate(constant)]
     return "\n".join(lines) + "\n"
+
+
+def _constant_rate(constant: dict[str, Any]) -> list[str]:
+    """One constant-rate run: what the subject adds over envoy-only, then every row at that rate."""
+    subject = constant.get("subject", "authz-session")
+    alone, run = constant["envoy-only"], constant[subject]
+    lines = [
+        f"Constant rate, {constant['rate']} req/s (half {subject}'s median), `{constant['tool']}`: envoy-only p50"
+        f" {_figure(alone['p50_ms'], '.2f')} ms / p99 {_figure(alone['p99_ms'], '.2f')} ms, {subject} p50"
+        f" {_figure(run['p50_ms'], '.2f')} ms / p99 {_figure(run['p99_ms'], '.2f')} ms; **{subject} adds p50"
+        f" {_figure(constant['added_p50_ms'], '+.2f')} ms, p99 {_figure(constant['added_p99_ms'], '+.2f')} ms**"
+        f" (errors {alone['errors']} / {run['errors']}). Caveat: {constant['caveat']}.",
+    ]
+    added = constant.get("added_by") or {}
+    if len(added) > 1:
+        lines += ["", f"| at {constant['rate']} req/s | p50 ms | p99 ms | adds p50 ms | adds p99 ms | errors |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name, by in added.items():
+            row = constant[name]
+            lines.append(
+                f"| {name} | {_figure(row['p50_ms'], '.2f')} | {_figure(row['p99_ms'], '.2f')}"
+                f" | {_figure(by['p50_ms'], '+.2f')} | {_figure(by['p99_ms'], '+.2f')} | {row['errors']} |"
+            )
+    return lines
 
 
 def _pyplot() -> Any:

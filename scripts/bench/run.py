@@ -32,7 +32,7 @@ import measure
 import report
 import scenarios
 import servers
-from scenarios import Scenario
+from scenarios import VARIANTS, Scenario
 
 PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "nginx": "nginx-light", "hey": "hey", "taskset": "util-linux"}
 TOOLS = {"wrk": measure.wrk, "h2load": measure.h2load}
@@ -105,7 +105,14 @@ def main() -> int:
             for scenario in built.values():
                 print(f"checked {scenario.name}: {scenarios.check(scenario)}", flush=True)
             samples = run_reps(built, args)
-            constant = constant_rate(built, samples, args)
+            constant = constant_rate(built, samples, args, "authz-session")
+            # A variant with a clearly higher maximum (the HTTP transport) at half its own too.
+            faster = [
+                name
+                for name in VARIANTS
+                if name in built and _median_rps(samples, name) > 1.1 * _median_rps(samples, "authz-session")
+            ]
+            own = {name: constant_rate(built, samples, args, name) for name in faster}
         finally:
             for proc in reversed(procs):
                 proc.stop()
@@ -117,8 +124,9 @@ def main() -> int:
     result = {
         "machine": machine(),
         "tool": f"{tool}, warm-up {args.warmup:g}s, {args.reps} interleaved reps (median)",
-        **report.summarise(samples, scenarios.REFERENCES, "authz-session"),
+        **report.summarise(samples, scenarios.REFERENCES, ("authz-session", *scenarios.VARIANTS)),
         "constant_rate": constant,
+        **({"constant_rate_own": own} if own else {}),
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -144,40 +152,50 @@ def run_reps(built: dict[str, Scenario], args: argparse.Namespace) -> dict[str, 
     return samples
 
 
+def _median_rps(samples: dict[str, list[measure.Sample]], name: str) -> float:
+    return statistics.median(s.run.rps for s in samples[name]) if samples.get(name) else 0.0
+
+
+FLOORS_AT_RATE = ("ext-authz-limit", "python-floor-http", "python-floor", "python-floor-sync")
+
+
 def constant_rate(
-    built: dict[str, Scenario], samples: dict[str, list[measure.Sample]], args: argparse.Namespace
+    built: dict[str, Scenario], samples: dict[str, list[measure.Sample]], args: argparse.Namespace, subject: str
 ) -> dict[str, Any] | None:
-    """envoy-only and authz-session at half authz-session's measured maximum: the latency authz adds."""
-    if "authz-session" not in built or "envoy-only" not in built or not args.rate_seconds:
+    """envoy-only, the floors measured in this run and `subject` at half `subject`'s measured
+    maximum (for authz-session, its variants too): the latency each adds over envoy-only."""
+    if subject not in built or "envoy-only" not in built or not args.rate_seconds:
         return None
-    rate = statistics.median(s.run.rps for s in samples["authz-session"]) / 2
+    rate = _median_rps(samples, subject) / 2
     if rate < 1:  # hey -q 0 is no limit at all
-        print(f"no constant-rate run: authz-session's median is {rate * 2:.1f} req/s", file=sys.stderr)
+        print(f"no constant-rate run: {subject}'s median is {rate * 2:.1f} req/s", file=sys.stderr)
         return None
     pace = measure.hey if args.rate_tool == "hey" else measure.wrk_paced
     go = functools.partial(pace, seconds=args.rate_seconds, rate=rate, connections=RATE_CONNECTIONS)
-    # The other transport, when measured, at the same rate (its own maximum is higher).
-    names = ("envoy-only", "authz-session", *(n for n in ("authz-session-http",) if n in built))
+    variants = [n for n in VARIANTS if n in built] if subject == "authz-session" else []
+    names = ("envoy-only", *(n for n in FLOORS_AT_RATE if n in built), subject, *variants)
     runs = {name: go(built[name].load) for name in names}
     for name, run in runs.items():
-        print(f"constant {rate:.0f}/s {name:15} {run.rps:7.0f} req/s  p50 {run.p50_ms:.2f} ms"
+        print(f"constant {rate:.0f}/s {name:22} {run.rps:7.0f} req/s  p50 {run.p50_ms:.2f} ms"
               f"  p99 {run.p99_ms:.2f} ms  errors {run.errors}", flush=True)  # fmt: skip
     tool = (
         f"hey -c {RATE_CONNECTIONS} -q {rate / RATE_CONNECTIONS:.2f} -z {args.rate_seconds:g}s"
         if args.rate_tool == "hey"
         else f"wrk -t1 -c{RATE_CONNECTIONS} -d{args.rate_seconds:g}s with a random delay per request"
     )
+    alone = runs["envoy-only"]
     return {
+        "subject": subject,
         "rate": round(rate),
         "tool": tool,
         "caveat": HEY_CAVEAT if args.rate_tool == "hey" else PACED_CAVEAT,
         **{name: report.run_row(run) for name, run in runs.items()},
-        "added_p50_ms": report.number(runs["authz-session"].p50_ms - runs["envoy-only"].p50_ms),
-        "added_p99_ms": report.number(runs["authz-session"].p99_ms - runs["envoy-only"].p99_ms),
+        "added_p50_ms": report.number(runs[subject].p50_ms - alone.p50_ms),
+        "added_p99_ms": report.number(runs[subject].p99_ms - alone.p99_ms),
         "added_by": {
             name: {
-                "p50_ms": report.number(run.p50_ms - runs["envoy-only"].p50_ms),
-                "p99_ms": report.number(run.p99_ms - runs["envoy-only"].p99_ms),
+                "p50_ms": report.number(run.p50_ms - alone.p50_ms),
+                "p99_ms": report.number(run.p99_ms - alone.p99_ms),
             }
             for name, run in runs.items()
             if name != "envoy-only"
