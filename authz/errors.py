@@ -11,6 +11,13 @@ AuthzError                      every fault authz raises on purpose
         │                       401 idp-access-denied for access_denied, else 400 idp-refused
         └── IdpUnavailable      502 idp-unavailable: transport error, HTTP 5xx, unusable answer
             └── IdpTimeout      504 idp-timeout: no answer within idp_timeout
+└── GrantError                  a just-in-time grants call refused, answered as {"error": …}
+    ├── GrantInvalid            400: a bad body, duration or reason
+    ├── GrantUnauthenticated    401: no session
+    ├── GrantForbidden          403: not an approver, one's own request, or the wrong host
+    ├── GrantNotFound           404: no such grant or route (or a route without jit)
+    ├── GrantConflict           409: the grant is not in the state the call needs
+    └── GrantNotJson            415: a state-changing call without `Content-Type: application/json`
 
 Callers act on the class: the refresher ends a session on `IdpRefused` with `invalid_grant` or on
 `InvalidIdToken` (a refreshed identity that fails verification), retries `IdpUnavailable` with
@@ -113,3 +120,37 @@ class IdpTimeout(IdpUnavailable):
 
     status = 504
     reason = Reason.IDP_TIMEOUT
+
+
+class GrantError(AuthzError):
+    """A just-in-time grants call refused; `message` is safe to show to the caller."""
+
+    status: int = 400
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class GrantInvalid(GrantError):
+    status = 400
+
+
+class GrantUnauthenticated(GrantError):
+    status = 401
+
+
+class GrantForbidden(GrantError):
+    status = 403
+
+
+class GrantNotFound(GrantError):
+    status = 404
+
+
+class GrantConflict(GrantError):
+    status = 409
+
+
+class GrantNotJson(GrantError):
+    status = 415

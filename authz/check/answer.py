@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from authz.check.facts import Action, Facts, Outcome
 from authz.check.request import RequestContext, origin
 from authz.config.model import Route
+from authz.jit.model import JIT_PAGE, format_duration
 from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
 from authz.signing import assertion, signed_url
 from authz.web import binding, cookies, pages
+from authz.web.csrf import form_token
 from authz.web.negotiate import Format, is_browser, response_format
 from authz.web.pages import FRAME_DENIED, GRPC_STATUS
 
@@ -75,11 +77,20 @@ def error(
     user: str = "",
     account: str | None = None,
     details: tuple[tuple[str, str], ...] = (),
+    access: pages.AccessForm | None = None,
 ) -> Answer:
     """A denied answer in the format the client asked for."""
     fmt = response_format(req.headers)
     content_type, body = pages.error_body(
-        status, reasons, req.request_id, fmt, sign_in_url=sign_in_url, detail=detail, account=account, details=details
+        status,
+        reasons,
+        req.request_id,
+        fmt,
+        sign_in_url=sign_in_url,
+        detail=detail,
+        account=account,
+        details=details,
+        access=access,
     )
     headers = [("content-type", content_type), ("cache-control", "no-store")]
     if req.request_id:
@@ -152,7 +163,7 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
     return Answer(False, 302, reasons, headers, (), body, route.id)
 
 
-def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], now: float) -> Answer:
+def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float) -> Answer:
     config, req, session, creds = rt.config, facts.request, facts.session, facts.credentials
     set_headers: list[tuple[str, str]] = []
     token = ""
@@ -165,6 +176,7 @@ def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], no
             extra=rt.extra_claims,
             groups_filter=rt.groups_filters[route.id],
             group_headers=rt.group_headers,
+            not_after=outcome.grant.expires_at if outcome.grant is not None else None,
         )
         token = assertion.sign(config.signing_keys[0], claims)
         if route.pass_identity_headers:
@@ -194,7 +206,7 @@ def _allow(rt: Runtime, route: Route, facts: Facts, reasons: tuple[str, ...], no
         else:
             remove.append("cookie")
     user = session.user_id if session else ""
-    return Answer(True, 200, reasons, tuple(set_headers), tuple(remove), "", route.id, user)
+    return Answer(True, 200, outcome.reasons, tuple(set_headers), tuple(remove), "", route.id, user)
 
 
 def _trace(ok: bool, reasons: frozenset[str]) -> str:
@@ -218,7 +230,26 @@ def error_details(route: Route, facts: Facts, outcome: Outcome) -> tuple[tuple[s
     return tuple(rows)
 
 
-def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
+JIT_REQUEST = "jit-request"  # the purpose of the access request form's CSRF token
+
+
+def access_form(rt: Runtime, route: Route, facts: Facts, outcome: Outcome) -> pages.AccessForm | None:
+    """The just-in-time access request the 403 page offers: on a `jit` route, to a signed-in user
+    whom no rule allowed and no deny rule refused (a grant would not override a deny rule)."""
+    jit, session, verdict = route.jit, facts.session, outcome.verdict
+    if jit is None or session is None or verdict is None or verdict.deny or outcome.status != 403:
+        return None
+    return pages.AccessForm(
+        route=route.id,
+        token=form_token(rt.form_key, JIT_REQUEST, facts.request.hostname, session.id),
+        default_duration=format_duration(jit.default_duration),
+        max_duration=format_duration(jit.max_duration),
+        reason_required=jit.reason_required,
+        requests_page=f"{rt.config.authenticate_service_url}{JIT_PAGE}",
+    )
+
+
+def _deny(rt: Runtime, route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
     session = facts.session
     user = session.user_id if session else ""
     account = (session.email or session.user_id) if session else None
@@ -240,6 +271,7 @@ def _deny(route: Route | None, facts: Facts, outcome: Outcome) -> Answer:
         user=user,
         account=account,
         details=details,
+        access=access_form(rt, route, facts, outcome),
     )
 
 
@@ -247,7 +279,7 @@ def answer(rt: Runtime, facts: Facts, outcome: Outcome, now: float) -> Answer:
     """The answer for a decided outcome; `now` stamps the assertion and the sign-in link."""
     route = facts.route
     if route is None or outcome.action is _DENY:
-        return _deny(route, facts, outcome)
+        return _deny(rt, route, facts, outcome)
     if outcome.action is _LOGIN:
         return _login(rt, route, facts, now)
-    return _allow(rt, route, facts, outcome.reasons, now)
+    return _allow(rt, route, facts, outcome, now)

@@ -5,15 +5,27 @@ The order is Pomerium's `handleResult` (authorize/check_response.go), one rule p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from authz.check.facts import Action, Facts, Outcome
 from authz.policy.ast import PolicyInput
 from authz.policy.reasons import Reason
 
+if TYPE_CHECKING:
+    from authz.jit.model import Grant
+
 _NOT_FOUND = Outcome(Action.DENY, 404, (Reason.ROUTE_NOT_FOUND,))
 _BAD_PATH = Outcome(Action.DENY, 400, (Reason.BAD_REQUEST,))
 _UNAUTHENTICATED = (Reason.USER_UNAUTHENTICATED,)
+_GRANTED = (Reason.JIT_GRANT_OK,)
 # Enum members as module globals: reading one through its class costs a metaclass lookup per Check.
 _ALLOW, _LOGIN, _DENY = Action.ALLOW, Action.LOGIN, Action.DENY
+
+
+def working_grant(grants: tuple[Grant, ...], route: str, user: str, now: float) -> Grant | None:
+    """Of this user's grants on this route that work at `now`, the one that lasts longest."""
+    working = [g for g in grants if g.route == route and g.user == user and g.works_at(now)]
+    return max(working, key=lambda g: g.expires_at) if working else None
 
 
 def decide(facts: Facts) -> Outcome:
@@ -38,5 +50,11 @@ def decide(facts: Facts) -> Outcome:
     # An allow rule matched and nothing denied.
     if verdict.allow:
         return Outcome(_ALLOW, 200, tuple(sorted(verdict.allow_reasons)), verdict)
+    # A just-in-time grant is one more allow rule, for its user on its route, until `expires_at`
+    # by the request's clock (whatever is cached or recorded).
+    if facts.grants and facts.session is not None:
+        grant = working_grant(facts.grants, route.id, facts.session.user_id, facts.now.timestamp())
+        if grant is not None:
+            return Outcome(_ALLOW, 200, _GRANTED, verdict, grant)
     # Nothing allowed: deny with the reasons the allow rules failed for.
     return Outcome(_DENY, 403, tuple(sorted(verdict.allow_reasons)), verdict)

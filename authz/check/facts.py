@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from authz.check.credentials import Credentials
     from authz.check.request import RequestContext
     from authz.config.model import Route
+    from authz.jit.model import Grant
     from authz.policy.ast import Verdict
     from authz.sessions.session import Session
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 class Facts:
     """Everything the decision needs, gathered (with all the I/O) before it is made.
 
-    Grants and a validated client certificate join here when those features land.
+    A validated client certificate joins here when mutual TLS lands.
     """
 
     request: RequestContext
@@ -32,6 +33,7 @@ class Facts:
     now: datetime  # the clock, read once by the gather step
     conflict: bool = False  # credentials of two different users opened: none counts (a planted cookie)
     refusal: str = ""  # why the route refuses this request's path with 400 ('' when it does not)
+    grants: tuple[Grant, ...] = ()  # the user's grants recorded active on a `jit` route (expiry not yet compared)
 
 
 class Action(StrEnum):
@@ -48,3 +50,4 @@ class Outcome:
     status: int
     reasons: tuple[str, ...]
     verdict: Verdict | None = None  # the policy's evaluation, for `show_error_details`
+    grant: Grant | None = None  # the grant that alone let the user in (the assertion ends with it)

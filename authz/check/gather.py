@@ -4,7 +4,8 @@ The steady-state path is a plain synchronous call: the route is a dict lookup, c
 opened in memory, and a store that answers without blocking (`memory:`, and later a cache hit) is
 read inline. Only a read that would block (SQLite, a cache miss) comes back as `Pending`, which the
 server resolves off its event loop (asyncio) or directly (a thread-pool server). Grants and a
-validated client certificate will be gathered here too.
+validated client certificate will be gathered here too. On a route with just-in-time access the
+user's active grants are gathered the same way (the grant cache, else the store).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from authz.check.request import RequestContext, path_refusal
 from authz.config.model import Route
 from authz.runtime.state import Runtime, conflicting
 from authz.sessions.cache import MISS
-from authz.sessions.session import SessionHandle
+from authz.sessions.session import Session, SessionHandle
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +33,13 @@ class Pending:
     handles: tuple[SessionHandle, ...]
     now: float
     clock: datetime
+    session: Session | None = None  # already known: only the user's grants are left to read
 
     def resolve(self) -> Facts:
-        session = self.rt.live_session(self.handles, self.now)
-        return Facts(self.request, self.route, self.credentials, session, self.clock)
+        rt, route = self.rt, self.route
+        session = self.session or rt.live_session(self.handles, self.now)
+        grants = rt.load_grants(route.id, session.user_id, self.now) if session and route.jit else ()
+        return Facts(self.request, route, self.credentials, session, self.clock, grants=grants)
 
 
 def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
@@ -59,7 +63,14 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
         session = rt.cached_session(handles, now)
         if session is MISS:
             return Pending(rt, req, route, credentials, handles, now, clock)
-        return Facts(req, route, credentials, session, clock)
-    if rt.store.blocking:
+    elif rt.store.blocking:
         return Pending(rt, req, route, credentials, handles, now, clock)
-    return Facts(req, route, credentials, rt.live_session(handles, now), clock)
+    else:
+        session = rt.live_session(handles, now)
+    if session is None or route.jit is None:
+        return Facts(req, route, credentials, session, clock)
+    # A `jit` route: the user's active grants too, from the grant cache when it can answer.
+    grants = rt.peek_grants(route.id, session.user_id, now)
+    if grants is MISS:
+        return Pending(rt, req, route, credentials, handles, now, clock, session)
+    return Facts(req, route, credentials, session, clock, grants=grants)

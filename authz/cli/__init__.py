@@ -127,6 +127,21 @@ def _sessions(args: argparse.Namespace) -> int:
     return sessions.revoke(config, args.user, args.session, time.time())
 
 
+def _grants(args: argparse.Namespace) -> int:
+    import time
+
+    from authz.cli import grants
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    command = args.grants_command
+    return grants.run(
+        config, command, getattr(args, "grant", None), getattr(args, "status", None),
+        getattr(args, "duration", None), time.time(),
+    )  # fmt: skip
+
+
 def _dev(args: argparse.Namespace) -> int:
     from authz.dev.run import run_dev
 
@@ -187,6 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--user", help="every session of this user id")
     which.add_argument("--session", help="one session, by the id prefix that `list` shows")
     revoking.set_defaults(run=_sessions)
+
+    grant = sub.add_parser("grants", help="just-in-time access: list and decide on grants (as the operator)")
+    grant_sub = grant.add_subparsers(dest="grants_command", required=True)
+    listed = grant_sub.add_parser("list", help="every grant as JSON, newest first")
+    listed.add_argument("-c", "--config", required=True)
+    listed.add_argument("--status", choices=("pending", "active", "expired", "rejected", "revoked"))
+    listed.set_defaults(run=_grants)
+    for name, text in (("show", "one grant with its history"), ("approve", "approve a pending request"),
+                       ("reject", "reject a pending request"), ("revoke", "end an active grant now")):  # fmt: skip
+        one = grant_sub.add_parser(name, help=text)
+        one.add_argument("-c", "--config", required=True)
+        one.add_argument("grant", help="the grant's id")
+        if name == "approve":
+            one.add_argument("--duration", help="Go-style, at most the route's max_duration (default: as asked)")
+        one.set_defaults(run=_grants)
 
     dev = sub.add_parser("dev", help="run the demo stack on localhost")
     dev.add_argument("--port", type=int, default=8080, help="Envoy listener port")

@@ -31,6 +31,7 @@ from authz.config import Config
 from authz.envoy.http_check import HttpCheckServer
 from authz.envoy.service import Authorization, Health, ThreadedAuthorization, ThreadedHealth
 from authz.identity.refresher import refresh_loop
+from authz.jit.notify import jit_loop
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.web.server import HttpServer
@@ -158,12 +159,13 @@ async def run(
                           "routes": len(config.routes), "transport": transport, "workers": config.workers}},
     )  # fmt: skip
     refresher = asyncio.create_task(refresh_loop(holder, stop))
+    sweeper = asyncio.create_task(jit_loop(holder, stop))
     await stop.wait()
     log.info("shutting down: draining in-flight checks")
     health.set(False)
     http.close()
     await asyncio.gather(grpc_server.stop(SHUTDOWN_GRACE), children.stop() if children else asyncio.sleep(0))
-    await refresher
+    await asyncio.gather(refresher, sweeper)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(http.wait_closed(), SHUTDOWN_GRACE)
     await holder.current.close()
@@ -181,7 +183,9 @@ async def run_worker(holder: RuntimeHolder, stop: asyncio.Event, transport: str,
     os.write(ready_fd, b"1")
     os.close(ready_fd)
     log.info("authz worker serving", extra={"fields": {"worker": index, "grpc_address": address}})
+    sweeper = asyncio.create_task(jit_loop(holder, stop))  # every worker may hold the lease
     await stop.wait()
+    await sweeper
     grpc_server.health.set(False)
     await grpc_server.stop(SHUTDOWN_GRACE)
     await holder.current.close()

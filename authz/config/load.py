@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
 from authz.errors import ConfigError, Problem
 from authz.policy.legacy import read_route_policy
@@ -39,10 +40,9 @@ ROUTE_KEYS = (
     "allow_any_authenticated_user", "allowed_users", "allowed_domains", "allowed_idp_claims", "cors_allow_preflight",
     "pass_identity_headers", "set_request_headers", "remove_request_headers",
     "set_response_headers", "show_error_details", "jwt_issuer_format", "jwt_groups_filter",
-    "keep_request_headers", "allow_path_parameters", "allow_double_encoding",
+    "keep_request_headers", "allow_path_parameters", "allow_double_encoding", "jit",
 )  # fmt: skip
 ROUTE_LATER = {
-    "jit": "comes with just-in-time access",
     "tls_downstream_client_ca": "planned",
     "tls_downstream_client_ca_file": "planned",
 }
@@ -422,6 +422,7 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         keep_request_headers=_kept_headers(node),
         allow_path_parameters=node.flag("allow_path_parameters"),
         allow_double_encoding=node.flag("allow_double_encoding"),
+        jit=read_jit(node, cfg["read"]),
     )
     if route.keep_request_headers:
         cfg["warnings"].append(
@@ -484,7 +485,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         raw_routes = []
     warnings: list[str] = []
     shared_cfg = {"insecure": insecure, "timeout": upstream_timeout, "pass_identity_headers": pass_identity,
-                  "issuer": issuer, "auth": auth, "warnings": warnings}  # fmt: skip
+                  "issuer": issuer, "auth": auth, "warnings": warnings, "read": read}  # fmt: skip
     for i, item in enumerate(raw_routes or []):
         if not isinstance(item, Mapping):
             problems.append(Problem(f"routes[{i}]", f"expected a mapping, got {describe(item)}"))

@@ -39,6 +39,19 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class JitOptions:
+    """A route's just-in-time access (`jit:`): who approves, for how long, and whom to tell."""
+
+    approvers: Policy  # evaluated against the approver's session and the approval call's request
+    max_duration: int  # seconds
+    default_duration: int  # seconds, at most max_duration
+    reason_required: bool = False
+    notify_url: Secret | None = None  # the URL's bytes: a Slack webhook URL is a secret, never logged
+    notify_secret: Secret | None = None  # HMAC-SHA256 key of the notifications' signature header
+    max_stream_duration: float = 900.0  # Envoy closes a stream (WebSocket, SSE, gRPC) after this long
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One route: how Envoy matches it, where it goes, and who may pass."""
 
@@ -72,6 +85,7 @@ class Route:
     keep_request_headers: tuple[str, ...] = ()  # names from the strip list this route lets through
     allow_path_parameters: bool = False  # `;` in the path (refused with 400 by default)
     allow_double_encoding: bool = False  # `%25` + two hex digits in the path (refused by default)
+    jit: JitOptions | None = None  # just-in-time access: a denied user may ask for a grant
 
 
 @dataclass(frozen=True, slots=True)

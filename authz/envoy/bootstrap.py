@@ -154,6 +154,10 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
             request_headers.append(("x-forwarded-host", f"{route.host}:{route.port}" if route.port else route.host))
     if route.allow_websockets:
         action["upgrade_configs"] = [{"upgrade_type": "websocket"}]
+    if route.jit is not None:
+        # ext_authz judges a stream once, at its start: on a just-in-time route an open WebSocket,
+        # SSE or gRPC stream would outlive the grant, so Envoy ends every stream after this long.
+        action["max_stream_duration"] = {"max_stream_duration": _seconds(route.jit.max_stream_duration)}
     # Headers that make an upstream read another path, method, host or client: removed on every
     # route, public ones included (authz removes them as well).
     remove = [h for h in STRIPPED_REQUEST_HEADERS if h not in passed]

@@ -49,6 +49,8 @@ class Reason(StrEnum):
     DAY_OF_WEEK_UNAUTHORIZED = "day-of-week-unauthorized"
     TIME_OF_DAY_OK = "time-of-day-ok"
     TIME_OF_DAY_UNAUTHORIZED = "time-of-day-unauthorized"
+    # just-in-time access: an active grant is one more allow rule
+    JIT_GRANT_OK = "jit-grant-ok"
     # the Check, before or beside policy
     ROUTE_NOT_FOUND = "route-not-found"
     BAD_REQUEST = "bad-request"
@@ -94,6 +96,7 @@ EXPLAIN: dict[Reason, str] = {
     Reason.DAY_OF_WEEK_UNAUTHORIZED: "Access is not open on this day of the week.",
     Reason.TIME_OF_DAY_OK: "Access is open at this time of day.",
     Reason.TIME_OF_DAY_UNAUTHORIZED: "Access is not open at this time of day.",
+    Reason.JIT_GRANT_OK: "An approved just-in-time access grant lets you in for now.",
     Reason.ROUTE_NOT_FOUND: "No route is configured for this address.",
     Reason.BAD_REQUEST: "The request could not be interpreted safely.",
     Reason.INTERNAL_ERROR: "The access gate could not decide; nothing was let through.",

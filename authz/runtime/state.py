@@ -13,6 +13,9 @@ from authz.config import Config, Route
 from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.errors import InvalidSession
 from authz.identity.oidc import OidcClient
+from authz.jit.cache import GrantCache
+from authz.jit.model import Grant
+from authz.jit.store import GrantStore, open_grant_store
 from authz.sessions import codec as handle_codec
 from authz.sessions.cache import MISS, CachedStore, Miss
 from authz.sessions.codec import HandleCodec
@@ -68,14 +71,29 @@ class Runtime:
     group_headers: int  # how many claim headers repeat `groups` (they share the groups' size budget)
     oidc: OidcClient | None  # None when no identity provider is configured
     sign_in_endpoint: str  # {authenticate_service_url}/.pomerium/sign_in
+    grants: GrantStore | None = None  # None: no route has just-in-time access
+    grant_cache: GrantCache | None = None  # None: the grant store does not block, or no cache TTL
 
     @classmethod
-    def build(cls, config: Config, store: SessionStore | None = None, oidc: OidcClient | None = None) -> Runtime:
-        """Build every part from a validated config; `store` and `oidc` may be injected (tests)."""
+    def build(
+        cls,
+        config: Config,
+        store: SessionStore | None = None,
+        oidc: OidcClient | None = None,
+        grants: GrantStore | None = None,
+    ) -> Runtime:
+        """Build every part from a validated config; `store`, `oidc` and `grants` may be injected (tests)."""
         secret = config.cookie_secret.value
         if store is None:
             store = open_store(config.session_store, secret=secret)
         cache = CachedStore(store, config.session_cache_ttl) if store.blocking and config.session_cache_ttl else None
+        if grants is None and any(r.jit is not None for r in config.routes):
+            grants = open_grant_store(config.session_store)
+        grant_cache = (
+            GrantCache(grants, config.session_cache_ttl)
+            if grants is not None and grants.blocking and config.session_cache_ttl
+            else None
+        )
         if oidc is None and config.idp is not None:
             oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
         return cls(
@@ -99,6 +117,8 @@ class Runtime:
             group_headers=sum(claim == "groups" for _, claim in config.jwt_claims_headers),
             oidc=oidc,
             sign_in_endpoint=f"{config.authenticate_service_url}/.pomerium/sign_in",
+            grants=grants,
+            grant_cache=grant_cache,
         )
 
     async def close(self) -> None:
@@ -106,6 +126,8 @@ class Runtime:
         if self.oidc is not None:
             await self.oidc.close()
         self.store.close()
+        if self.grants is not None:
+            self.grants.close()
 
     def route_for_host(self, hostname: str) -> Route | None:
         """The first route whose `from` host names this host."""
@@ -150,6 +172,27 @@ class Runtime:
             if found is not None and found.user_id == handle.user_id:
                 return found
         return None
+
+    def peek_grants(self, route: str, user: str, now: float) -> tuple[Grant, ...] | Miss:
+        """A user's active grants on a route without blocking: MISS when only the store can tell."""
+        if self.grants is None:
+            return ()
+        if self.grant_cache is not None:
+            return self.grant_cache.peek(route, user, now)
+        return MISS if self.grants.blocking else self.grants.active(route, user)
+
+    def load_grants(self, route: str, user: str, now: float) -> tuple[Grant, ...]:
+        """A user's active grants on a route (may block)."""
+        if self.grants is None:
+            return ()
+        if self.grant_cache is not None:
+            return self.grant_cache.load(route, user, now)
+        return self.grants.active(route, user)
+
+    def grant_changed(self, grant: Grant) -> None:
+        """A grant changed in this process: the next Check of its user on its route reads the store."""
+        if self.grant_cache is not None:
+            self.grant_cache.forget(grant.route, grant.user)
 
     def load_session(
         self, tokens: list[str], hostname: str, now: float, codec: HandleCodec | None = None

@@ -209,7 +209,7 @@ def _owner_only(path: Path) -> None:
             log.warning("could not make session store file %s owner-only: %s", path, exc.strerror)
 
 
-def _create_private(path: Path) -> None:
+def create_private(path: Path) -> None:
     """Create the database file 0600 before SQLite opens it (no moment when others may read it)."""
     _private_dirs(path.parent)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
@@ -227,7 +227,7 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path, *, secret: bytes) -> None:
         path = Path(path)
-        _create_private(path)
+        create_private(path)
         self._tokens = AtRestSealer(secret, TOKENS_AT_REST)
         self._stashed = AtRestSealer(secret, STASH_AT_REST)
         self._lock = threading.Lock()

@@ -97,12 +97,14 @@ def build_claims(
     extra: tuple[str, ...] = (),
     groups_filter: frozenset[str] | None = None,
     group_headers: int = 0,
+    not_after: int | None = None,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> dict[str, Any]:
     """The assertion payload: base claims always present, `groups` always a list, no `nbf`.
 
     `groups_filter` is the route's effective `jwt_groups_filter`; `group_headers` how many claim
-    headers repeat the groups (they count against GROUPS_BUDGET too)."""
+    headers repeat the groups (they count against GROUPS_BUDGET too); `not_after` caps `exp` (the
+    end of the just-in-time grant that alone let the user in)."""
     issuer = f"https://{hostname}/" if issuer_format is IssuerFormat.URI else hostname
     groups = output_groups(session.groups, groups_filter) if session else ()
     claims: dict[str, Any] = {
@@ -110,7 +112,7 @@ def build_claims(
         "aud": hostname,
         "jti": new_id(),
         "iat": now,
-        "exp": now + LIFETIME,
+        "exp": now + LIFETIME if not_after is None else min(now + LIFETIME, not_after),
         "sub": session.user_id if session else "",
         "user": session.user_id if session else "",
         "email": session.email if session else "",

@@ -24,9 +24,6 @@ only for the browser holding that session, on that host, until the session ends.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 from datetime import UTC, datetime
@@ -44,6 +41,7 @@ from authz.sessions.session import Session
 from authz.signing import signed_url
 from authz.web import cookies, pages
 from authz.web.context import Context, context
+from authz.web.csrf import form_token, token_matches
 from authz.web.login import authenticate_session, check_target, query_param, route_session, sign_in_from_route_host
 from authz.web.negotiate import response_format
 from authz.web.responses import NO_STORE, redirect, respond
@@ -76,15 +74,12 @@ def _landing(rt: Runtime, wanted: str | None) -> str:
 
 
 def sign_out_token(rt: Runtime, host: str, session_id: str) -> str:
-    """The sign-out form's CSRF token for a session on a host: HMAC-SHA256, base64url."""
-    message = f"sign-out\n{host}\n{session_id}".encode()
-    mac = hmac.new(rt.form_key, message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+    """The sign-out form's CSRF token for a session on a host (`authz.web.csrf`)."""
+    return form_token(rt.form_key, "sign-out", host, session_id)
 
 
 def _token_matches(rt: Runtime, host: str, session_id: str, given: str) -> bool:
-    expected = sign_out_token(rt, host, session_id).encode()
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
+    return token_matches(rt.form_key, "sign-out", host, session_id, given)
 
 
 async def _asked(request: Request, ctx: Context) -> tuple[str, str | None]:

@@ -36,6 +36,7 @@ from authz.check.request import origin
 from authz.config import Route
 from authz.errors import BadRequest, Busy, IdpRefused, InvalidIdToken
 from authz.identity.claims import merge_identity, new_session
+from authz.jit.model import JIT_PAGE
 from authz.runtime.state import Runtime
 from authz.sessions.payloads import CsrfCookie, Handoff, LoginAttempt, LoginState
 from authz.sessions.session import Session, SessionHandle
@@ -87,6 +88,12 @@ def check_target(rt: Runtime, target: str) -> tuple[Route, str]:
 
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+def is_own_page(rt: Runtime, target: str) -> bool:
+    """Whether a sign-in returns to the authenticate host's own page (`/.pomerium/jit`), which
+    needs no handoff: the authenticate host's cookie is its session. Only that exact URL."""
+    return target == f"{rt.config.authenticate_service_url}{JIT_PAGE}"
 
 
 def _loopback(host: str) -> bool:
@@ -223,13 +230,16 @@ async def sign_in(request: Request) -> Response:
     signed = signed_url.verify(rt.url_key, rt.sign_in_endpoint, ctx.query, now)
     callback_host = signed.extra.get("pomerium_callback_host", "")
     bound = signed.extra.get("pomerium_binding", "")
+    own_page = not callback_host and is_own_page(rt, signed.target)
     if callback_host:
         _programmatic_target(rt, signed.target)
         check_target(rt, callback_host)
-    else:
+    elif not own_page:
         check_target(rt, signed.target)
     session = authenticate_session(ctx)
     if session is not None:
+        if own_page:
+            return redirect(signed.target)
         return _handoff(rt, session, signed.target, callback_host, bound, now)
     if rt.oidc is None:
         raise BadRequest("sign-in is not configured: set idp_provider_url and idp_client_id")
@@ -322,7 +332,10 @@ async def oauth_callback(request: Request) -> Response:
     session = new_session(secrets.token_urlsafe(18), identity, tokens, now, rt.config.cookie_expire)
     rt.store.put(session)
     log.info("signed in", extra={"fields": {"user": session.user_id, "session": session.id[:8]}})
-    response = _handoff(rt, session, attempt.target, attempt.callback_host, attempt.binding, now)
+    if not attempt.callback_host and is_own_page(rt, attempt.target):
+        response = redirect(attempt.target)  # the authenticate host's own page: its cookie is the session
+    else:
+        response = _handoff(rt, session, attempt.target, attempt.callback_host, attempt.binding, now)
     own = authenticate_handle(rt, session, now)
     lifetime = int(rt.config.cookie_expire)
     response.headers.append("set-cookie", cookies.set_cookie(rt.config, auth_cookie(rt), own, lifetime, host_only=True))

@@ -15,6 +15,7 @@ import functools
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
@@ -49,7 +50,9 @@ _ENV = Environment(
 _ENV.globals.clear()
 _LAYOUT = _ENV.get_template("base.html")
 _ERROR = _ENV.get_template("error.html")
-_PAGES = {name: _ENV.get_template(f"{name}.html") for name in ("user", "sign_out", "signed_out")}
+_PAGES = {
+    name: _ENV.get_template(f"{name}.html") for name in ("user", "sign_out", "signed_out", "jit", "jit_requested")
+}
 # Stands for the content while the layout is rendered once per heading; no page can contain it,
 # because autoescaping turns every "<" of a value into "&lt;".
 _CONTENT = Markup("<authz-content>")
@@ -105,6 +108,22 @@ def _page(heading: str, template: Template, values: dict[str, Any]) -> str:
     return before + valid_text(_render(template, values)) + after
 
 
+@dataclass(frozen=True, slots=True)
+class AccessForm:
+    """The 403 page's request for just-in-time access (a route with `jit`, a signed-in user)."""
+
+    route: str
+    token: str  # the form's CSRF token (`authz.web.csrf`, purpose "jit-request")
+    default_duration: str  # Go-style
+    max_duration: str
+    reason_required: bool
+    requests_page: str  # {authenticate_service_url}/.pomerium/jit: the user's requests
+
+    def to_json(self) -> dict[str, object]:
+        return {"route": self.route, "api": "/.pomerium/api/v1/grants", "default_duration": self.default_duration,
+                "max_duration": self.max_duration, "reason_required": self.reason_required}  # fmt: skip
+
+
 def error_body(
     status: int,
     reasons: Sequence[str],
@@ -115,11 +134,13 @@ def error_body(
     detail: str | None = None,
     account: str | None = None,
     details: Sequence[tuple[str, str]] = (),
+    access: AccessForm | None = None,
 ) -> tuple[str, str]:
     """(content type, body) for a denied request.
 
     `account` names who is signed in (HTML only); `details` are rows for routes with
-    `show_error_details` (HTML, and a "details" object in JSON where a repeated name keeps its last value).
+    `show_error_details` (HTML, and a "details" object in JSON where a repeated name keeps its last value);
+    `access` offers a just-in-time access request (a form in HTML, `request_access` in JSON).
     """
     title = STATUS_TEXT.get(status, "Error")
     if fmt is Format.JSON or fmt is Format.GRPC:
@@ -135,13 +156,15 @@ def error_body(
             data["detail"] = detail
         if details:
             data["details"] = dict(details)
+        if access:
+            data["request_access"] = access.to_json()
         return "application/json", json.dumps(data)
     if fmt is Format.TEXT:
         lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
         return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
     heading = f"{status} {title}"
-    if detail or details:  # one-off pages (a refused request's detail, an evaluation trace)
-        values = _error_values(reasons, request_id, sign_in_url, account, detail, details)
+    if detail or details or access:  # one-off pages (a refused request's detail, an evaluation trace, a form)
+        values = _error_values(reasons, request_id, sign_in_url, account, detail, details, access)
         return HTML, _page(heading, _ERROR, values)
     filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
     pieces = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
@@ -157,8 +180,10 @@ def _error_values(
     account: str | None,
     detail: str | None = None,
     details: Sequence[tuple[str, str]] = (),
+    access: AccessForm | None = None,
 ) -> dict[str, Any]:
     return {
+        "access": access,
         "detail": detail,
         "reasons": [(r, explain(r)) for r in reasons],
         "sign_in_url": sign_in_url,

@@ -4,9 +4,11 @@ A Starlette app whose route tables are chosen by host, from the Runtime read whe
 arrives (the hosts come from the config, which a reload may change):
 
   every host         /.well-known/pomerium/jwks.json, /.well-known/pomerium(/), /healthz
-  authenticate host  /.pomerium/sign_in, /oauth2/callback, /.pomerium/sign_out, /.pomerium/signed_out
+  authenticate host  /.pomerium/sign_in, /oauth2/callback, /.pomerium/sign_out, /.pomerium/signed_out,
+                     /.pomerium/jit (just-in-time access: requests, approvals, audit trail)
   route hosts        /.pomerium/callback(/), /.pomerium/sign_out, /.pomerium(/), /.pomerium/user,
-                     /.pomerium/api/v1/login
+                     /.pomerium/api/v1/login, /.pomerium/jit/request (the 403 page's access form)
+  both               /.pomerium/api/v1/grants… (the grants API: `grants_api`)
 
 Anything else is 404. Sign-in, the callbacks and the programmatic login take GET (and HEAD), the
 published documents GET and OPTIONS, sign-out GET (its confirmation page) and POST (the confirmed
@@ -33,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from authz.errors import RequestError
 from authz.runtime.holder import RuntimeHolder
-from authz.web import account, login, pages
+from authz.web import account, grants_api, jit_pages, login, pages
 from authz.web.context import Context, header_map
 from authz.web.middleware import BodyLimit, Faults
 from authz.web.negotiate import response_format
@@ -80,12 +82,20 @@ class Hosts(BaseRoute):
             Route("/.well-known/pomerium/", well_known.discovery, methods=_PUBLISHED),
             any_method("/healthz", healthz),
         )
+        grants = (
+            Route(grants_api.API, grants_api.collection, methods=["GET", "POST"]),
+            Route(f"{grants_api.API}/{{grant}}", grants_api.item, methods=["GET", "DELETE"]),
+            Route(f"{grants_api.API}/{{grant}}/approve", grants_api.approve, methods=["POST"]),
+            Route(f"{grants_api.API}/{{grant}}/reject", grants_api.reject, methods=["POST"]),
+        )
         self.authenticate_host = _table(
             *every_host,
             Route("/.pomerium/sign_in", login.sign_in, methods=_READ),
             Route("/oauth2/callback", login.oauth_callback, methods=_READ),
             Route("/.pomerium/sign_out", account.sign_out, methods=_FORM),
             any_method("/.pomerium/signed_out", account.signed_out),
+            Route("/.pomerium/jit", jit_pages.jit_page, methods=_FORM),
+            *grants,
         )
         self.route_host = _table(
             *every_host,
@@ -96,6 +106,8 @@ class Hosts(BaseRoute):
             any_method("/.pomerium/", account.user_page),
             any_method("/.pomerium/user", account.user_json),
             Route("/.pomerium/api/v1/login", login.programmatic_login, methods=_READ),
+            Route("/.pomerium/jit/request", jit_pages.request_form, methods=["POST"]),
+            *grants,
         )
         self.other_host = _table(*every_host)
 
