@@ -13,6 +13,7 @@ and are sealed in place when the store opens.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -210,9 +211,15 @@ def _owner_only(path: Path) -> None:
 
 
 def create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite opens it (no moment when others may read it)."""
+    """Create the database file 0600 before SQLite opens it (no moment when others may read it).
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, including an open SQLite connection's (the session store's, when the
+    grant store opens the same file), and another process's SQLite would then take itself for the
+    last connection and delete the WAL that this one still writes to."""
     _private_dirs(path.parent)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     _owner_only(path)
 
 

@@ -185,7 +185,7 @@ def _launch(
     # `AUTHZ_E2E_TRANSPORT=http` runs every stack on Envoy's HTTP ext_authz service instead of gRPC.
     config.setdefault("ext_authz_transport", os.environ.get("AUTHZ_E2E_TRANSPORT", "grpc"))
     to = f"http://127.0.0.1:{upstream.port}"
-    config["routes"] = [*config["routes"], *({**r, "to": to} for r in extra_routes)]
+    config["routes"] = [*config["routes"], *({"to": to, **r} for r in extra_routes)]  # a route may bring its own
     idp = None
     if idp_available() is None and "idp_provider_url" not in overrides:  # else the caller brings its own IdP
         secret = secrets.token_urlsafe(24)

@@ -6,18 +6,25 @@ step is notified to a recording endpoint."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import jwt
 import pytest
 
-from authz.dev.stack import idp_available
+from authz.dev.stack import free_ports, idp_available
 
 from .conftest import Stack, _launch, _teardown
 from .loopback import browser, forms, idp_login
@@ -68,8 +75,52 @@ def hook() -> Iterator[Hook]:
     made.server.server_close()
 
 
+class WebSocketUpstream:
+    """An upstream that accepts every WebSocket upgrade (RFC 6455 §4.2.2) and holds it open."""
+
+    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            key = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head)
+            accept = base64.b64encode(hashlib.sha1(key.group(1) + self.GUID.encode()).digest()) if key else b""  # noqa: S324
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+            while conn.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
 @pytest.fixture(scope="module")
-def jit_stack(tmp_path_factory: pytest.TempPathFactory, hook: Hook) -> Iterator[Stack]:
+def ws_upstream() -> Iterator[WebSocketUpstream]:
+    made = WebSocketUpstream()
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def jit_stack(tmp_path_factory: pytest.TempPathFactory, hook: Hook, ws_upstream: WebSocketUpstream) -> Iterator[Stack]:
     vault = {
         "id": "vault",
         "from": "http://vault.localhost",
@@ -86,7 +137,15 @@ def jit_stack(tmp_path_factory: pytest.TempPathFactory, hook: Hook) -> Iterator[
             "notify_secret": "a-notification-signing-secret",
         },
     }
-    running = _launch(tmp_path_factory.mktemp("jit"), extra_routes=[vault])
+    stream = {
+        "id": "stream",
+        "from": "http://stream.localhost",
+        "to": f"http://127.0.0.1:{ws_upstream.port}",
+        "allow_websockets": True,
+        "policy": {"allow": {"or": [{"email": {"is": "bob@example.com"}}]}},
+        "jit": {"approvers": [{"allow": {"or": [{"groups": {"has": "admins"}}]}}], "max_stream_duration": "2s"},
+    }
+    running = _launch(tmp_path_factory.mktemp("jit"), extra_routes=[vault, stream])
     yield running
     _teardown(running)
 
@@ -248,3 +307,63 @@ def test_cookie_decisions_are_refused_on_route_hosts(jit_stack: Stack, opened: l
     # The same approver on the authenticate host decides.
     page = auth_page(stack, alice)
     assert decide(stack, alice, page, gid, "reject").status_code == 200
+
+
+def test_open_streams_end_after_max_stream_duration(jit_stack: Stack) -> None:
+    """ext_authz judges a stream once, when it opens: on a jit route Envoy ends it after
+    `jit.max_stream_duration` (2 s here), so a WebSocket cannot outlive a grant by long."""
+    cookie = jit_stack.seed_session("stream.localhost", user_id="bob", email="bob@example.com")
+    upgrade = (
+        f"GET /ws HTTP/1.1\r\nHost: stream.localhost:{jit_stack.envoy_port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Cookie: _pomerium={cookie}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", jit_stack.envoy_port), timeout=10) as conn:
+        conn.sendall(upgrade.encode())
+        head = conn.recv(4096)
+        opened = time.monotonic()
+        assert head.startswith(b"HTTP/1.1 101"), head
+        while conn.recv(4096):  # the upstream sends nothing: this returns when Envoy ends the stream
+            pass
+        held = time.monotonic() - opened
+    assert 1.5 <= held <= 6, held
+
+
+def test_with_two_workers_each_event_is_delivered_once(tmp_path: Path) -> None:
+    """Both workers run the sweeper and notifier; the store's lease lets one at a time work, so
+    requests from the API, decisions from the CLI and expiries recorded by the sweeper each reach
+    the endpoint once."""
+    hook = Hook()
+    vault = {
+        "id": "vault", "from": "http://vault.localhost", "allowed_users": ["nobody"],
+        "jit": {"approvers": [{"allow": {"or": [{"groups": {"has": "admins"}}]}}],
+                "notify_url": f"http://127.0.0.1:{hook.port}/hook"},
+    }  # fmt: skip
+    stack = _launch(tmp_path, workers=2, grpc_address=f"127.0.0.1:{free_ports(2)}", extra_routes=[vault])
+    try:
+        ids = []
+        for n in range(4):
+            cookie = stack.seed_session("vault.localhost", user_id=f"user-{n}", email=f"user{n}@example.com")
+            with stack.client("vault.localhost") as client:
+                headers = {"cookie": f"_pomerium={cookie}", "sec-fetch-site": "same-origin"}
+                made = client.post(API, json={"route": "vault", "reason": "r"}, headers=headers)
+            assert made.status_code == 201, made.text
+            ids.append(made.json()["id"])
+
+        def cli(*argv: str) -> None:
+            out = subprocess.run([sys.executable, "-m", "authz", "grants", *argv, "-c", str(stack.config_path)],
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+            assert out.returncode == 0, out.stderr
+
+        cli("approve", ids[0], "--duration", "1s")
+        cli("approve", ids[1], "--duration", "1s")
+        cli("reject", ids[2])
+        expected = ["requested"] * 4 + ["approved", "approved", "rejected", "expired", "expired"]
+        hook.wait_for("expired", 2, timeout=20)
+        time.sleep(2)  # any second delivery of an event would arrive meanwhile
+        assert sorted(hook.names()) == sorted(expected)
+        assert len({h["x-authz-event-id"] for h, _ in hook.events}) == len(expected)
+    finally:
+        _teardown(stack)
+        hook.server.shutdown()
+        hook.server.server_close()

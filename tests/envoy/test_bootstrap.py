@@ -30,6 +30,7 @@ ROUTES: list[dict[str, Any]] = [
         "allow_any_authenticated_user": True,
         "remove_request_headers": ["X-Internal"],
         "set_response_headers": {"X-Frame-Options": "DENY"},
+        "jit": {"approvers": [{"allow": {"or": [{"groups": {"has": "admins"}}]}}], "max_stream_duration": "90s"},
     },
     {
         "from": "http://app.localhost",
@@ -202,6 +203,12 @@ def test_identity_headers_stripped_unless_passed(full: Config) -> None:
 def _routes(config: Config) -> dict[str, dict[str, Any]]:
     vhosts = _hcm(bootstrap(config))["route_config"]["virtual_hosts"]
     return {r["name"]: r for v in vhosts for r in v["routes"] if "name" in r}
+
+
+def test_streams_on_a_jit_route_end_with_max_stream_duration(full: Config) -> None:
+    routes = _routes(full)
+    assert routes["app"]["route"]["max_stream_duration"] == {"max_stream_duration": "90s"}
+    assert [name for name, r in routes.items() if "max_stream_duration" in r["route"]] == ["app"]
 
 
 def test_headers_that_redirect_the_upstream_are_removed_on_every_route(

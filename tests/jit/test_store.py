@@ -132,3 +132,32 @@ def test_open_grant_store_follows_the_session_store(tmp_path: Path) -> None:
     assert isinstance(open_grant_store(f"sqlite://{tmp_path / 'x.db'}"), SQLiteGrantStore)
     with pytest.raises(ValueError, match="unsupported"):
         open_grant_store("redis://x")
+
+
+def test_opening_the_session_file_again_keeps_its_locks(tmp_path: Path) -> None:
+    """The grant store opens the session store's file in the same process. Closing any descriptor
+    of a file drops the process's POSIX locks on it: if opening the grant store did that, another
+    process's SQLite would take itself for the last connection and delete the WAL still in use,
+    and every later write here would be invisible to the other workers."""
+    import subprocess
+    import sys
+
+    from authz.sessions.stores import SQLiteStore
+
+    path = tmp_path / "s.db"
+    sessions = SQLiteStore(path, secret=b"k" * 32)
+    grants = SQLiteGrantStore(path)
+    try:
+        count = "select count(*) from sessions"
+        other = f"import sqlite3; c = sqlite3.connect({str(path)!r}); c.execute({count!r}).fetchall(); c.close()"
+        subprocess.run([sys.executable, "-c", other], check=True)
+        assert (tmp_path / "s.db-wal").exists()
+        grant = _grant()
+        grants.add(grant, _record(grant), None)
+        query = "select id from grants"
+        read = f"import sqlite3; print(sqlite3.connect({str(path)!r}).execute({query!r}).fetchall())"
+        seen = subprocess.run([sys.executable, "-c", read], check=True, capture_output=True, text=True).stdout
+        assert "g1" in seen
+    finally:
+        grants.close()
+        sessions.close()
