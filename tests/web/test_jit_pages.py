@@ -124,3 +124,22 @@ async def test_an_approver_sees_their_own_request_without_buttons(web: Web) -> N
     assert page.status_code == 200, page.text
     assert "Your own request: another approver decides." in page.text and 'value="approve"' not in page.text
     assert "<td><code>app</code></td><td>pending</td><td>30m</td><td></td>" in page.text  # "Your requests"
+
+
+async def test_fetch_metadata_decides_and_origin_null_proves_nothing(web: Web) -> None:
+    """A browser posts the page's own form with `Origin: null` (the pages' no-referrer policy) and
+    `Sec-Fetch-Site: same-origin`; a same-site page's post says `same-site` and is refused."""
+    from .test_grants_api import SAME, _cookie
+
+    async with web.client() as client:
+        made = await client.post(f"{APP}/.pomerium/api/v1/grants", json={"route": "app", "reason": "r"},
+                                 headers={**bob(web), **SAME})  # fmt: skip
+        approver = _cookie(web, AUTH_HOST, "alice", "alice@admins.example")
+        page = await client.get(f"{AUTH}/.pomerium/jit", headers=approver)
+        form = {"csrf_token": _token(page), "grant": made.json()["id"], "action": "approve"}
+        for marks in ({"sec-fetch-site": "same-site", "origin": "null"}, {"sec-fetch-site": "cross-site"}):
+            refused = await client.post(f"{AUTH}/.pomerium/jit", data=form, headers={**approver, **marks})
+            assert refused.status_code == 403
+        ok = await client.post(f"{AUTH}/.pomerium/jit", data=form,
+                               headers={**approver, "origin": "null", "sec-fetch-site": "same-origin"})  # fmt: skip
+        assert ok.status_code == 303
