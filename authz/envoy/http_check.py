@@ -141,6 +141,7 @@ class _Connection(asyncio.Protocol):
         self.body = 0
         self.busy: asyncio.Task[None] | None = None
         self.too_large = 0  # the status of a cap a request passed (431 head, 413 body)
+        self.closing = False  # an upgrade was parsed: close once every queued check is answered
         self.queue: list[tuple[str, str, list[tuple[bytes, bytes]], bool]] = []
 
     # -- asyncio ------------------------------------------------------------------------------
@@ -161,10 +162,11 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # Envoy never upgrades a check connection: the check was answered; nothing more is read.
-            self.queue.clear()
-            if self.transport is not None:
-                self.transport.close()
+            # A check of a WebSocket request carries its `upgrade` and `connection` headers; the
+            # check itself is complete (queued, answered or waiting on the store) and is answered,
+            # but the parser reads nothing past an upgrade: the connection closes after the answer.
+            self.closing = True
+            self._close_when_done()
         except httptools.HttpParserError:
             # httptools wraps what a callback raised; a cap that was passed says which answer.
             self._refuse(self.too_large or 400)
@@ -219,6 +221,10 @@ class _Connection(asyncio.Protocol):
         if close:
             self.transport.close()
 
+    def _close_when_done(self) -> None:
+        if self.closing and not self.queue and self.busy is None and self.transport is not None:
+            self.transport.close()
+
     def _next(self) -> None:
         """Answer queued requests in order; one that must wait on the store pauses the rest."""
         while self.queue and self.transport is not None:
@@ -241,6 +247,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
             self._next()
+            self._close_when_done()
 
 
 HEALTH_PATH = "/.authz/health"

@@ -70,13 +70,13 @@ def test_answers_on_the_wire() -> None:
 
 
 @pytest.fixture
-def server_port(make_config: Callable[..., Config]) -> Callable[[], Callable[[bytes], bytes]]:
+def server_port(make_config: Callable[..., Config]) -> Callable[..., Callable[[bytes], bytes]]:
     """A running HttpCheckServer; the callable sends raw bytes on one connection and returns all it read."""
 
-    def make() -> Callable[[bytes], bytes]:
+    def make(store: MemoryStore | None = None, config: Config | None = None) -> Callable[[bytes], bytes]:
         def exchange(data: bytes) -> bytes:
             async def scenario() -> bytes:
-                rt = Runtime.build(make_config(routes=[PUBLIC]), MemoryStore())
+                rt = Runtime.build(config or make_config(routes=[PUBLIC]), store or MemoryStore())
                 server = HttpCheckServer(RuntimeHolder(rt))
                 await server.start("127.0.0.1:0")
                 assert server.server is not None
@@ -132,6 +132,31 @@ def test_an_upgrade_is_answered_then_the_connection_closes(
 ) -> None:
     out = server_port()(_check(extra="upgrade: websocket\r\nconnection: upgrade\r\n") + _check())
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200"]
+
+
+class _BlockingStore(MemoryStore):
+    """A store the Check must read off the event loop (as SQLite on a cache miss)."""
+
+    blocking = True
+
+
+def test_an_upgrade_waiting_on_the_store_is_answered_then_the_connection_closes(
+    server_port: Callable[..., Callable[[bytes], bytes]], make_config: Callable[..., Config]
+) -> None:
+    """A WebSocket request's check whose session must be read from the store: still answered (the
+    parser stops at the upgrade, the answer does not), then the connection closes."""
+    import time
+
+    from authz.sessions.session import Session, SessionHandle
+
+    store, config = _BlockingStore(), make_config(routes=[PUBLIC])
+    now = int(time.time())
+    store.put(Session("s1", "u1", "u@example.com", "", (), {}, now, now + 600))
+    cookie = Runtime.build(config, store).codec.seal(SessionHandle("s1", "u1", "pub.localhost", now, now + 600))
+    upgrade = f"upgrade: websocket\r\nconnection: upgrade\r\ncookie: _pomerium={cookie}\r\n"
+    out = server_port(store, config)(_check(extra=upgrade) + _check())
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200"]
+    assert b"x-pomerium-jwt-assertion: " in out  # the session was read from the store
 
 
 def test_a_health_check_is_never_a_check_and_a_check_never_a_health_check(
