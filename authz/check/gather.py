@@ -3,9 +3,9 @@
 The steady-state path is a plain synchronous call: the route is a dict lookup, credentials are
 opened in memory, and a store that answers without blocking (`memory:`, and later a cache hit) is
 read inline. Only a read that would block (SQLite, a cache miss) comes back as `Pending`, which the
-server resolves off its event loop (asyncio) or directly (a thread-pool server). Grants and a
-validated client certificate will be gathered here too. On a route with just-in-time access the
-user's active grants are gathered the same way (the grant cache, else the store).
+server resolves off its event loop (asyncio) or directly (a thread-pool server). On a route with
+just-in-time access the user's active grants are gathered the same way (the grant cache, else the
+store). A validated client certificate will be gathered here too.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ import ipaddress
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import httpx2
+
 from authz.config.model import JitOptions, Secret
 from authz.policy.ast import Policy
 from authz.policy.parse import parse_policy
@@ -84,11 +86,17 @@ def _notify_url(node: Node, read: Callable[[str], str]) -> Secret | None:
     if url.scheme == "http" and not _loopback(url.hostname):
         node.error(where, "must be https (http only to a loopback address); value not shown")
         return None
+    try:  # what the notifier's HTTP client will parse: refuse here what it would refuse at delivery
+        httpx2.URL(value)
+    except Exception:
+        node.error(where, "is not a URL the HTTP client accepts (value not shown)")
+        return None
     return Secret(value.encode())
 
 
-def read_jit(route: Node, read: Callable[[str], str]) -> JitOptions | None:
-    """The route's `jit` options, or None when it has none (problems are added to the route's node)."""
+def read_jit(route: Node, read: Callable[[str], str], warnings: list[str]) -> JitOptions | None:
+    """The route's `jit` options, or None when it has none (problems are added to the route's
+    node; settings that load but weaken the feature to `warnings`)."""
     node = route.child("jit")
     if node is None:
         return None
@@ -114,6 +122,12 @@ def read_jit(route: Node, read: Callable[[str], str]) -> JitOptions | None:
         node.error(where, f"must be at least {MIN_NOTIFY_SECRET} characters (value not shown)")
     if notify_secret is not None and notify_url is None:
         node.error("notify_secret", "signs notifications: set notify_url too")
+    if stream > maximum:
+        warnings.append(
+            f"{node.at('max_stream_duration')}: streams may outlive the longest grant"
+            f" ({int(stream)}s > max_duration {int(maximum)}s): a WebSocket opened near a grant's end stays open"
+            " that long"
+        )
     options = JitOptions(
         approvers=approvers,
         max_duration=int(maximum),

@@ -422,7 +422,7 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         keep_request_headers=_kept_headers(node),
         allow_path_parameters=node.flag("allow_path_parameters"),
         allow_double_encoding=node.flag("allow_double_encoding"),
-        jit=read_jit(node, cfg["read"]),
+        jit=read_jit(node, cfg["read"], cfg["warnings"]),
     )
     if route.keep_request_headers:
         cfg["warnings"].append(

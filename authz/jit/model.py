@@ -10,6 +10,7 @@ the expiry.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -41,7 +42,8 @@ CLI_ACTOR = "cli"  # decided_by for the operator CLI (break-glass without a brow
 SWEEPER_ACTOR = "authz"  # the expiry, recorded by whichever worker holds the sweeper lease
 MAX_REASON = 1000  # characters of a request's reason kept (a longer one is refused)
 _UNITS = (("h", 3600), ("m", 60), ("s", 1))
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_HIDDEN = frozenset({"Cf", "Zl", "Zp", "Co", "Cn"})  # format (bidi overrides), separators, unassigned
 
 
 def format_duration(seconds: int) -> str:
@@ -65,19 +67,22 @@ def parse_request_duration(text: object, maximum: float) -> int:
     if seconds < 1:
         raise ValueError("duration must be at least 1s")
     if seconds > maximum:
-        raise ValueError(f"duration {text.strip()} is longer than this route allows ({format_duration(int(maximum))})")
+        raise ValueError(
+            f"duration {text.strip()[:40]} is longer than this route allows ({format_duration(int(maximum))})"
+        )
     return int(seconds)
 
 
 def clean_reason(text: object) -> str:
-    """A requester's reason: a string of at most MAX_REASON characters without control characters
-    (line breaks and tabs allowed), stripped; ValueError otherwise."""
+    """A requester's reason: a string of at most MAX_REASON characters without control or format
+    characters (line breaks and tabs allowed; no bidirectional overrides, no line or paragraph
+    separators, which disguise text on pages and in chat), stripped; ValueError otherwise."""
     if not isinstance(text, str):
         raise ValueError("reason must be a string")
     if len(text) > MAX_REASON:
         raise ValueError(f"reason is longer than {MAX_REASON} characters")
-    if _CONTROL.search(text):
-        raise ValueError("reason contains control characters")
+    if _CONTROL.search(text) or any(unicodedata.category(c) in _HIDDEN for c in text if not c.isascii()):
+        raise ValueError("reason contains control or invisible formatting characters")
     return text.strip()
 
 

@@ -73,7 +73,7 @@ async def deliver(rt: Runtime, client: httpx2.AsyncClient, delivery: Delivery, n
         problem = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
     except httpx2.TimeoutException:
         problem = "timed out"
-    except (httpx2.HTTPError, OSError) as exc:
+    except Exception as exc:  # any fault is a failed attempt, never a stuck outbox
         problem = type(exc).__name__  # never the message: it may carry the URL
     if problem is None:
         await asyncio.to_thread(rt.grants.delivered, delivery.id)
@@ -102,7 +102,10 @@ async def one_pass(rt: Runtime, client: httpx2.AsyncClient, owner: str, clock: C
         now = clock()
         if not await asyncio.to_thread(store.try_lease, LEASE_NAME, owner, now + LEASE, now):
             return False
-        await deliver(rt, client, delivery, now)
+        try:
+            await deliver(rt, client, delivery, now)
+        except Exception:  # the store itself failed: the next pass tries again; the others go on
+            log.exception("a notification could not be handled", extra={"fields": {"event": delivery.id}})
     return True
 
 

@@ -80,18 +80,29 @@ def approved_routes(config: Config, actor: Actor, now: float) -> list[str]:
     return [r.id for r in config.routes if r.jit is not None and approves(actor, r, now)]
 
 
+MAX_PENDING = 10  # requests one user may have waiting at once, over all routes
+
+
+def chat_text(value: str) -> str:
+    """A user's words inside a chat message: on one line (a line break could fake a second message)
+    and with `&`, `<`, `>` escaped as Slack's mrkdwn wants (else `<!channel>` pings everyone and
+    `<https://x|label>` disguises a link)."""
+    one_line = " ".join(value.split())
+    return one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _notification(config: Config, route: Route, event: Event, grant: Grant, actor: str, now: float) -> Delivery | None:
     if route.jit is None or route.jit.notify_url is None:
         return None
     event_id = str(uuid.uuid4())
     link = f"{config.authenticate_service_url}{JIT_PAGE}"
-    who = grant.email or grant.user
+    who = chat_text(grant.email or grant.user)
     text = {
         Event.REQUESTED: f"{who} asks for access to {route.id} for {format_duration(grant.duration)}"
-        + (f': "{grant.reason}"' if grant.reason else ""),
-        Event.APPROVED: f"{actor} approved {who}'s access to {route.id} until {rfc3339(grant.expires_at)}",
-        Event.REJECTED: f"{actor} rejected {who}'s request for access to {route.id}",
-        Event.REVOKED: f"{actor} revoked {who}'s access to {route.id}",
+        + (f': "{chat_text(grant.reason)}"' if grant.reason else ""),
+        Event.APPROVED: f"{chat_text(actor)} approved {who}'s access to {route.id} until {rfc3339(grant.expires_at)}",
+        Event.REJECTED: f"{chat_text(actor)} rejected {who}'s request for access to {route.id}",
+        Event.REVOKED: f"{chat_text(actor)} revoked {who}'s access to {route.id}",
         Event.EXPIRED: f"{who}'s access to {route.id} expired",
     }[event]
     body = {
@@ -116,16 +127,16 @@ def _record(
         detail = {"duration": format_duration(grant.duration), "expires_at": rfc3339(grant.expires_at)}
     elif event is Event.EXPIRED:
         detail = {"expires_at": rfc3339(grant.expires_at)}
-    log.info(
-        "jit %s",
-        event,
-        extra={
-            "fields": {"event": str(event), "grant": grant.id, "route": route.id, "user": grant.user, "actor": actor}
-        },
-    )
     return Record(grant.id, route.id, event, actor, int(now), detail), _notification(
         config, route, event, grant, actor, now
     )
+
+
+def _logged(record: Record, grant: Grant) -> None:
+    """The event's log line, once the store has taken it (a refused change logs nothing)."""
+    fields = {"event": str(record.event), "grant": grant.id, "route": grant.route, "user": grant.user,
+              "actor": record.actor}  # fmt: skip
+    log.info("jit %s", record.event, extra={"fields": fields})
 
 
 def _actor_name(actor: Actor) -> str:
@@ -156,10 +167,18 @@ def request_access(
         raise GrantInvalid(str(exc)) from None
     if route.jit.reason_required and not text:
         raise GrantInvalid("this route requires a reason")
+    mine = store.grants(user=actor.user, status=Status.PENDING, now=now)
+    if len(mine) >= MAX_PENDING:
+        raise GrantConflict(f"you already have {MAX_PENDING} requests waiting; wait for a decision first")
+    working = [g for g in store.active(route.id, actor.user) if g.works_at(now)]
+    if working:
+        until = rfc3339(max(g.expires_at for g in working))
+        raise GrantConflict(f"you already have access to this route until {until}")
     grant = Grant(new_id(), route.id, actor.user, actor.email, Status.PENDING, text, seconds, int(now))
     record, delivery = _record(config, route, Event.REQUESTED, grant, actor.user, now)
     if not store.add(grant, record, delivery):
         raise GrantConflict("you already have a pending request for this route")
+    _logged(record, grant)
     return grant
 
 
@@ -180,6 +199,7 @@ def _decidable(config: Config, store: GrantStore, actor: Actor, grant_id: str, n
 def _changed(store: GrantStore, expected: Status, grant: Grant, record: Record, delivery: Delivery | None) -> Grant:
     if not store.change(expected, grant, record, delivery):
         raise GrantConflict(f"the grant is no longer {expected}")
+    _logged(record, grant)
     return grant
 
 
@@ -242,13 +262,11 @@ def expire_due(config: Config, store: GrantStore, now: float) -> list[Grant]:
         route = config.routes_by_id.get(grant.route)
         expired = replace(grant, status=Status.EXPIRED)
         if route is None or route.jit is None:  # the route lost jit: record it all the same, tell no one
-            record = Record(grant.id, grant.route, Event.EXPIRED, SWEEPER_ACTOR, int(now), {})
-            changed = store.change(Status.ACTIVE, expired, record, None)
+            record, delivery = Record(grant.id, grant.route, Event.EXPIRED, SWEEPER_ACTOR, int(now), {}), None
         else:
-            changed = store.change(
-                Status.ACTIVE, expired, *_record(config, route, Event.EXPIRED, expired, SWEEPER_ACTOR, now)
-            )
-        if changed:
+            record, delivery = _record(config, route, Event.EXPIRED, expired, SWEEPER_ACTOR, now)
+        if store.change(Status.ACTIVE, expired, record, delivery):
+            _logged(record, expired)
             done.append(expired)
     return done
 
@@ -270,15 +288,14 @@ def listing(config: Config, store: GrantStore, actor: Actor, status: str | None,
         except ValueError:
             raise GrantInvalid(f"status must be one of {', '.join(s.value for s in Status)}") from None
     if actor.operator:
-        found = store.grants()
-    else:
-        routes = approved_routes(config, actor, now)
-        found = store.grants(user=actor.user)
-        if routes:
-            seen = {g.id for g in found}
-            found += [g for g in store.grants(routes=routes) if g.id not in seen]
-            found.sort(key=lambda g: (g.created_at, g.id), reverse=True)
-    return [g for g in found if wanted is None or g.status_at(now) is wanted]
+        return store.grants(status=wanted, now=now)
+    routes = approved_routes(config, actor, now)
+    found = store.grants(user=actor.user, status=wanted, now=now)
+    if routes:
+        seen = {g.id for g in found}
+        found += [g for g in store.grants(routes=routes, status=wanted, now=now) if g.id not in seen]
+        found.sort(key=lambda g: (g.created_at, g.id), reverse=True)
+    return found
 
 
 def one(config: Config, store: GrantStore, actor: Actor, grant_id: str, now: float) -> tuple[Grant, list[Record]]:

@@ -42,8 +42,17 @@ class GrantStore(Protocol):
         notification); False, and nothing written, otherwise."""
         ...
 
-    def grants(self, *, routes: Collection[str] | None = None, user: str | None = None) -> list[Grant]:
-        """Grants of these routes (all: None) and this user (any: None), newest first, at most MAX_LISTED."""
+    def grants(
+        self,
+        *,
+        routes: Collection[str] | None = None,
+        user: str | None = None,
+        status: Status | None = None,
+        now: float = 0.0,
+    ) -> list[Grant]:
+        """Grants of these routes (all: None), this user (any: None) and this status as of `now`
+        (any: None; an active grant past `expires_at` counts as expired), newest first, at most
+        MAX_LISTED."""
         ...
 
     def active(self, route: str, user: str) -> tuple[Grant, ...]:
@@ -108,7 +117,8 @@ class MemoryGrantStore:
             return True
 
     def get(self, grant_id: str) -> Grant | None:
-        return self._grants.get(grant_id)
+        with self._lock:
+            return self._grants.get(grant_id)
 
     def change(self, expected: Status, grant: Grant, record: Record, delivery: Delivery | None) -> bool:
         with self._lock:
@@ -118,27 +128,48 @@ class MemoryGrantStore:
             self._write(grant, record, delivery)
             return True
 
-    def grants(self, *, routes: Collection[str] | None = None, user: str | None = None) -> list[Grant]:
-        found = [g for g in self._grants.values() if (routes is None or g.route in routes) and user in (None, g.user)]
+    # Reads take the lock too: API calls write from worker threads while the Check reads.
+
+    def grants(
+        self,
+        *,
+        routes: Collection[str] | None = None,
+        user: str | None = None,
+        status: Status | None = None,
+        now: float = 0.0,
+    ) -> list[Grant]:
+        with self._lock:
+            found = [
+                g
+                for g in self._grants.values()
+                if (routes is None or g.route in routes)
+                and user in (None, g.user)
+                and (status is None or g.status_at(now) is status)
+            ]
         return sorted(found, key=lambda g: (g.created_at, g.id), reverse=True)[:MAX_LISTED]
 
     def active(self, route: str, user: str) -> tuple[Grant, ...]:
-        return tuple(
-            g for g in self._grants.values() if g.route == route and g.user == user and g.status is Status.ACTIVE
-        )
+        with self._lock:
+            return tuple(
+                g for g in self._grants.values() if g.route == route and g.user == user and g.status is Status.ACTIVE
+            )
 
     def expiring(self, now: float, limit: int = 100) -> list[Grant]:
-        due = [g for g in self._grants.values() if g.status is Status.ACTIVE and g.expires_at <= now]
+        with self._lock:
+            due = [g for g in self._grants.values() if g.status is Status.ACTIVE and g.expires_at <= now]
         return sorted(due, key=lambda g: g.expires_at)[:limit]
 
     def history(self, grant_id: str) -> list[Record]:
-        return [r for r in self._records if r.grant == grant_id]
+        with self._lock:
+            return [r for r in self._records if r.grant == grant_id]
 
     def trail(self, routes: Collection[str]) -> list[Record]:
-        return [r for r in reversed(self._records) if r.route in routes][:MAX_TRAIL]
+        with self._lock:
+            return [r for r in reversed(self._records) if r.route in routes][:MAX_TRAIL]
 
     def due(self, now: float, limit: int = 20) -> list[Delivery]:
-        return [d for d in self._outbox.values() if d.next_at <= now][:limit]
+        with self._lock:
+            return [d for d in self._outbox.values() if d.next_at <= now][:limit]
 
     def delivered(self, delivery_id: str) -> None:
         self._outbox.pop(delivery_id, None)
@@ -268,9 +299,25 @@ class SQLiteGrantStore:
                 raise
         return changed == 1
 
-    def grants(self, *, routes: Collection[str] | None = None, user: str | None = None) -> list[Grant]:
+    def grants(
+        self,
+        *,
+        routes: Collection[str] | None = None,
+        user: str | None = None,
+        status: Status | None = None,
+        now: float = 0.0,
+    ) -> list[Grant]:
         clauses: list[str] = []
-        params: list[str] = []
+        params: list[str | float] = []
+        if status is Status.ACTIVE:
+            clauses.append("status = 'active' AND expires_at > ?")
+            params.append(now)
+        elif status is Status.EXPIRED:
+            clauses.append("(status = 'expired' OR (status = 'active' AND expires_at <= ?))")
+            params.append(now)
+        elif status is not None:
+            clauses.append("status = ?")
+            params.append(str(status))
         if routes is not None:
             if not routes:
                 return []

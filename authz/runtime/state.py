@@ -54,6 +54,7 @@ class Runtime:
     config: Config
     codec: HandleCodec  # route hosts' session cookie
     auth_codec: HandleCodec  # the authenticate host's own session cookie (another key)
+    api_codec: HandleCodec  # programmatic logins' tokens: route hosts, and the grants API's bearer
     cookies: CookieNames
     store: SessionStore  # the cache, when there is one, in front of the configured store
     cache: CachedStore | None  # None: the store does not block (memory:) or session_cache_ttl is 0
@@ -100,6 +101,7 @@ class Runtime:
             config=config,
             codec=HandleCodec(secret, handle_codec.ROUTE),
             auth_codec=HandleCodec(secret, handle_codec.AUTHENTICATE),
+            api_codec=HandleCodec(secret, handle_codec.PROGRAMMATIC),
             cookies=CookieNames.build(config),
             store=cache if cache is not None else store,
             cache=cache,
@@ -139,15 +141,17 @@ class Runtime:
     def open_handles(
         self, tokens: list[str], hostname: str, now: float, codec: HandleCodec | None = None
     ) -> tuple[SessionHandle, ...]:
-        """The handles among `tokens` that open (with the route codec unless told), are live and
-        name this host (no I/O)."""
-        opener = codec or self.codec
+        """The handles among `tokens` that open (as a route cookie or a programmatic token, unless
+        a codec is given), are live and name this host (no I/O)."""
+        openers = (codec,) if codec is not None else (self.codec, self.api_codec)
         handles = []
         for token in tokens:
-            try:
-                handles.append(opener.open(token, hostname, now))
-            except InvalidSession:
-                continue
+            for opener in openers:
+                try:
+                    handles.append(opener.open(token, hostname, now))
+                    break
+                except InvalidSession:
+                    continue
         return tuple(handles)
 
     def live_session(self, handles: tuple[SessionHandle, ...], now: float) -> Session | None:

@@ -13,7 +13,7 @@ from authz.errors import Problem
 
 T = TypeVar("T")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")  # ASCII digits only
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -26,7 +26,8 @@ def parse_duration(text: str) -> float:
     while pos < len(text):
         match = _DURATION_PART.match(text, pos)
         if match is None:
-            raise ValueError(f"invalid duration {text!r} (use Go syntax such as 90s, 5m or 1h30m)")
+            shown = text if len(text) <= 40 else f"{text[:40]}…"
+            raise ValueError(f"invalid duration {shown!r} (use Go syntax such as 90s, 5m or 1h30m)")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if not text:

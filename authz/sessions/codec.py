@@ -21,6 +21,10 @@ _OPENED_MAX = 50_000
 
 ROUTE = b"session-cookie"
 AUTHENTICATE = b"authenticate-cookie"  # the authenticate host's own cookie: never opens a route host
+# A programmatic login's token (`Authorization: Pomerium <token>`): opens a route host like the
+# cookie, and is the only bearer the grants API takes, so a route cookie's value read by a script
+# (cookie_http_only: false) or sent to a host under cookie_domain is no approver's credential there.
+PROGRAMMATIC = b"programmatic-token"
 
 
 class HandleCodec:

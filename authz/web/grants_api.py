@@ -14,8 +14,10 @@ there, cookie-authenticated approve, reject and revoke are 403, and approvals ha
 authenticate host, an origin no upstream shares. Every state-changing call needs
 `Content-Type: application/json` (415 otherwise: an HTML form cannot send it, and a cross-origin
 script cannot without a CORS preflight, which is never granted), and a cookie-authenticated one
-also `Sec-Fetch-Site: same-origin` or an `Origin` naming the host called (403 otherwise).
-Errors are `{"error": "…"}` with 400, 401, 403, 404, 409 or 415.
+also `Sec-Fetch-Site: same-origin` or an `Origin` naming the host called (403 otherwise). On a
+route host a cookie acts for its user alone: it lists and shows only the user's own grants, and
+asks only for routes of that host. Only a programmatic login's token is a bearer here, never a
+route cookie's value. Errors are `{"error": "…"}` with 400, 401, 403, 404, 409 or 415.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from authz.jit import service
 from authz.jit.model import JIT_PAGE, Grant
 from authz.jit.service import Actor
 from authz.jit.store import GrantStore
-from authz.runtime.state import Runtime
+from authz.runtime.state import Runtime, host_matches
 from authz.sessions.session import Session
 from authz.web.context import Context, context
 from authz.web.login import authenticate_session
@@ -109,7 +111,9 @@ def call_request(ctx: Context, request: Request) -> RequestContext | None:
 
 
 def _bearer_session(ctx: Context) -> Session | bool | None:
-    """The session an `Authorization: Pomerium` token names (any host); False when there is none."""
+    """The session an `Authorization: Pomerium` token names, on any host; False when the call
+    carries none. Only a programmatic login's token counts (`codec.PROGRAMMATIC`), never the value
+    of a route cookie: a script that can read one must not become an approver with it."""
     rt = ctx.rt
     headers = {k: v for k, v in ctx.headers.items() if k != "cookie"}
     tokens = find_credentials(headers, rt.cookies).tokens
@@ -118,7 +122,7 @@ def _bearer_session(ctx: Context) -> Session | bool | None:
     handles = []
     for token in tokens:
         try:
-            handles.append(rt.codec.open_anywhere(token, ctx.now))
+            handles.append(rt.api_codec.open_anywhere(token, ctx.now))
         except InvalidSession:
             continue
     if len({h.user_id for h in handles}) > 1:
@@ -143,7 +147,11 @@ def caller(ctx: Context, request: Request) -> Caller:
         session = _cookie_session(ctx)
     if not isinstance(session, Session):
         raise GrantUnauthenticated("sign in first: no session (cookie or Authorization: Pomerium <token>)")
-    return Caller(Actor(session.user_id, session.email, session, call_request(ctx, request)), by_cookie)
+    # A route host's cookie acts for the user alone, never as an approver: a script in the app
+    # there could otherwise read every request the approver may decide on (emails, reasons, ids).
+    as_approver = not by_cookie or on_authenticate_host(ctx)
+    call = call_request(ctx, request) if as_approver else None
+    return Caller(Actor(session.user_id, session.email, session, call), by_cookie)
 
 
 def _check_change(ctx: Context, request: Request, who: Caller, approval: bool) -> None:
@@ -215,6 +223,11 @@ async def collection(request: Request, ctx: Context) -> Response:
     if request.method == "POST":
         _check_change(ctx, request, who, approval=False)
         body = await _body(request)
+        if who.by_cookie and not on_authenticate_host(ctx):
+            # As the 403 page's form: a route host's cookie asks for that host's routes only.
+            route = rt.config.routes_by_id.get(str(body.get("route")))
+            if route is None or not host_matches(route.host, ctx.hostname):
+                raise GrantNotFound("no route by that id with just-in-time access on this host")
         grant = await asyncio.to_thread(
             service.request_access, rt.config, store, who.actor, body.get("route"), body.get("duration"),
             body.get("reason"), now,

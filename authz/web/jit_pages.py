@@ -131,9 +131,8 @@ async def jit_page(request: Request) -> Response:
     if store is not None:
         mine = await asyncio.to_thread(store.grants, user=session.user_id)
         if routes:
-            theirs = await asyncio.to_thread(store.grants, routes=routes)
-            pending = [g for g in theirs if g.status_at(now) is Status.PENDING]
-            active = [g for g in theirs if g.status_at(now) is Status.ACTIVE]
+            pending = await asyncio.to_thread(store.grants, routes=routes, status=Status.PENDING, now=now)
+            active = await asyncio.to_thread(store.grants, routes=routes, status=Status.ACTIVE, now=now)
             trail = [r.to_json() for r in await asyncio.to_thread(store.trail, routes)]
     notice = _DONE.get(request.query_params.get("done", ""), "")
     return _page(

@@ -38,6 +38,7 @@ from authz.errors import BadRequest, Busy, IdpRefused, InvalidIdToken
 from authz.identity.claims import merge_identity, new_session
 from authz.jit.model import JIT_PAGE
 from authz.runtime.state import Runtime
+from authz.sessions.codec import HandleCodec
 from authz.sessions.payloads import CsrfCookie, Handoff, LoginAttempt, LoginState
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import MAX_STASH_VALUE
@@ -176,11 +177,12 @@ def route_session(ctx: Context) -> Session | None:
     return ctx.rt.load_session(tokens, ctx.hostname, ctx.now) if tokens else None
 
 
-def handle_for(rt: Runtime, session: Session, hostname: str, now: float) -> str:
-    """A sealed route-session handle for `hostname` (or for `cookie_domain` when it covers the host)."""
+def handle_for(rt: Runtime, session: Session, hostname: str, now: float, codec: HandleCodec | None = None) -> str:
+    """A sealed route-session handle for `hostname` (or for `cookie_domain` when it covers the host):
+    the route cookie's, or with `codec` a programmatic token's."""
     domain = rt.config.cookie_domain
     host = f".{domain.lstrip('.')}" if domain and hostname.endswith(domain.lstrip(".")) else hostname
-    return rt.codec.seal(SessionHandle(session.id, session.user_id, host, int(now), session.expires_at))
+    return (codec or rt.codec).seal(SessionHandle(session.id, session.user_id, host, int(now), session.expires_at))
 
 
 def authenticate_handle(rt: Runtime, session: Session, now: float) -> str:
@@ -377,11 +379,12 @@ async def route_callback(request: Request) -> Response:
     session = rt.store.get(handoff.session_id, now)
     if session is None or session.user_id != handoff.user_id:
         raise BadRequest("the session of this sign-in no longer exists; please sign in again")
-    token = handle_for(rt, session, ctx.hostname, now)
     if handoff.programmatic:
         _programmatic_target(rt, target)
+        token = handle_for(rt, session, ctx.hostname, now, rt.api_codec)
         separator = "&" if urlsplit(target).query else "?"
         return redirect(f"{target}{separator}{urlencode({'pomerium_jwt': token})}")
+    token = handle_for(rt, session, ctx.hostname, now)
     check_target(rt, target)
     cookie = cookies.set_cookie(rt.config, rt.cookies.session, token, int(rt.config.cookie_expire))
     assert bound is not None

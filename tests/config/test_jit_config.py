@@ -96,3 +96,15 @@ def test_loopback_http_and_secrets_never_echoed(make_config: Callable[..., Confi
     assert jit is not None and jit.notify_url is not None
     out = problems(make_config, {"approvers": APPROVERS, "notify_url": "http://hooks.example.com/T0/secretpart"})
     assert not any("secretpart" in p for p in out)
+
+
+def test_a_url_the_http_client_refuses_is_refused_at_load(make_config: Callable[..., Config]) -> None:
+    out = problems(make_config, {"approvers": APPROVERS, "notify_url": "https://hooks.exa\u00admple.com/x"})
+    assert out == ["routes[0].jit.notify_url: is not a URL the HTTP client accepts (value not shown)"]
+
+
+def test_streams_longer_than_any_grant_are_a_warning(make_config: Callable[..., Config]) -> None:
+    config = make_config(routes=_routes({"approvers": APPROVERS, "max_duration": "10m"}))
+    assert any("streams may outlive the longest grant" in w for w in config.warnings)
+    quiet = make_config(routes=_routes({"approvers": APPROVERS, "max_duration": "1h"}))
+    assert not any("outlive" in w for w in quiet.warnings)

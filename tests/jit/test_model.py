@@ -62,3 +62,19 @@ def test_the_api_shape() -> None:
     assert shown["decided_by"] == "alice" and shown["decided_at"] == "2027-01-15T08:00:05Z"
     assert active.to_json(NOW + 65)["status"] == "expired"
     assert Grant.from_row(active.to_row()) == active
+
+
+def test_reasons_refuse_invisible_formatting() -> None:
+    for hidden in ("\u202etxt.exe", "a\u2028b", "a\u200bb", "\u0085"):
+        with pytest.raises(ValueError, match="control or invisible"):
+            clean_reason(hidden)
+    assert clean_reason("caf\u00e9 \u2013 na\u00efve \u2713") == "caf\u00e9 \u2013 na\u00efve \u2713"
+
+
+def test_durations_are_ascii_and_errors_short() -> None:
+    for exotic in ("\u0663\u0660m", "\uff11h"):  # Arabic-Indic and fullwidth digits
+        with pytest.raises(ValueError, match="invalid duration"):
+            parse_request_duration(exotic, 10**6)
+    with pytest.raises(ValueError) as info:
+        parse_request_duration("1h" * 3000, 3600)
+    assert len(str(info.value)) < 200

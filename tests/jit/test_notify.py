@@ -182,3 +182,28 @@ async def test_jit_loop_stops_when_told(make_config: Callable[..., Config]) -> N
         stop.set()
         await asyncio.wait_for(task, 5)
         assert len(hook.received) == 1
+
+
+async def test_a_fault_in_one_delivery_never_holds_up_the_others(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with endpoint() as hook, httpx2.AsyncClient(timeout=2) as client:
+        rt = runtime(make_config, hook.port)
+        ask(rt)
+        other = service.Actor("carol", "carol@example.com")
+        assert rt.grants is not None
+        service.request_access(rt.config, rt.grants, other, "app", None, "x", NOW)
+        calls = {"n": 0}
+        real_post = client.post
+
+        async def flaky(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ValueError("a client fault that is no HTTPError")
+            return await real_post(*args, **kwargs)
+
+        monkeypatch.setattr(client, "post", flaky)
+        assert await notify.one_pass(rt, client, "w1", lambda: NOW)
+        assert len(hook.received) == 1  # the second was delivered all the same
+        (waiting,) = rt.grants.due(NOW + 10**6)
+        assert waiting.attempts == 1  # the first counts as a failed attempt, retried later

@@ -181,3 +181,61 @@ def test_expired_is_a_status_before_the_sweeper_records_it(config: Config) -> No
     assert [g.id for g in service.listing(config, store, BOB, "expired", NOW + 60)] == [grant.id]
     assert service.listing(config, store, BOB, "active", NOW + 60) == []
     assert store.get(grant.id).status is Status.ACTIVE  # type: ignore[union-attr]
+
+
+def test_only_what_the_store_took_is_logged(config: Config, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="authz.jit")
+    store = MemoryGrantStore()
+    grant = _ask(config, store)
+    for _ in range(3):
+        with pytest.raises(GrantConflict):
+            _ask(config, store)  # refused: a request is already waiting
+    service.approve(config, store, ALICE, grant.id, None, NOW)
+    with pytest.raises(GrantConflict):
+        service.approve(config, store, OPERATOR, grant.id, None, NOW)  # the loser of a race
+    lines = [r.getMessage() for r in caplog.records if r.name == "authz.jit"]
+    assert lines == ["jit requested", "jit approved"]
+    assert [r.event for r in store.history(grant.id)] == [Event.REQUESTED, Event.APPROVED]
+
+
+def test_open_requests_are_bounded_and_a_working_grant_is_not_asked_again(make_config: Callable[..., Config]) -> None:
+    routes = [
+        {"id": f"r{n}", "from": f"http://r{n}.localhost", "to": "http://127.0.0.1:9", "allowed_users": ["x"],
+         "jit": {"approvers": APPROVERS}}
+        for n in range(service.MAX_PENDING + 1)
+    ]  # fmt: skip
+    config = make_config(routes=routes)
+    store = MemoryGrantStore()
+    for n in range(service.MAX_PENDING):
+        service.request_access(config, store, BOB, f"r{n}", None, None, NOW)
+    with pytest.raises(GrantConflict, match="10 requests waiting"):
+        service.request_access(config, store, BOB, f"r{service.MAX_PENDING}", None, None, NOW)
+    (first,) = [g for g in store.grants(routes=["r0"])]
+    service.approve(config, store, ALICE, first.id, "1m", NOW)
+    with pytest.raises(GrantConflict, match="already have access to this route until"):
+        service.request_access(config, store, BOB, "r0", None, None, NOW + 1)
+    assert service.request_access(config, store, BOB, "r0", None, None, NOW + 60).status is Status.PENDING
+
+
+def test_a_status_listing_is_not_cut_by_newer_grants(config: Config) -> None:
+    store = MemoryGrantStore()
+    old = _ask(config, store)
+    service.approve(config, store, ALICE, old.id, "1h", NOW)
+    for n in range(1001):  # a flood of newer requests from other users
+        who = service.Actor(f"u{n}", f"u{n}@example.com")
+        service.request_access(config, store, who, "app", None, "x", NOW + 1 + n)
+    assert [g.id for g in service.listing(config, store, OPERATOR, "active", NOW + 2000)] == [old.id]
+    assert len(service.listing(config, store, OPERATOR, None, NOW + 2000)) == 1000  # the cap, newest first
+
+
+def test_notification_text_is_one_line_and_escaped_for_chat(config: Config) -> None:
+    assert service.chat_text("<!channel> hi\n\n*alice approved* <https://evil|x> & co") == (
+        "&lt;!channel&gt; hi *alice approved* &lt;https://evil|x&gt; &amp; co"
+    )
+    store = MemoryGrantStore()
+    _ask(config, store, reason="<!here> urgent\nalice approved bob")
+    (delivery,) = store.due(NOW + 1)
+    text = json.loads(delivery.body)["text"]
+    assert "\n" not in text and "<!here>" not in text and "&lt;!here&gt; urgent alice approved bob" in text

@@ -175,9 +175,34 @@ async def test_cookie_decisions_only_on_the_authenticate_host_and_same_origin(we
 async def test_a_bearer_token_works_on_any_host(web: Web) -> None:
     async with web.client() as client:
         gid = (await _ask(client, web)).json()["id"]
-        token = web.seed("app.localhost", user="alice", email="alice@admins.example")
+        cookie = web.seed("app.localhost", user="alice", email="alice@admins.example")
+        handle = web.rt.codec.open(cookie, "app.localhost", web.clock())
+        token = web.rt.api_codec.seal(handle)  # what a programmatic login hands out
+        # A route cookie's value is no bearer token here: a script that can read it (cookie_http_only
+        # off, or a host under cookie_domain that is not authz's) must not approve with it.
+        stolen = {"authorization": f"Pomerium {cookie}", "content-type": "application/json"}
+        refused = await client.post(f"{APP}{API}/{gid}/approve", json={}, headers=stolen)
+        assert refused.status_code == 401
+        assert (await client.post(f"{AUTH}{API}/{gid}/approve", json={}, headers=stolen)).status_code == 401
         bearer = {"authorization": f"Pomerium {token}", "content-type": "application/json"}
         out = await client.post(f"{APP}{API}/{gid}/approve", json={"duration": "10m"}, headers=bearer)
         assert out.status_code == 200 and out.json()["status"] == "active"
         listed = await client.get(f"{AUTH}{API}", headers={"authorization": f"Pomerium {token}"})
         assert [g["id"] for g in listed.json()["grants"]] == [gid]
+
+
+async def test_a_route_host_cookie_acts_for_its_user_alone(web: Web) -> None:
+    """A script in the app behind a route host rides on the approver's cookie there: it must not
+    read the approver's queue, nor file requests for another host's routes."""
+    async with web.client() as client:
+        gid = (await _ask(client, web)).json()["id"]  # bob's request
+        on_route = await client.get(f"{APP}{API}", headers=alice(web, "app.localhost"))
+        assert on_route.status_code == 200 and on_route.json() == {"grants": []}
+        assert (await client.get(f"{APP}{API}/{gid}", headers=alice(web, "app.localhost"))).status_code == 404
+        on_auth = await client.get(f"{AUTH}{API}", headers=alice(web))
+        assert [g["id"] for g in on_auth.json()["grants"]] == [gid]
+        elsewhere = await client.post(
+            "http://other.localhost:8080" + API, json={"route": "app", "reason": "x"},
+            headers={**_cookie(web, "other.localhost", "carol", "carol@example.com"), **SAME},
+        )  # fmt: skip
+        assert elsewhere.status_code == 404 and "on this host" in elsewhere.json()["error"]
