@@ -295,10 +295,11 @@ def test_cookie_decisions_are_refused_on_route_hosts(jit_stack: Stack, opened: l
     """An approver's route-host cookie is what a script in the app would ride on: refused there."""
     stack = jit_stack
     alice, _ = signed_in(stack, opened, "alice", "vault.localhost")
-    mallory, _ = signed_in(stack, opened, "mallory")
     same = {"content-type": "application/json", "sec-fetch-site": "same-origin"}
-    made = mallory.post(stack.url("vault.localhost", API), headers=same, json={"route": "vault", "reason": "again"})
-    assert made.status_code == 201
+    dave = stack.seed_session("vault.localhost", user_id="dave", email="dave@example.com")
+    with stack.client("vault.localhost") as client:
+        made = client.post(API, headers={**same, "cookie": f"_pomerium={dave}"}, json={"route": "vault", "reason": "r"})
+    assert made.status_code == 201, made.text
     gid = made.json()["id"]
     for verb, path in (("POST", f"{API}/{gid}/approve"), ("POST", f"{API}/{gid}/reject"), ("DELETE", f"{API}/{gid}")):
         out = alice.request(verb, stack.url("vault.localhost", path), headers=same, content=b"{}")

@@ -25,12 +25,17 @@ JIT_ROUTE = {
 SAME = {"content-type": "application/json", "sec-fetch-site": "same-origin"}
 
 
-@pytest.fixture
-def web(make_web: Callable[..., Web]) -> Web:
+def with_grants(make_web: Callable[..., Web]) -> Web:
+    """The in-process app with a jit route and a grant store."""
     made = make_web(routes=[JIT_ROUTE, *ROUTES[1:]])
     rt = Runtime.build(made.config, made.rt.store, made.rt.oidc, MemoryGrantStore())
     made.rt, made.holder = rt, RuntimeHolder(rt)
     return made
+
+
+@pytest.fixture
+def web(make_web: Callable[..., Web]) -> Web:
+    return with_grants(make_web)
 
 
 def _cookie(web: Web, host: str, user: str, email: str) -> dict[str, str]:

@@ -10,13 +10,10 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 
-from authz.jit.store import MemoryGrantStore
-from authz.runtime.holder import RuntimeHolder
-from authz.runtime.state import Runtime
 from authz.signing import signed_url
 
-from .conftest import APP, AUTH, ROUTES, Web, path_of, set_cookie
-from .test_grants_api import JIT_ROUTE, alice, bob
+from .conftest import APP, AUTH, Web, path_of, set_cookie
+from .test_grants_api import alice, bob, with_grants
 
 pytestmark = pytest.mark.anyio
 AUTH_HOST = "authenticate.localhost"
@@ -25,10 +22,7 @@ _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 @pytest.fixture
 def web(make_web: Callable[..., Web]) -> Web:
-    made = make_web(routes=[JIT_ROUTE, *ROUTES[1:]])
-    rt = Runtime.build(made.config, made.rt.store, made.rt.oidc, MemoryGrantStore())
-    made.rt, made.holder = rt, RuntimeHolder(rt)
-    return made
+    return with_grants(make_web)
 
 
 def _token(page: httpx2.Response) -> str:
