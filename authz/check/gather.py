@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from authz.check import routing
 from authz.check.credentials import Credentials, find_credentials
 from authz.check.facts import Facts
 from authz.check.request import RequestContext, path_refusal
@@ -44,9 +45,17 @@ class Pending:
 
 def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     """The facts for `req` at `now`, or `Pending` when only a blocking read can finish them."""
-    route = rt.config.routes_by_id.get(req.route_id)
     credentials = find_credentials(req.headers, rt.cookies)
     clock = datetime.fromtimestamp(now, UTC)
+    if req.route_id or rt.route_table is None:
+        # A route id Envoy sent names the route; one it does not know is 404, never matched otherwise.
+        route = rt.config.routes_by_id.get(req.route_id)
+    else:
+        # route_matching: host_path, and no route id (Istio's CUSTOM action): the route Envoy would pick.
+        route = rt.route_table.match(req.hostname, req.raw_path)
+        unnormalised = routing.path_refusal(req.raw_path)
+        if route is not None and unnormalised:
+            return Facts(req, route, credentials, None, clock, refusal=unnormalised)
     if route is not None and (req.has_path_parameters or req.has_double_encoding):
         refusal = path_refusal(route, req)
         if refusal:

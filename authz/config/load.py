@@ -17,6 +17,7 @@ from authz.errors import ConfigError, Problem
 from authz.policy.legacy import read_route_policy
 from authz.schema import yamlcore
 from authz.schema.reader import Node, describe
+from authz.schema.regex import compile_regex
 from authz.signing.keys import SigningKey, load_signing_keys
 
 GLOBAL_KEYS = (
@@ -29,7 +30,7 @@ GLOBAL_KEYS = (
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
-    "ext_authz_transport",
+    "ext_authz_transport", "route_matching",
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -379,9 +380,9 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
             node.error(key, f"must start with '/', got {describe(matches[key])}")
     if matches["regex"] is not None:
         try:
-            re.compile(matches["regex"])
-        except re.error as exc:
-            node.error("regex", f"invalid regular expression: {exc}")
+            compile_regex(matches["regex"])  # RE2, as Envoy: Python's re accepts what Envoy refuses
+        except ValueError as exc:
+            node.error("regex", f"invalid regular expression (RE2, as Envoy): {exc}")
     rewrite = node.text("prefix_rewrite") or None
     if rewrite is not None and not rewrite.startswith("/"):
         node.error("prefix_rewrite", f"must start with '/', got {describe(rewrite)}")
@@ -550,7 +551,9 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         warnings=tuple(warnings),
     )
     config = dataclasses.replace(
-        config, ext_authz_transport=node.choice("ext_authz_transport", "grpc", ["grpc", "http"])
+        config,
+        ext_authz_transport=node.choice("ext_authz_transport", "grpc", ["grpc", "http"]),
+        route_matching=node.choice("route_matching", "off", ["off", "host_path"]),
     )
     workers = node.integer("workers", 1)
     if (problem := config.workers_problem(workers)) is not None:

@@ -155,6 +155,9 @@ class Config:
     warnings: tuple[str, ...] = ()  # settings that load but weaken a defence (check-config prints them)
     workers: int = 1  # authz's own: `authz serve` processes, each on its own gRPC port from grpc_address's
     ext_authz_transport: str = "grpc"  # authz's own: how Envoy calls Check, "grpc" or "http" (on grpc_address)
+    # authz's own: "host_path" picks the route by host and path when a Check carries no route id
+    # (Istio's CUSTOM action, hand-written configs); "off" (the default) answers those 404.
+    route_matching: str = "off"
 
     @property
     def grpc_addresses(self) -> tuple[Address, ...]:

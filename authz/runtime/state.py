@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from authz.check.routing import RouteTable
 from authz.config import Config, Route
 from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.errors import InvalidSession
@@ -74,6 +75,7 @@ class Runtime:
     sign_in_endpoint: str  # {authenticate_service_url}/.pomerium/sign_in
     grants: GrantStore | None = None  # None: no route has just-in-time access
     grant_cache: GrantCache | None = None  # None: the grant store does not block, or no cache TTL
+    route_table: RouteTable | None = None  # route_matching: host_path: routes by host and path
 
     @classmethod
     def build(
@@ -121,6 +123,7 @@ class Runtime:
             sign_in_endpoint=f"{config.authenticate_service_url}/.pomerium/sign_in",
             grants=grants,
             grant_cache=grant_cache,
+            route_table=RouteTable.build(config.routes) if config.route_matching == "host_path" else None,
         )
 
     async def close(self) -> None:
