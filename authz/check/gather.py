@@ -52,7 +52,7 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
         route = rt.config.routes_by_id.get(req.route_id)
     else:
         # route_matching: host_path, and no route id (Istio's CUSTOM action): the route Envoy would pick.
-        route = rt.route_table.match(req.hostname, req.raw_path)
+        route = rt.route_table.match(routing.envoy_host(req.host), req.raw_path)
         unnormalised = routing.path_refusal(req.raw_path)
         if route is not None and unnormalised:
             return Facts(req, route, credentials, None, clock, refusal=unnormalised)

@@ -5,14 +5,15 @@ The virtual host first, as Envoy chooses one: the exact host name, else the long
 `*.` suffix wildcard (`*` stands for one character or more). Nothing falls through to another
 host. Then that host's routes in config order, the first whose path matcher matches:
 
-  prefix   a string prefix of the raw `:path` (query string included), case-sensitive
+  prefix   a string prefix of the raw path without the query (as Envoy: a prefix holding `?` never
+           matches), case-sensitive
   path     the raw path without the query, exactly
   regex    an RE2 full match of the raw path without the query (RE2, as Envoy's `safe_regex`:
            Python's `re` accepts what Envoy refuses, and its `match` is not anchored at the end)
   (none)   every path (`prefix: /`)
 
 Host names compare in lower case without the port (the generated config sets
-`ignore_port_in_host_matching`); a trailing dot is part of the name, as in Envoy. The table is
+`ignore_port_in_host_matching`); a trailing dot is part of the name, as in Envoy (`envoy_host`). The table is
 built once per config. With this matching authz also refuses, with 400, the paths a generated
 config normalises but a platform's Envoy may pass as they came (`path_refusal`).
 """
@@ -38,13 +39,13 @@ class _Matcher:
     route: Route
     regex: Any | None
 
-    def matches(self, raw: str, path: str) -> bool:
+    def matches(self, path: str) -> bool:
         route = self.route
         if self.regex is not None:
             return self.regex.fullmatch(path) is not None
         if route.path is not None:
             return path == route.path
-        return raw.startswith(route.prefix or "/")
+        return path.startswith(route.prefix or "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,22 @@ class RouteTable:
         return ()
 
     def match(self, hostname: str, raw_path: str) -> Route | None:
-        """The route for a request's host name and raw `:path` (query included); None: no route."""
+        """The route for a request's host name (`envoy_host`) and raw `:path`; None: no route."""
         path = raw_path.partition("?")[0]
         for matcher in self.host_routes(hostname):
-            if matcher.matches(raw_path, path):
+            if matcher.matches(path):
                 return matcher.route
         return None
+
+
+def envoy_host(authority: str) -> str:
+    """The name Envoy matches virtual hosts on: the `:authority` in lower case without its port
+    (`ignore_port_in_host_matching`), a trailing dot kept."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):  # an IPv6 literal
+        return authority.partition("]")[0] + "]"
+    host, colon, port = authority.rpartition(":")
+    return host if colon and port.isdigit() else authority
 
 
 def path_refusal(raw_path: str) -> str | None:

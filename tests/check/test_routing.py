@@ -36,7 +36,8 @@ ROUTES = [
     _route("ab", "over.localhost", prefix="/ab"),
     _route("a", "over.localhost", prefix="/a"),
     _route("abc", "over.localhost", prefix="/abc"),  # never reached: /ab comes first
-    _route("query", "q.localhost", prefix="/find?x"),
+    _route("query", "q.localhost", prefix="/find"),
+    _route("with-query", "q.localhost", prefix="/search?x"),  # never: Envoy's prefix ignores the query
     _route("case", "case.localhost", path="/Admin"),
 ]
 
@@ -68,8 +69,10 @@ def table(make_config: Callable[..., Config]) -> RouteTable:
         (".other.localhost", "/", None),
         ("over.localhost", "/abc", "ab"),  # config order, not the longest prefix
         ("over.localhost", "/a", "a"),
-        ("q.localhost", "/find?x=1", "query"),  # prefix: the raw :path, query included
-        ("q.localhost", "/find?y=1", None),
+        ("q.localhost", "/find?x=1", "query"),  # the query is not part of the path
+        ("q.localhost", "/findings", "query"),
+        ("q.localhost", "/search?x=1", None),
+        ("q.localhost", "/fin", None),
         ("case.localhost", "/Admin", "case"),
         ("case.localhost", "/admin", None),  # paths are case-sensitive
         ("app.localhost.", "/", None),  # a trailing dot is another name
