@@ -32,6 +32,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _envoy_config(args: argparse.Namespace) -> int:
     from authz.envoy.bootstrap import render_bootstrap
+    from authz.envoy.snippet import render_snippet
 
     config = _load(args.config)
     if config is None:
@@ -45,6 +46,12 @@ def _envoy_config(args: argparse.Namespace) -> int:
     config = _with_workers(config, args.workers)
     if config is None:
         return 1
+    if args.snippet:
+        if admin is not None:
+            print("--admin-address: not with --snippet (your Envoy has its own admin)", file=sys.stderr)
+            return 1
+        sys.stdout.write(render_snippet(config))
+        return 0
     sys.stdout.write(render_bootstrap(config, admin_address=admin))
     return 0
 
@@ -160,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("-c", "--config", required=True)
     envoy.add_argument("--admin-address", help="add Envoy's admin listener on host:port")
     envoy.add_argument("--workers", type=int, help="list this many authz worker ports (overrides `workers`)")
+    envoy.add_argument(
+        "--snippet", action="store_true", help="only the pieces to paste into an Envoy config you already run"
+    )
     envoy.set_defaults(run=_envoy_config)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and the HTTP sidecar")

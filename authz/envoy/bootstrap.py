@@ -114,7 +114,9 @@ def _upstream_cluster(route: Route) -> dict[str, Any]:
     return _cluster(cluster_name(route), [(u.host, u.port) for u in route.to], tls_sni=sni)
 
 
-def _sidecar_routes() -> list[dict[str, Any]]:
+def sidecar_routes() -> list[dict[str, Any]]:
+    """authz's own pages on a route host (`/.pomerium…`, `/.well-known/pomerium…`): to the sidecar,
+    ext_authz off."""
     return [
         {
             "match": dict(m),
@@ -168,12 +170,7 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
         "name": route.id,
         "match": match,
         "route": action,
-        "typed_per_filter_config": {
-            EXT_AUTHZ: {
-                "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "check_settings": {"context_extensions": {"route_id": route.id}},
-            }
-        },
+        "typed_per_filter_config": route_id_config(route.id),
     }
     entry["request_headers_to_remove"] = sorted(set(remove))
     if request_headers:
@@ -183,35 +180,34 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
     return entry
 
 
+def authenticate_virtual_host(config: Config) -> dict[str, Any]:
+    """The authenticate host: all of it to the sidecar, ext_authz off."""
+    return {
+        "name": f"authenticate-{config.authenticate_host}",
+        "domains": [config.authenticate_host],
+        "routes": [
+            # /healthz answers on http_address only, never through a public host.
+            {"match": {"path": "/healthz"}, "direct_response": {"status": 404}, "typed_per_filter_config": _DISABLED},
+            {
+                "match": {"prefix": "/"},
+                "route": {"cluster": SIDECAR_CLUSTER, "timeout": "30s"},
+                "typed_per_filter_config": _DISABLED,
+            },
+        ],
+    }
+
+
 def _virtual_hosts(config: Config) -> list[dict[str, Any]]:
     hosts: dict[str, list[Route]] = {}
     for route in config.routes:
         hosts.setdefault(route.host, []).append(route)
-    vhosts = [
-        {
-            "name": f"authenticate-{config.authenticate_host}",
-            "domains": [config.authenticate_host],
-            "routes": [
-                # /healthz answers on http_address only, never through a public host.
-                {
-                    "match": {"path": "/healthz"},
-                    "direct_response": {"status": 404},
-                    "typed_per_filter_config": _DISABLED,
-                },
-                {
-                    "match": {"prefix": "/"},
-                    "route": {"cluster": SIDECAR_CLUSTER, "timeout": "30s"},
-                    "typed_per_filter_config": _DISABLED,
-                },
-            ],
-        }
-    ]
+    vhosts = [authenticate_virtual_host(config)]
     for host, routes in hosts.items():
         vhosts.append(
             {
                 "name": f"route-host-{host}",
                 "domains": [host],
-                "routes": [*_sidecar_routes(), *(_route_entry(config, r) for r in routes)],
+                "routes": [*sidecar_routes(), *(_route_entry(config, r) for r in routes)],
             }
         )
     vhosts.append(
@@ -228,6 +224,43 @@ def _virtual_hosts(config: Config) -> list[dict[str, Any]]:
         }
     )
     return vhosts
+
+
+def authz_filters(config: Config) -> list[dict[str, Any]]:
+    """The HTTP filters that put authz in front of every route (before the router): ext_authz,
+    failing closed, and with the HTTP service the filter that drops forged internal headers."""
+    return [
+        *_drop_internal_headers(config),
+        {
+            "name": EXT_AUTHZ,
+            "typed_config": {
+                "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                **_ext_authz_service(config),
+                "failure_mode_allow": False,
+                "status_on_error": {"code": "ServiceUnavailable"},
+            },
+        },
+    ]
+
+
+def authz_clusters(config: Config) -> list[dict[str, Any]]:
+    """authz's two clusters: Check (every worker an endpoint) and the sidecar."""
+    sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
+    http2 = config.ext_authz_transport != "http"
+    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=http2)
+    if config.workers > 1:
+        grpc.update(_worker_health(config.ext_authz_transport))
+    return [grpc, sidecar]
+
+
+def route_id_config(route_id: str) -> dict[str, Any]:
+    """A route's `typed_per_filter_config`: ext_authz sends authz the route's id."""
+    return {
+        EXT_AUTHZ: {
+            "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"context_extensions": {"route_id": route_id}},
+        }
+    }
 
 
 def _listener(config: Config) -> dict[str, Any]:
@@ -252,16 +285,7 @@ def _listener(config: Config) -> dict[str, Any]:
             "virtual_hosts": _virtual_hosts(config),
         },
         "http_filters": [
-            *_drop_internal_headers(config),
-            {
-                "name": EXT_AUTHZ,
-                "typed_config": {
-                    "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                    **_ext_authz_service(config),
-                    "failure_mode_allow": False,
-                    "status_on_error": {"code": "ServiceUnavailable"},
-                },
-            },
+            *authz_filters(config),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router"},
@@ -389,16 +413,11 @@ def _worker_health(transport: str) -> dict[str, Any]:
 
 def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any]:
     """The bootstrap as plain data."""
-    sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
-    http2 = config.ext_authz_transport != "http"
-    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=http2)
-    if config.workers > 1:
-        grpc.update(_worker_health(config.ext_authz_transport))
     data: dict[str, Any] = {
         "node": {"id": "authz", "cluster": "authz"},
         "static_resources": {
             "listeners": [_listener(config)],
-            "clusters": [grpc, sidecar, *(_upstream_cluster(r) for r in config.routes)],
+            "clusters": [*authz_clusters(config), *(_upstream_cluster(r) for r in config.routes)],
         },
     }
     if admin_address:

@@ -1,0 +1,76 @@
+"""`authz envoy-config --snippet`: the pieces to paste into an Envoy config you already run.
+
+The generated bootstrap stays the easiest path; this is for a hand-written Envoy. It prints one
+YAML document whose top-level keys say where each piece goes:
+
+  http_filters    into the HttpConnectionManager's `http_filters`, before the router
+  clusters        into `static_resources.clusters` (authz's Check and its web pages)
+  virtual_hosts   into the `route_config`: the authenticate host, all of it to authz's pages
+  routes          first in every virtual host authz protects: its pages there, ext_authz off
+  per_route       on each route authz protects, its `typed_per_filter_config`, so the Check names
+                  the route (`route_id`); without it, set `route_matching: host_path` in authz's config
+  remove_headers  on each route authz protects, `request_headers_to_remove`: what a client sends to
+                  move the upstream's view of the request, and (on routes that pass none) identity
+                  headers in authz's name; authz removes them too: do both
+
+What the HttpConnectionManager must also have is listed in the document's comment: the client's
+address from the connection (`use_remote_address`, with `xff_num_trusted_hops` for a balancer in
+front), normalised paths, and no headers with underscores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from authz.config.load import STRIPPED_REQUEST_HEADERS
+from authz.config.model import Config
+from authz.envoy.bootstrap import (
+    IDENTITY_HEADERS,
+    authenticate_virtual_host,
+    authz_clusters,
+    authz_filters,
+    route_id_config,
+    sidecar_routes,
+)
+
+HEADER = """\
+# authz for an Envoy you already run (authz envoy-config --snippet). Paste each part where its key says:
+#   http_filters    -> your HttpConnectionManager's http_filters, before envoy.filters.http.router
+#   clusters        -> static_resources.clusters
+#   virtual_hosts   -> your route_config.virtual_hosts (the authenticate host)
+#   routes          -> first in every virtual host whose routes authz protects (authz's own pages there)
+#   per_route       -> each protected route's typed_per_filter_config, with that route's id from authz's
+#                      config (or set route_matching: host_path in authz's config instead)
+#   remove_headers  -> each protected route's request_headers_to_remove (every_route; and
+#                      routes_without_identity_headers on routes that do not pass identity headers)
+# Your HttpConnectionManager must also fail safe: use_remote_address: true (and xff_num_trusted_hops for a
+# balancer in front), normalize_path: true, merge_slashes: true, path_with_escaped_slashes_action:
+# UNESCAPE_AND_REDIRECT, and common_http_protocol_options.headers_with_underscores_action: REJECT_REQUEST.
+# Only Envoy may reach authz's ports: whoever reaches the Check port can have assertions signed.
+"""
+
+
+def snippet(config: Config) -> dict[str, Any]:
+    """The pieces as plain data."""
+    identity = sorted({*IDENTITY_HEADERS, *(h for h, _ in config.jwt_claims_headers)})
+    return {
+        "http_filters": authz_filters(config),
+        "clusters": authz_clusters(config),
+        "virtual_hosts": [authenticate_virtual_host(config)],
+        "routes": sidecar_routes(),
+        "per_route": {route.id: route_id_config(route.id) for route in config.routes},
+        "remove_headers": {
+            # On every protected route (a route's own set_request_headers and keep_request_headers excepted).
+            "every_route": list(STRIPPED_REQUEST_HEADERS),
+            # Only on routes without pass_identity_headers: Envoy's router removes after ext_authz adds,
+            # so on the others this would drop authz's own assertion (authz removes a client's copies).
+            "routes_without_identity_headers": identity,
+        },
+    }
+
+
+def render_snippet(config: Config) -> str:
+    """The pieces as one commented YAML document."""
+    return HEADER + yaml.safe_dump(snippet(config), sort_keys=False, explicit_start=True)

@@ -1,0 +1,107 @@
+"""`authz envoy-config --snippet`: the pieces pasted into a hand-written Envoy config validate with
+Envoy itself, and carry what the generated bootstrap does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.config import Config
+from authz.envoy.bootstrap import AUTHZ_CLUSTER, EXT_AUTHZ, SIDECAR_CLUSTER
+from authz.envoy.snippet import snippet
+
+from .test_bootstrap import envoy_validate
+
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+APP = {"id": "app", "from": "http://app.localhost", "to": "http://127.0.0.1:9000", "allowed_domains": ["example.com"]}
+
+
+def hand_written(port: int = 10000) -> dict[str, Any]:
+    """An Envoy config as its owner wrote it: one listener, one virtual host, one upstream."""
+    return {
+        "static_resources": {
+            "listeners": [{
+                "name": "main",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                                 "HttpConnectionManager",
+                        "stat_prefix": "main",
+                        "use_remote_address": True,
+                        "normalize_path": True,
+                        "merge_slashes": True,
+                        "route_config": {"virtual_hosts": [{
+                            "name": "app", "domains": ["app.localhost"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}],
+                        }]},
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {"@type": ROUTER},
+                        }],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "app", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9000}}}}]}]},
+            }],
+        }
+    }  # fmt: skip
+
+
+def paste(config: dict[str, Any], pieces: dict[str, Any], route_ids: dict[str, str]) -> dict[str, Any]:
+    """What the snippet's comment tells its reader to do, done to `config` (route_ids: vhost → authz route id)."""
+    resources = config["static_resources"]
+    manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["http_filters"][:0] = pieces["http_filters"]
+    resources["clusters"] += pieces["clusters"]
+    vhosts = manager["route_config"]["virtual_hosts"]
+    for vhost in vhosts:
+        for route in vhost["routes"]:
+            route_id = route_ids.get(vhost["name"])
+            if route_id:
+                route["typed_per_filter_config"] = pieces["per_route"][route_id]
+            route["request_headers_to_remove"] = pieces["remove_headers"]["every_route"]
+        vhost["routes"][:0] = pieces["routes"]
+    vhosts[:0] = pieces["virtual_hosts"]
+    return config
+
+
+def test_the_pasted_snippet_validates(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    for transport in ("grpc", "http"):
+        config = make_config(routes=[APP], ext_authz_transport=transport)
+        pasted = paste(hand_written(), snippet(config), {"app": "app"})
+        envoy_validate(yaml.safe_dump(pasted, sort_keys=False), tmp_path)
+
+
+def test_the_pieces(make_config: Callable[..., Config]) -> None:
+    pieces = snippet(make_config(routes=[APP]))
+    (authz_filter,) = pieces["http_filters"]
+    assert authz_filter["name"] == EXT_AUTHZ
+    assert authz_filter["typed_config"]["failure_mode_allow"] is False  # fail closed
+    assert [c["name"] for c in pieces["clusters"]] == [AUTHZ_CLUSTER, SIDECAR_CLUSTER]
+    assert pieces["virtual_hosts"][0]["domains"] == ["authenticate.localhost"]
+    assert {r["route"]["cluster"] for r in pieces["routes"]} == {SIDECAR_CLUSTER}
+    assert pieces["per_route"]["app"][EXT_AUTHZ]["check_settings"]["context_extensions"] == {"route_id": "app"}
+    assert "x-forwarded-host" in pieces["remove_headers"]["every_route"]
+    assert "x-pomerium-jwt-assertion" in pieces["remove_headers"]["routes_without_identity_headers"]
+
+
+def test_the_cli_prints_it_with_its_instructions(write_config: Callable[..., Path]) -> None:
+    path = write_config(routes=[APP])
+    out = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--snippet", "-c", str(path)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert out.startswith("# authz for an Envoy you already run")
+    assert set(yaml.safe_load(out)) == {"http_filters", "clusters", "virtual_hosts", "routes", "per_route",
+                                        "remove_headers"}  # fmt: skip
+    argv = ["envoy-config", "--snippet", "--admin-address", "127.0.0.1:9901", "-c", str(path)]
+    refused = subprocess.run([sys.executable, "-m", "authz", *argv], capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "not with --snippet" in refused.stderr
