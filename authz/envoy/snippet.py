@@ -42,12 +42,15 @@ HEADER = """\
 #   virtual_hosts   -> your route_config.virtual_hosts (the authenticate host)
 #   routes          -> first in every virtual host whose routes authz protects (authz's own pages there)
 #   per_route       -> each protected route's typed_per_filter_config, with that route's id from authz's
-#                      config (or set route_matching: host_path in authz's config instead)
+#                      config, and the route's `name: <that id>` (ext_authz_transport: http sends the
+#                      route's name, not context extensions); or set route_matching: host_path instead
 #   remove_headers  -> each protected route's request_headers_to_remove (every_route; and
 #                      routes_without_identity_headers on routes that do not pass identity headers)
 # Your HttpConnectionManager must also fail safe: use_remote_address: true (and xff_num_trusted_hops for a
 # balancer in front), normalize_path: true, merge_slashes: true, path_with_escaped_slashes_action:
-# UNESCAPE_AND_REDIRECT, and common_http_protocol_options.headers_with_underscores_action: REJECT_REQUEST.
+# UNESCAPE_AND_REDIRECT, and common_http_protocol_options.headers_with_underscores_action: REJECT_REQUEST;
+# and route_config.ignore_port_in_host_matching: true (or every domain also with its port): authz's
+# sign-in URLs carry the port of authenticate_service_url and of each route's `from`.
 # Only Envoy may reach authz's ports: whoever reaches the Check port can have assertions signed.
 """
 
