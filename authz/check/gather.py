@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from authz.check import routing
 from authz.check.credentials import Credentials, find_credentials
 from authz.check.facts import Facts
-from authz.check.request import RequestContext, path_refusal
+from authz.check.request import RequestContext, path_refusal, trusted_client
 from authz.config.model import Route
 from authz.runtime.state import Runtime, conflicting
 from authz.sessions.cache import MISS
@@ -45,6 +45,8 @@ class Pending:
 
 def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     """The facts for `req` at `now`, or `Pending` when only a blocking read can finish them."""
+    if rt.config.xff_num_trusted_hops:  # proxies in front: the client is who they say
+        req = trusted_client(req, rt.config.xff_num_trusted_hops)
     credentials = find_credentials(req.headers, rt.cookies)
     clock = datetime.fromtimestamp(now, UTC)
     if req.route_id or rt.route_table is None:

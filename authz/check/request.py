@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,3 +130,20 @@ class RequestContext:
             has_path_parameters=";" in path,
             has_double_encoding="%25" in raw and _DOUBLE_ESCAPE.search(raw) is not None,
         )
+
+
+def trusted_client(req: RequestContext, hops: int) -> RequestContext:
+    """The request with the client address `xff_num_trusted_hops` trusts, as Envoy derives it: with
+    N proxies in front, the Nth X-Forwarded-For entry from the right before Envoy appended its own
+    peer (which the generated config makes it do), that is entries[-(N+1)] of what it forwards;
+    the connection's address when there are not that many, or the entry is not an address."""
+    forwarded = req.headers.get("x-forwarded-for", "")
+    entries = [e.strip() for e in forwarded.split(",")] if forwarded else []
+    if len(entries) <= hops:
+        return req
+    candidate = entries[-(hops + 1)]
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return req
+    return dataclasses.replace(req, source_ip=candidate)

@@ -30,7 +30,7 @@ GLOBAL_KEYS = (
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
-    "ext_authz_transport", "route_matching",
+    "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol",
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -554,7 +554,13 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         config,
         ext_authz_transport=node.choice("ext_authz_transport", "grpc", ["grpc", "http"]),
         route_matching=node.choice("route_matching", "off", ["off", "host_path"]),
+        use_proxy_protocol=node.flag("use_proxy_protocol"),
     )
+    hops = node.integer("xff_num_trusted_hops", 0)
+    if not 0 <= hops <= 16:
+        node.error("xff_num_trusted_hops", f"must be 0 to 16, got {hops}")
+    else:
+        config = dataclasses.replace(config, xff_num_trusted_hops=hops)
     workers = node.integer("workers", 1)
     if (problem := config.workers_problem(workers)) is not None:
         node.error("workers", problem)

@@ -158,6 +158,8 @@ class Config:
     # authz's own: "host_path" picks the route by host and path when a Check carries no route id
     # (Istio's CUSTOM action, hand-written configs); "off" (the default) answers those 404.
     route_matching: str = "off"
+    xff_num_trusted_hops: int = 0  # proxies in front of Envoy whose X-Forwarded-For entries are trusted
+    use_proxy_protocol: bool = False  # the listener requires the PROXY protocol (a balancer in front)
 
     @property
     def grpc_addresses(self) -> tuple[Address, ...]:

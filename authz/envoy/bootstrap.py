@@ -269,6 +269,9 @@ def _listener(config: Config) -> dict[str, Any]:
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "use_remote_address": True,
+        # The client's address: the connection's, or with N proxies in front (xff_num_trusted_hops)
+        # the entry they appended to X-Forwarded-For: what `source_ip` rules and authz see.
+        "xff_num_trusted_hops": config.xff_num_trusted_hops,
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
@@ -311,7 +314,14 @@ def _listener(config: Config) -> dict[str, Any]:
                 },
             },
         }
-    return {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
+    listener: dict[str, Any] = {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
+    if config.use_proxy_protocol:
+        # A balancer in front speaks the PROXY protocol (v1 or v2): the client's address comes from it.
+        listener["listener_filters"] = [{
+            "name": "envoy.filters.listener.proxy_protocol",
+            "typed_config": {"@type": _T + "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"},
+        }]  # fmt: skip
+    return listener
 
 
 # What an HTTP check answer may carry to the client when it denies: every header authz's denials set.

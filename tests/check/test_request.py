@@ -82,3 +82,22 @@ def test_the_route_options_parse(make_config: Callable[..., Config]) -> None:
         ]
     )
     assert path_refusal(config.routes[0], _req("/x;a=1/%2561dmin")) is None
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "hops", "expected"),
+    [
+        ("10.1.2.3, 127.0.0.1", 1, "10.1.2.3"),  # the balancer's entry, then Envoy's own peer
+        ("10.9.9.9, 203.0.113.7, 127.0.0.1", 1, "203.0.113.7"),  # a client's entry never counts
+        ("10.9.9.9, 203.0.113.7, 127.0.0.1", 2, "10.9.9.9"),
+        ("127.0.0.1", 1, "192.0.2.1"),  # not enough entries: the connection's
+        ("not-an-ip, 127.0.0.1", 1, "192.0.2.1"),
+        ("", 1, "192.0.2.1"),
+    ],
+)
+def test_trusted_client(forwarded: str, hops: int, expected: str) -> None:
+    from authz.check.request import trusted_client
+
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    req = RequestContext.build(method="GET", host="h", target="/", headers=headers, source_ip="192.0.2.1")
+    assert trusted_client(req, hops).source_ip == expected

@@ -319,3 +319,10 @@ def test_ext_authz_transport(make_config: Callable[..., Config]) -> None:
         "ext_authz_transport: 'h2' is not one of grpc, http" in p
         for p in problems(make_config, ext_authz_transport="h2")
     )
+
+
+def test_trusted_hops(make_config: Callable[..., Config]) -> None:
+    assert make_config().xff_num_trusted_hops == 0 and not make_config().use_proxy_protocol
+    assert make_config(xff_num_trusted_hops=2, use_proxy_protocol=True).xff_num_trusted_hops == 2
+    assert problems(make_config, xff_num_trusted_hops=17) == ["xff_num_trusted_hops: must be 0 to 16, got 17"]
+    assert problems(make_config, xff_num_trusted_hops=-1) == ["xff_num_trusted_hops: must be 0 to 16, got -1"]

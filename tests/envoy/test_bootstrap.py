@@ -352,3 +352,16 @@ def test_the_http_transport_is_told_what_only_envoy_knows(make_config: Callable[
     clusters = {c["name"]: c for c in data["static_resources"]["clusters"]}
     assert "typed_extension_protocol_options" not in clusters["authz-grpc"]  # HTTP/1.1
     envoy_validate(render_bootstrap(config), tmp_path)
+
+
+def test_trusted_hops_and_the_proxy_protocol(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Behind a balancer: the client's address from its X-Forwarded-For entry or the PROXY protocol."""
+    plain = bootstrap(make_config())
+    assert _hcm(plain)["xff_num_trusted_hops"] == 0 and _hcm(plain)["use_remote_address"] is True
+    assert "listener_filters" not in plain["static_resources"]["listeners"][0]
+    behind = make_config(xff_num_trusted_hops=1, use_proxy_protocol=True)
+    data = bootstrap(behind)
+    assert _hcm(data)["xff_num_trusted_hops"] == 1
+    (proxy,) = data["static_resources"]["listeners"][0]["listener_filters"]
+    assert proxy["name"] == "envoy.filters.listener.proxy_protocol"
+    envoy_validate(render_bootstrap(behind), tmp_path)
