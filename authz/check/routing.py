@@ -90,12 +90,14 @@ class RouteTable:
 
 def envoy_host(authority: str) -> str:
     """The name Envoy matches virtual hosts on: the `:authority` in lower case without its port
-    (`ignore_port_in_host_matching`), a trailing dot kept."""
+    (`ignore_port_in_host_matching`), a trailing dot kept. Envoy cuts at the last `:` unless a `]`
+    follows it, whatever comes after the colon: so does this, or `app:x.public.example.com` would
+    match a `*.public.example.com` route here while Envoy routes it to `app`."""
     authority = authority.strip().lower()
-    if authority.startswith("["):  # an IPv6 literal
-        return authority.partition("]")[0] + "]"
-    host, colon, port = authority.rpartition(":")
-    return host if colon and port.isdigit() else authority
+    colon = authority.rfind(":")
+    if colon == -1 or "]" in authority[colon:]:
+        return authority
+    return authority[:colon]
 
 
 def path_refusal(raw_path: str) -> str | None:

@@ -123,3 +123,35 @@ def test_route_regexes_are_re2(make_config: Callable[..., Config]) -> None:
     ]
     with pytest.raises(ConfigError, match=r"route_matching: .sometimes. is not one of off, host_path"):
         make_config(route_matching="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("authority", "expected"),
+    [
+        ("app.localhost:8080", "app.localhost"),
+        ("APP.localhost", "app.localhost"),
+        ("app.localhost:x.public.example.com", "app.localhost"),  # Envoy cuts at the last colon, digits or not
+        ("app.localhost:1,a.wild.localhost", "app.localhost"),
+        ("app.localhost:", "app.localhost"),
+        ("[::1]:8080", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("[::1]x", "[::1]x"),
+        ("app.localhost.", "app.localhost."),
+    ],
+)
+def test_the_host_envoy_matches_on(authority: str, expected: str) -> None:
+    from authz.check.routing import envoy_host
+
+    assert envoy_host(authority) == expected
+
+
+def test_a_port_that_is_no_port_never_moves_the_route(make_config: Callable[..., Config]) -> None:
+    """`admin:x.public.localhost` goes to admin's virtual host in Envoy: authz judges admin's policy."""
+    routes = [
+        {"id": "admin", "from": "http://admin.localhost", "to": TO, "allowed_users": ["root@example.com"]},
+        {"id": "pub", "from": "http://*.public.localhost", "to": TO, "allow_public_unauthenticated_access": True},
+    ]
+    rt = Runtime.build(make_config(routes=routes, route_matching="host_path"), MemoryStore())
+    for host in ("admin.localhost", "admin.localhost:x.public.localhost", "admin.localhost:1,x.public.localhost"):
+        assert _check(rt, host, "/") == 302, host  # sign in first: never the public route's allow
+    assert _check(rt, "x.public.localhost", "/") == 200

@@ -139,6 +139,10 @@ def matching(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matching]:
         ("case.localhost", "/Admin"),
         ("case.localhost", "/admin"),
         ("nowhere.localhost", "/"),
+        ("app.localhost:a.wild.localhost", "/a"),  # a "port" that is none: Envoy cuts at the last colon
+        ("app.localhost:1,a.wild.localhost", "/a"),
+        ("app.localhost:", "/api/x"),
+        ("app.localhost:abc", "/api/x"),
     ],
 )
 def test_named_cases_agree(matching: Matching, host: str, path: str) -> None:
