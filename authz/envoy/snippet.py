@@ -7,8 +7,9 @@ YAML document whose top-level keys say where each piece goes:
   clusters        into `static_resources.clusters` (authz's Check and its web pages)
   virtual_hosts   into the `route_config`: the authenticate host, all of it to authz's pages
   routes          first in every virtual host authz protects: its pages there, ext_authz off
-  per_route       on each route authz protects, its `typed_per_filter_config`, so the Check names
-                  the route (`route_id`); without it, set `route_matching: host_path` in authz's config
+  per_route       merged into each route authz protects: its name and `typed_per_filter_config`, so
+                  the Check names the route (`route_id`), its own headers to remove, and on a `jit`
+                  route `max_stream_duration`; without the id, set `route_matching: host_path`
   remove_headers  on each route authz protects, `request_headers_to_remove`: what a client sends to
                   move the upstream's view of the request, and (on routes that pass none) identity
                   headers in authz's name; authz removes them too: do both
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from authz.config.load import STRIPPED_REQUEST_HEADERS
-from authz.config.model import Config
+from authz.config.model import Config, Route
 from authz.envoy.bootstrap import (
     IDENTITY_HEADERS,
     authenticate_virtual_host,
@@ -41,9 +42,11 @@ HEADER = """\
 #   clusters        -> static_resources.clusters
 #   virtual_hosts   -> your route_config.virtual_hosts (the authenticate host)
 #   routes          -> first in every virtual host whose routes authz protects (authz's own pages there)
-#   per_route       -> each protected route's typed_per_filter_config, with that route's id from authz's
-#                      config, and the route's `name: <that id>` (ext_authz_transport: http sends the
-#                      route's name, not context extensions); or set route_matching: host_path instead
+#   per_route       -> merged into each protected route, under that route's id in authz's config: its
+#                      `name` (ext_authz_transport: http sends the route's name), typed_per_filter_config
+#                      (the route id for gRPC), its own request_headers_to_remove, and on a jit route
+#                      `route.max_stream_duration`; without name and id, set route_matching: host_path,
+#                      which also needs route_config.ignore_port_in_host_matching: true
 #   remove_headers  -> each protected route's request_headers_to_remove (every_route; and
 #                      routes_without_identity_headers on routes that do not pass identity headers)
 # Your HttpConnectionManager must also fail safe: use_remote_address: true (and xff_num_trusted_hops for a
@@ -55,6 +58,24 @@ HEADER = """\
 """
 
 
+def _per_route(route: Route) -> dict[str, Any]:
+    """What one protected route needs on top of its own settings."""
+    out: dict[str, Any] = {"name": route.id, "typed_per_filter_config": route_id_config(route.id)}
+    if route.remove_request_headers:
+        out["request_headers_to_remove"] = list(route.remove_request_headers)
+    if route.jit is not None:
+        # ext_authz judges a stream once: a stream must not outlive a just-in-time grant by long.
+        out["route"] = {"max_stream_duration": {"max_stream_duration": f"{route.jit.max_stream_duration:g}s"}}
+    return out
+
+
+class _Dumper(yaml.SafeDumper):
+    """Every piece written out in full (no `&id001` anchors): each can be pasted on its own."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def snippet(config: Config) -> dict[str, Any]:
     """The pieces as plain data."""
     identity = sorted({*IDENTITY_HEADERS, *(h for h, _ in config.jwt_claims_headers)})
@@ -63,7 +84,7 @@ def snippet(config: Config) -> dict[str, Any]:
         "clusters": authz_clusters(config),
         "virtual_hosts": [authenticate_virtual_host(config)],
         "routes": sidecar_routes(),
-        "per_route": {route.id: route_id_config(route.id) for route in config.routes},
+        "per_route": {route.id: _per_route(route) for route in config.routes},
         "remove_headers": {
             # On every protected route (a route's own set_request_headers and keep_request_headers excepted).
             "every_route": list(STRIPPED_REQUEST_HEADERS),
@@ -76,4 +97,4 @@ def snippet(config: Config) -> dict[str, Any]:
 
 def render_snippet(config: Config) -> str:
     """The pieces as one commented YAML document."""
-    return HEADER + yaml.safe_dump(snippet(config), sort_keys=False, explicit_start=True)
+    return HEADER + yaml.dump(snippet(config), Dumper=_Dumper, sort_keys=False, explicit_start=True)

@@ -115,7 +115,11 @@ class Runtime:
             form_key=derive_key(secret, b"authz/form-csrf"),
             identity_headers=frozenset(h for h, _ in config.jwt_claims_headers),
             signing_routes=frozenset(r.id for r in config.routes if needs_assertion(r)),
-            stripped={r.id: _STRIPPED - frozenset(r.keep_request_headers) for r in config.routes},
+            # The route's own remove_request_headers too: authz removes them as Envoy's route does.
+            stripped={
+                r.id: (_STRIPPED - frozenset(r.keep_request_headers)) | frozenset(r.remove_request_headers)
+                for r in config.routes
+            },
             groups_filters={r.id: groups_filter(config, r) for r in config.routes},
             extra_claims=tuple(claim for _, claim in config.jwt_claims_headers),
             group_headers=sum(claim == "groups" for _, claim in config.jwt_claims_headers),

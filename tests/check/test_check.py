@@ -380,3 +380,11 @@ def test_paths_an_upstream_may_read_differently_are_400_unless_the_route_allows(
         assert "detail" in refused.body
         allowed = check_blocking(rt, request("lenient", host="lenient.localhost", target=target), NOW)
         assert allowed.allowed, target
+
+
+def test_a_routes_own_removed_headers_are_removed_by_authz_too(make_config: Callable[..., Config]) -> None:
+    """An Envoy without the route's request_headers_to_remove (a pasted snippet) still never passes them on."""
+    route = {**PUBLIC, "remove_request_headers": ["X-Internal-Admin"]}
+    rt = Runtime.build(make_config(routes=[route]), MemoryStore())
+    answer = check_blocking(rt, request("public", host="public.localhost", **{"x-internal-admin": "1"}), NOW)
+    assert answer.allowed and "x-internal-admin" in answer.headers_to_remove

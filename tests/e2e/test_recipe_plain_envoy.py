@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from authz.dev.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
+from tests.envoy.test_snippet import merge_route
 
 from .conftest import stack_config
 from .loopback import browser, idp_login
@@ -75,10 +76,9 @@ def paste(config: dict[str, Any], pieces: dict[str, Any], with_ids: bool) -> dic
     ids = {"private.localhost": "private", "public.localhost": "public"}
     for vhost in manager["route_config"]["virtual_hosts"]:
         for route in vhost["routes"]:
+            route["request_headers_to_remove"] = list(pieces["remove_headers"]["every_route"])
             if with_ids and vhost["name"] in ids:
-                route["typed_per_filter_config"] = pieces["per_route"][ids[vhost["name"]]]
-                route["name"] = ids[vhost["name"]]  # what the HTTP transport sends instead
-            route["request_headers_to_remove"] = pieces["remove_headers"]["every_route"]
+                merge_route(route, pieces["per_route"][ids[vhost["name"]]])
         if vhost["name"] in ids:
             vhost["routes"][:0] = pieces["routes"]
     manager["route_config"]["virtual_hosts"][:0] = pieces["virtual_hosts"]

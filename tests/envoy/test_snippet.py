@@ -18,7 +18,10 @@ from authz.envoy.snippet import snippet
 from .test_bootstrap import envoy_validate
 
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-APP = {"id": "app", "from": "http://app.localhost", "to": "http://127.0.0.1:9000", "allowed_domains": ["example.com"]}
+APP = {
+    "id": "app", "from": "http://app.localhost", "to": "http://127.0.0.1:9000", "allowed_domains": ["example.com"],
+    "remove_request_headers": ["X-Internal"], "jit": {"approvers": [{"allow": {"or": [{"groups": {"has": "a"}}]}}]},
+}  # fmt: skip
 
 
 def hand_written(port: int = 10000) -> dict[str, Any]:
@@ -57,6 +60,14 @@ def hand_written(port: int = 10000) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def merge_route(route: dict[str, Any], extra: dict[str, Any]) -> None:
+    """A `per_route` entry merged into the owner's route, as the snippet's comment says."""
+    route["name"] = extra["name"]
+    route["typed_per_filter_config"] = extra["typed_per_filter_config"]
+    route["request_headers_to_remove"] += extra.get("request_headers_to_remove", [])
+    route["route"].update(extra.get("route", {}))
+
+
 def paste(config: dict[str, Any], pieces: dict[str, Any], route_ids: dict[str, str]) -> dict[str, Any]:
     """What the snippet's comment tells its reader to do, done to `config` (route_ids: vhost → authz route id)."""
     resources = config["static_resources"]
@@ -66,10 +77,10 @@ def paste(config: dict[str, Any], pieces: dict[str, Any], route_ids: dict[str, s
     vhosts = manager["route_config"]["virtual_hosts"]
     for vhost in vhosts:
         for route in vhost["routes"]:
+            route["request_headers_to_remove"] = list(pieces["remove_headers"]["every_route"])
             route_id = route_ids.get(vhost["name"])
             if route_id:
-                route["typed_per_filter_config"] = pieces["per_route"][route_id]
-            route["request_headers_to_remove"] = pieces["remove_headers"]["every_route"]
+                merge_route(route, pieces["per_route"][route_id])
         vhost["routes"][:0] = pieces["routes"]
     vhosts[:0] = pieces["virtual_hosts"]
     return config
@@ -90,7 +101,10 @@ def test_the_pieces(make_config: Callable[..., Config]) -> None:
     assert [c["name"] for c in pieces["clusters"]] == [AUTHZ_CLUSTER, SIDECAR_CLUSTER]
     assert pieces["virtual_hosts"][0]["domains"] == ["authenticate.localhost"]
     assert {r["route"]["cluster"] for r in pieces["routes"]} == {SIDECAR_CLUSTER}
-    assert pieces["per_route"]["app"][EXT_AUTHZ]["check_settings"]["context_extensions"] == {"route_id": "app"}
+    app = pieces["per_route"]["app"]
+    assert app["typed_per_filter_config"][EXT_AUTHZ]["check_settings"]["context_extensions"] == {"route_id": "app"}
+    assert app["name"] == "app" and app["request_headers_to_remove"] == ["x-internal"]
+    assert app["route"]["max_stream_duration"] == {"max_stream_duration": "900s"}  # a jit route
     assert "x-forwarded-host" in pieces["remove_headers"]["every_route"]
     assert "x-pomerium-jwt-assertion" in pieces["remove_headers"]["routes_without_identity_headers"]
 
@@ -105,3 +119,9 @@ def test_the_cli_prints_it_with_its_instructions(write_config: Callable[..., Pat
     argv = ["envoy-config", "--snippet", "--admin-address", "127.0.0.1:9901", "-c", str(path)]
     refused = subprocess.run([sys.executable, "-m", "authz", *argv], capture_output=True, text=True, check=False)
     assert refused.returncode == 1 and "not with --snippet" in refused.stderr
+
+
+def test_every_piece_pastes_on_its_own(write_config: Callable[..., Path]) -> None:
+    argv = [sys.executable, "-m", "authz", "envoy-config", "--snippet", "-c", str(write_config(routes=[APP]))]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert "&id" not in out and "*id" not in out  # no YAML anchors: a piece cut out still parses
