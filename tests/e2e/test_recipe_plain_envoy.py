@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from authz.dev.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
-from tests.envoy.test_snippet import merge_route
+from tests.envoy.test_snippet import hand_written, merge_route
 
 from .conftest import stack_config
 from .loopback import browser, idp_login
@@ -30,41 +30,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(idp_available() is not None, reason=f"local IdP unavailable: {idp_available()}"),
 ]
-ROUTER = {"name": "envoy.filters.http.router",
-          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}  # fmt: skip
 HOSTS = ("private.localhost", "public.localhost", "extra.localhost")
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-
-
-def hand_written(port: int, upstream: int) -> dict[str, Any]:
-    """The owner's Envoy: three hosts to one app, one of which authz's config does not name."""
-
-    def vhost(host: str) -> dict[str, Any]:
-        return {"name": host, "domains": [host], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}
-
-    return {
-        "static_resources": {
-            "listeners": [{
-                "name": "main",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": HCM, "stat_prefix": "main", "use_remote_address": True, "normalize_path": True,
-                        "merge_slashes": True, "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-                        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
-                        "route_config": {"virtual_hosts": [vhost(h) for h in HOSTS]},
-                        "http_filters": [ROUTER],
-                    },
-                }]}],
-            }],
-            "clusters": [{
-                "name": "app", "type": "STATIC", "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
-            }],
-        }
-    }  # fmt: skip
 
 
 def paste(config: dict[str, Any], pieces: dict[str, Any], with_ids: bool) -> dict[str, Any]:
@@ -103,7 +69,7 @@ class Recipe:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         out = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--snippet", "-c", str(path)],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
-        pasted = paste(hand_written(self.port, self.upstream.port), yaml.safe_load(out), with_ids)
+        pasted = paste(hand_written(self.port, self.upstream.port, HOSTS), yaml.safe_load(out), with_ids)
         pasted["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}}
         (tmp / "envoy.yaml").write_text(yaml.safe_dump(pasted, sort_keys=False))
         self.authz: Process = start_authz(path, http_port, tmp)

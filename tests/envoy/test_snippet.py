@@ -18,14 +18,22 @@ from authz.envoy.snippet import snippet
 from .test_bootstrap import envoy_validate
 
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 APP = {
     "id": "app", "from": "http://app.localhost", "to": "http://127.0.0.1:9000", "allowed_domains": ["example.com"],
     "remove_request_headers": ["X-Internal"], "jit": {"approvers": [{"allow": {"or": [{"groups": {"has": "a"}}]}}]},
 }  # fmt: skip
 
 
-def hand_written(port: int = 10000) -> dict[str, Any]:
-    """An Envoy config as its owner wrote it: one listener, one virtual host, one upstream."""
+def hand_written(
+    port: int = 10000, upstream: int = 9000, hosts: tuple[str, ...] = ("app.localhost",)
+) -> dict[str, Any]:
+    """An Envoy config as its owner wrote it (the snippet's fail-safe settings on its connection
+    manager): one listener, a virtual host per host, all to one upstream."""
+
+    def vhost(host: str) -> dict[str, Any]:
+        return {"name": host, "domains": [host], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}
+
     return {
         "static_resources": {
             "listeners": [{
@@ -34,27 +42,18 @@ def hand_written(port: int = 10000) -> dict[str, Any]:
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-                                 "HttpConnectionManager",
-                        "stat_prefix": "main",
-                        "use_remote_address": True,
-                        "normalize_path": True,
-                        "merge_slashes": True,
-                        "route_config": {"virtual_hosts": [{
-                            "name": "app", "domains": ["app.localhost"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}],
-                        }]},
-                        "http_filters": [{
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {"@type": ROUTER},
-                        }],
+                        "@type": HCM, "stat_prefix": "main", "use_remote_address": True, "normalize_path": True,
+                        "merge_slashes": True, "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+                        "route_config": {"virtual_hosts": [vhost(h) for h in hosts]},
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
                     },
                 }]}],
             }],
             "clusters": [{
                 "name": "app", "type": "STATIC", "connect_timeout": "1s",
                 "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9000}}}}]}]},
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
             }],
         }
     }  # fmt: skip
@@ -89,7 +88,7 @@ def paste(config: dict[str, Any], pieces: dict[str, Any], route_ids: dict[str, s
 def test_the_pasted_snippet_validates(make_config: Callable[..., Config], tmp_path: Path) -> None:
     for transport in ("grpc", "http"):
         config = make_config(routes=[APP], ext_authz_transport=transport)
-        pasted = paste(hand_written(), snippet(config), {"app": "app"})
+        pasted = paste(hand_written(), snippet(config), {"app.localhost": "app"})
         envoy_validate(yaml.safe_dump(pasted, sort_keys=False), tmp_path)
 
 
