@@ -344,6 +344,8 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
         return {
             "transport_api_version": "V3",
             "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": timeout},
+            # The client's certificate (TLS listeners), for `client_certificate` criteria.
+            "include_peer_certificate": True,
         }
     address = config.grpc_addresses[0]
     # On an allow, Envoy sets (overwrites) on the upstream request only the headers named here:

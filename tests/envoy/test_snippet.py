@@ -97,6 +97,7 @@ def test_the_pieces(make_config: Callable[..., Config]) -> None:
     (authz_filter,) = pieces["http_filters"]
     assert authz_filter["name"] == EXT_AUTHZ
     assert authz_filter["typed_config"]["failure_mode_allow"] is False  # fail closed
+    assert authz_filter["typed_config"]["include_peer_certificate"] is True  # client_certificate criteria
     assert [c["name"] for c in pieces["clusters"]] == [AUTHZ_CLUSTER, SIDECAR_CLUSTER]
     assert pieces["virtual_hosts"][0]["domains"] == ["authenticate.localhost"]
     assert {r["route"]["cluster"] for r in pieces["routes"]} == {SIDECAR_CLUSTER}
