@@ -192,12 +192,15 @@ def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float
     set_names = {name.lower() for name, _ in set_headers}
     # What the client sent in authz's name never reaches the upstream: identity headers are
     # authz's to set, and session credentials stay between the browser and authz. Headers that
-    # would make the upstream read another path, method, host or client go too.
+    # would make the upstream read another path, method, host or client go too, also spelt with `_`
+    # for `-`, which CGI-style servers (WSGI, PHP) read alike and an Envoy left at its default passes.
     stripped = rt.stripped[route.id]
     identity = rt.identity_headers
-    remove = [
-        h for h in req.headers if (h.startswith("x-pomerium-") or h in identity or h in stripped) and h not in set_names
-    ]
+    remove = []
+    for h in req.headers:
+        name = h.replace("_", "-") if "_" in h else h
+        if (name.startswith("x-pomerium-") or name in identity or name in stripped) and h not in set_names:
+            remove.append(h)
     if creds.in_authorization:
         remove.append("authorization")
     if creds.other_cookies is not None:
