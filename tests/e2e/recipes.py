@@ -136,10 +136,13 @@ def denied_untouched(stack: Stack, host: str, path: str = "/", status: int = 404
     assert stack.upstream.requests == []
 
 
-def fails_closed(stack: Stack, hosts: tuple[str, ...] = ("public.localhost", "private.localhost")) -> None:
-    """authz stopped: every protected request is refused (the module's last use of its stack)."""
+def fails_closed(
+    stack: Stack, hosts: tuple[str, ...] = ("public.localhost", "private.localhost"), status: int = 503
+) -> None:
+    """authz stopped: every protected request is refused with the Envoy's `status_on_error` (503 in
+    authz's configs) and never reaches the upstream (the module's last use of its stack)."""
     stack.authz_process.stop()
     stack.upstream.clear()
     for host in hosts:
-        assert stack.get(host, "/x").status_code == 503
+        assert stack.get(host, "/x").status_code == status
     assert stack.upstream.requests == []
