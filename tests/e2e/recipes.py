@@ -51,18 +51,27 @@ class Stack:
         secret = secrets.token_urlsafe(24)
         auth = config["authenticate_service_url"]
         self.idp = start_idp(idp_port, tmp, redirect_uris=[f"{auth}/oauth2/callback"], client_secret=secret)
-        config.update(idp_provider_url=f"http://localhost:{idp_port}", idp_client_id="authz", idp_client_secret=secret)
-        self.authz = config
-        path = tmp / "config.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        out = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--snippet", "-c", str(path)],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
-        self.pieces: dict[str, Any] = yaml.safe_load(out)
-        envoy = envoy_config(self)
-        envoy["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin}}}
-        (tmp / "envoy.yaml").write_text(yaml.safe_dump(envoy, sort_keys=False))
-        self.authz_process: Process = start_authz(path, self.http_port, tmp)
-        self.envoy: Process = start_envoy(tmp / "envoy.yaml", self.admin, tmp)
+        try:
+            config.update(
+                idp_provider_url=f"http://localhost:{idp_port}", idp_client_id="authz", idp_client_secret=secret
+            )
+            self.authz = config
+            path = tmp / "config.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            out = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--snippet", "-c", str(path)],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+            self.pieces: dict[str, Any] = yaml.safe_load(out)
+            envoy = envoy_config(self)
+            envoy["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin}}}
+            (tmp / "envoy.yaml").write_text(yaml.safe_dump(envoy, sort_keys=False))
+            self.authz_process: Process = start_authz(path, self.http_port, tmp)
+            self.envoy: Process = start_envoy(tmp / "envoy.yaml", self.admin, tmp)
+        except BaseException:  # a failed start leaves nothing running
+            if hasattr(self, "authz_process"):
+                self.authz_process.stop()
+            self.idp.stop()
+            self.upstream.close()
+            raise
 
     def url(self, host: str, path: str = "/") -> str:
         return f"http://{host}:{self.port}{path}"
