@@ -192,14 +192,18 @@ def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float
     set_names = {name.lower() for name, _ in set_headers}
     # What the client sent in authz's name never reaches the upstream: identity headers are
     # authz's to set, and session credentials stay between the browser and authz. Headers that
-    # would make the upstream read another path, method, host or client go too, also spelt with `_`
-    # for `-`, which CGI-style servers (WSGI, PHP) read alike and an Envoy left at its default passes.
+    # would make the upstream read another path, method, host or client go too. So does any `_`
+    # spelling of those, of what authz sets here and of Envoy's own headers: CGI-style servers (WSGI,
+    # PHP) read `_` as `-`, and an Envoy left at its default (Contour's) passes such names.
     stripped = rt.stripped[route.id]
     identity = rt.identity_headers
     remove = []
     for h in req.headers:
-        name = h.replace("_", "-") if "_" in h else h
-        if (name.startswith("x-pomerium-") or name in identity or name in stripped) and h not in set_names:
+        if "_" in h:
+            name = h.replace("_", "-")
+            if name.startswith(_ENVOY_SET) or name in identity or name in stripped or name in set_names:
+                remove.append(h)
+        elif (h.startswith("x-pomerium-") or h in identity or h in stripped) and h not in set_names:
             remove.append(h)
     if creds.in_authorization:
         remove.append("authorization")
@@ -210,6 +214,11 @@ def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float
             remove.append("cookie")
     user = session.user_id if session else ""
     return Answer(True, 200, outcome.reasons, tuple(set_headers), tuple(remove), "", route.id, user)
+
+
+# Prefixes of headers that authz or Envoy sets (x-forwarded-for, x-forwarded-proto, x-envoy-*): a
+# client's `_` spelling of one is removed.
+_ENVOY_SET = ("x-pomerium-", "x-forwarded-", "x-envoy-", "x-request-id")
 
 
 def _trace(ok: bool, reasons: frozenset[str]) -> str:

@@ -172,12 +172,16 @@ def test_headers_that_rewrite_path_method_host_or_client_are_removed(make_config
 def test_underscore_spellings_of_removed_headers_are_removed(make_config: Callable[..., Config]) -> None:
     """An Envoy that lets `_` through (its default) would pass `x_pomerium_claim_email`, which a
     CGI-style upstream reads as X-Pomerium-Claim-Email."""
-    rt = Runtime.build(make_config(routes=[PRIVATE, PUBLIC], jwt_claims_headers=["email"]), MemoryStore())
+    public_ = {**PUBLIC, "set_request_headers": {"X-Remote-User": "someone"}}
+    rt = Runtime.build(make_config(routes=[PRIVATE, public_], jwt_claims_headers=["email"]), MemoryStore())
     sent = {"x_pomerium_claim_email": "admin@example.com", "x_forwarded_host": "evil", "X_Pomerium_Jwt_Assertion": "f",
-            "e_mail": "kept", "x_custom": "kept"}  # fmt: skip
+            "x_remote_user": "admin", "x_forwarded_for": "10.0.0.1", "x_envoy_external_address": "10.0.0.1",
+            "x_request_id": "1", "e_mail": "kept", "x_custom": "kept"}  # fmt: skip
     public = check_blocking(rt, request("public", host="public.localhost", **sent), NOW)
     assert public.allowed
-    assert set(public.headers_to_remove) == {"x_pomerium_claim_email", "x_forwarded_host", "x_pomerium_jwt_assertion"}
+    assert set(public.headers_to_remove) == set(sent) - {"e_mail", "x_custom"} - {"X_Pomerium_Jwt_Assertion"} | {
+        "x_pomerium_jwt_assertion"
+    }
 
 
 def test_a_login_302_binds_the_attempt_to_this_browser(runtime: Runtime) -> None:

@@ -318,7 +318,8 @@ def test_underscore_spellings_never_reach_the_upstream(recipe: Stack) -> None:
     """Upstreams that read headers CGI-style (`HTTP_X_POMERIUM_CLAIM_EMAIL`) take `x_pomerium_claim_email`
     for `x-pomerium-claim-email`: removed or refused, it must not arrive."""
     recipe.upstream.clear()
-    forged = (("X_Pomerium_Claim_Email", "admin@example.com"), ("X_Forwarded_Host", "evil.example"))
+    forged = (("X_Pomerium_Claim_Email", "admin@example.com"), ("X_Forwarded_Host", "evil.example"),
+              ("X_Forwarded_For", "10.0.0.1"), ("X_Envoy_External_Address", "10.0.0.1"))  # fmt: skip
     send(recipe, "public.localhost", "/x", *forged)
     assert not [name for seen in recipe.upstream.requests for name in seen.headers if "_" in name]
 
