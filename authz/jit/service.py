@@ -53,7 +53,8 @@ class Actor:
 
 
 def new_grant_id() -> str:
-    return secrets.token_urlsafe(12)
+    """96 random bits, in hex: an id never starts with `-`, which a command line reads as an option."""
+    return secrets.token_hex(12)
 
 
 def jit_route(config: Config, route_id: str) -> Route:
