@@ -5,6 +5,7 @@ platform's selector does not name still denied, and authz stopped failing closed
 
 from __future__ import annotations
 
+import http.client
 import secrets
 import subprocess
 import sys
@@ -110,6 +111,33 @@ def listener(port: int, manager: dict[str, Any]) -> dict[str, Any]:
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": {"@type": HCM, **manager}}]}],
     }  # fmt: skip
+
+
+def send(stack: Stack, authority: str, target: str, *headers: tuple[str, str], **named: str) -> int:
+    """One GET exactly as given, for its status: the request target byte for byte and the Host as
+    written (no client-side resolving of dots, case or ports), headers in order, repeats and `_`
+    names allowed."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    try:
+        conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", authority)
+        for name, value in (*headers, *named.items()):
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def never_reaches_the_upstream(stack: Stack, authority: str, target: str, **headers: str) -> int:
+    """The status of a request that must not reach the upstream (it may be sent to sign in, refused,
+    redirected or answered by authz's pages)."""
+    stack.upstream.clear()
+    status = send(stack, authority, target, **headers)
+    assert stack.upstream.requests == [], f"{authority} {target} reached the upstream ({status})"
+    return status
 
 
 # The checks every recipe passes, each on hosts of the stack's authz config.

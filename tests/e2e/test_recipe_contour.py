@@ -16,7 +16,6 @@ ext_authz in front of every host, so an HTTPProxy without `authorization` is che
 
 from __future__ import annotations
 
-import http.client
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +33,7 @@ from .recipes import (
     denied_untouched,
     fails_closed,
     forged_headers_never_reach_the_upstream,
+    send,
     sign_in_allow_and_deny,
 )
 
@@ -229,22 +229,6 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     made = Stack(tmp_path_factory.mktemp("contour"), contour, routes=ROUTES, ext_authz_transport="grpc")
     yield made
     made.close()
-
-
-def send(stack: Stack, host: str, target: str, *headers: tuple[str, str]) -> int:
-    """One request line and headers exactly as given (no client-side path normalisation)."""
-    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
-    try:
-        conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", host)
-        for name, value in headers:
-            conn.putheader(name, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
 
 
 def test_sign_in_allow_and_deny(recipe: Stack) -> None:

@@ -19,7 +19,6 @@ stats, CORS, fault) and route settings (retries, timeouts) that do not change wh
 
 from __future__ import annotations
 
-import http.client
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +36,8 @@ from .recipes import (
     fails_closed,
     forged_headers_never_reach_the_upstream,
     listener,
+    never_reaches_the_upstream,
+    send,
     sign_in_allow_and_deny,
 )
 
@@ -290,24 +291,6 @@ def istio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     made.close()
 
 
-def raw_status(stack: Stack, authority: str, path: str, **headers: str) -> int:
-    """GET exactly `path` with exactly this Host (no client-side normalisation of dots or case)."""
-    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Host": authority, **headers})
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def never_reaches_the_upstream(stack: Stack, authority: str, path: str, **headers: str) -> int:
-    """The status of a request that must not reach the upstream."""
-    stack.upstream.clear()
-    status = raw_status(stack, authority, path, **headers)
-    assert stack.upstream.requests == [], f"{authority}{path} reached the upstream ({status})"
-    return status
-
-
 def test_sign_in_allow_and_deny(istio: Stack) -> None:
     """The sign-in callback (`/.pomerium/callback/` on private.localhost) and the authenticate host
     work only through the exemption: this passing shows the exempted requests reach authz's pages."""
@@ -321,7 +304,7 @@ def test_forged_headers_never_reach_the_upstream(istio: Stack) -> None:
     istio.upstream.clear()
     assert istio.get("public.localhost", "/x", **{"x-forwarded-host": "evil"}).status_code == 200
     assert istio.upstream.last().one("x-forwarded-host") != "evil"
-    assert raw_status(istio, f"private.localhost:{port}", "/x", **{"X-Forwarded-Host": "public.localhost"}) == 302
+    assert send(istio, f"private.localhost:{port}", "/x", **{"X-Forwarded-Host": "public.localhost"}) == 302
     # A header name with `_`, which some servers read as `-`, is refused before anything runs.
     forged = {"x_pomerium_jwt_assertion": "forged"}
     assert never_reaches_the_upstream(istio, f"public.localhost:{port}", "/x", **forged) == 400
@@ -407,9 +390,9 @@ def test_slashes_are_merged_before_anything_judges(istio: Stack) -> None:
     """With DECODE_AND_MERGE_SLASHES `//x` is `/x` for the policy, authz and the upstream alike (with
     Istio's default BASE, authz would refuse it with 400); `%2F` is a slash."""
     istio.upstream.clear()
-    assert raw_status(istio, f"public.localhost:{istio.port}", "//x") == 200
+    assert send(istio, f"public.localhost:{istio.port}", "//x") == 200
     assert istio.upstream.last().path == "/x"
-    assert raw_status(istio, f"public.localhost:{istio.port}", "/a%2Fb") == 200
+    assert send(istio, f"public.localhost:{istio.port}", "/a%2Fb") == 200
     assert istio.upstream.last().path == "/a/b"
     assert never_reaches_the_upstream(istio, f"private.localhost:{istio.port}", "//x") == 302
 
