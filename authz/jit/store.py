@@ -85,6 +85,10 @@ class GrantStore(Protocol):
         """Take or renew the named lease unless someone else holds a live one."""
         ...
 
+    def ping(self) -> None:
+        """Return when the store answers a read; raise when it cannot (`/readyz`)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -187,6 +191,9 @@ class MemoryGrantStore:
                 return False
             self._leases[name] = (owner, until)
             return True
+
+    def ping(self) -> None:
+        pass
 
     def close(self) -> None:
         return None
@@ -390,6 +397,10 @@ class SQLiteGrantStore:
                 (name, owner, until, now, owner),
             )
         return cursor.rowcount == 1
+
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1 FROM grants LIMIT 1").fetchall()
 
     def close(self) -> None:
         with self._lock:

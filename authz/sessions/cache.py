@@ -154,6 +154,9 @@ class CachedStore:
     def due_for_refresh(self, before: float, limit: int = 100) -> list[Session]:
         return self.inner.due_for_refresh(before, limit)
 
+    def ping(self) -> None:
+        self.inner.ping()  # never answered from the cache: it asks whether the store itself answers
+
     def close(self) -> None:
         self.clear()
         self.inner.close()

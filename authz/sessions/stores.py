@@ -88,6 +88,10 @@ class SessionStore(Protocol):
         """Sessions with a refresh token whose access token expires before `before`."""
         ...
 
+    def ping(self) -> None:
+        """Return when the store answers a read; raise when it cannot (`/readyz`)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -180,6 +184,9 @@ class MemoryStore:
     def due_for_refresh(self, before: float, limit: int = 100) -> list[Session]:
         due = [s for s in self._sessions.values() if s.refresh_token and 0 < s.token_expires_at < before]
         return sorted(due, key=lambda s: s.token_expires_at)[:limit]
+
+    def ping(self) -> None:
+        pass
 
     def close(self) -> None:
         self._sessions.clear()
@@ -424,6 +431,10 @@ class SQLiteStore:
                 with self._lock:
                     self._db.execute("UPDATE sessions SET refresh_at = 0 WHERE id = ?", (session_id,))
         return due
+
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1 FROM sessions LIMIT 1").fetchall()
 
     def close(self) -> None:
         with self._lock:

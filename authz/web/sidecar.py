@@ -3,7 +3,7 @@
 A Starlette app whose route tables are chosen by host, from the Runtime read when the request
 arrives (the hosts come from the config, which a reload may change):
 
-  every host         /.well-known/pomerium/jwks.json, /.well-known/pomerium(/), /healthz
+  every host         /.well-known/pomerium/jwks.json, /.well-known/pomerium(/), /healthz, /readyz
   authenticate host  /.pomerium/sign_in, /oauth2/callback, /.pomerium/sign_out, /.pomerium/signed_out,
                      /.pomerium/jit (just-in-time access: requests, approvals, audit trail)
   route hosts        /.pomerium/callback(/), /.pomerium/sign_out, /.pomerium(/), /.pomerium/user,
@@ -13,18 +13,21 @@ arrives (the hosts come from the config, which a reload may change):
 Anything else is 404. Sign-in, the callbacks and the programmatic login take GET (and HEAD), the
 published documents GET and OPTIONS, sign-out GET (its confirmation page) and POST (the confirmed
 sign-out); another method is 405 with `Allow`. Signed-out, the user pages and /healthz answer
-every method, as they always have. /healthz is reached on `http_address` only (Envoy never routes
-it here). Errors: a `RequestError` is its status with a JSON, HTML or text body chosen by Accept;
+every method, as they always have. /healthz and /readyz are reached on `http_address` only (Envoy
+never routes them here). Errors: a `RequestError` is its status with a JSON, HTML or text body chosen by Accept;
 anything else is a plain 500 and a log line (`middleware.Faults`). URLs are built from the config
 as `context` describes, and client X-Pomerium-* headers are never read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URLPath
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -42,6 +45,8 @@ from authz.web.negotiate import response_format
 from authz.web.responses import NO_STORE, respond, text
 from authz.web.wellknown import WellKnown
 
+log = logging.getLogger(__name__)
+READY_TIMEOUT = 2.0  # seconds a store has to answer /readyz
 MAX_BODY = 64 * 1024  # as before; only the sign-out form is read, and it is a few hundred bytes
 _READ = ["GET"]  # HEAD is added by Starlette wherever GET is
 _PUBLISHED = ["GET", "OPTIONS"]  # OPTIONS: CORS preflight for the JWKS and discovery
@@ -76,11 +81,30 @@ class Hosts(BaseRoute):
             """200 once both servers serve, 503 while starting or draining."""
             return text(200, "ok\n") if ready() else text(503, "starting\n")
 
+        async def readyz(request: Request) -> Response:
+            """As /healthz, and 503 while a store (sessions, grants) does not answer a read within
+            READY_TIMEOUT: for a balancer or an orchestrator, not for Envoy's health checks of the
+            Check port (a store outage must not eject every replica at once)."""
+            if not ready():
+                return text(503, "starting\n")
+            rt = self.holder.current
+            pings: list[tuple[str, Callable[[], None]]] = [("session store", rt.store.ping)]
+            if rt.grants is not None:
+                pings.append(("grant store", rt.grants.ping))
+            for name, ping in pings:
+                try:
+                    await asyncio.wait_for(run_in_threadpool(ping), READY_TIMEOUT)
+                except Exception as exc:  # any failure to answer is "not ready", never a 500
+                    log.warning("readyz: the %s does not answer: %s", name, exc or type(exc).__name__)
+                    return text(503, f"{name} unreachable\n")
+            return text(200, "ready\n")
+
         every_host = (
             Route("/.well-known/pomerium/jwks.json", well_known.jwks, methods=_PUBLISHED),
             Route("/.well-known/pomerium", well_known.discovery, methods=_PUBLISHED),
             Route("/.well-known/pomerium/", well_known.discovery, methods=_PUBLISHED),
             any_method("/healthz", healthz),
+            any_method("/readyz", readyz),
         )
         grants = (
             Route(grants_api.API, grants_api.collection, methods=["GET", "POST"]),

@@ -3,6 +3,7 @@ and user, the audit trail, the outbox and the lease."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -161,3 +162,11 @@ def test_opening_the_session_file_again_keeps_its_locks(tmp_path: Path) -> None:
     finally:
         grants.close()
         sessions.close()
+
+
+def test_ping_answers_while_the_store_does(store: GrantStore) -> None:
+    store.ping()
+    store.close()
+    if isinstance(store, SQLiteGrantStore):
+        with pytest.raises(sqlite3.ProgrammingError):
+            store.ping()

@@ -244,3 +244,13 @@ def test_at_rest_sealer_format() -> None:
             sealer.open(value, context)
     with pytest.raises(ValueError):
         AtRestSealer(SECRET, b"another-purpose").open(sealed, "row-1")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_ping_answers_while_the_store_does(kind: str, tmp_path: Path) -> None:
+    store = make(kind, tmp_path)
+    store.ping()
+    store.close()
+    if kind == "sqlite":
+        with pytest.raises(sqlite3.ProgrammingError):
+            store.ping()  # closed: /readyz says so

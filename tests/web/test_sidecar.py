@@ -18,7 +18,8 @@ from .conftest import APP, AUTH, Web
 
 pytestmark = pytest.mark.anyio
 
-EVERY_HOST = ["/.well-known/pomerium/jwks.json", "/.well-known/pomerium", "/.well-known/pomerium/", "/healthz"]
+EVERY_HOST = ["/.well-known/pomerium/jwks.json", "/.well-known/pomerium", "/.well-known/pomerium/", "/healthz",
+              "/readyz"]  # fmt: skip
 AUTHENTICATE_ONLY = ["/.pomerium/sign_in", "/oauth2/callback", "/.pomerium/signed_out"]
 ROUTE_ONLY = ["/.pomerium/callback/", "/.pomerium/callback", "/.pomerium", "/.pomerium/", "/.pomerium/user",
               "/.pomerium/api/v1/login"]  # fmt: skip
@@ -30,6 +31,30 @@ async def test_healthz_follows_readiness(web: Web) -> None:
         web.ready[0] = False
         starting = await client.get("http://anything.example/healthz")
     assert (ok.status_code, ok.text, ok.headers["content-type"]) == (200, "ok\n", "text/plain; charset=utf-8")
+    assert (starting.status_code, starting.text) == (503, "starting\n")
+
+
+async def test_readyz_asks_the_stores(
+    web: Web, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/readyz is /healthz plus a read from each store: 503 naming the store that does not answer,
+    never a 500; /healthz stays 200 (a store outage is not a reason to restart the process)."""
+
+    def down() -> None:
+        raise OSError("disk I/O error")
+
+    async with web.client() as client:
+        ready = await client.get("/readyz")
+        monkeypatch.setattr(web.rt.store, "ping", down)
+        with caplog.at_level(logging.WARNING):
+            store_down = await client.get("/readyz")
+        alive = await client.get("/healthz")
+        web.ready[0] = False
+        starting = await client.get("/readyz")
+    assert (ready.status_code, ready.text) == (200, "ready\n")
+    assert (store_down.status_code, store_down.text) == (503, "session store unreachable\n")
+    assert "disk I/O error" in caplog.text
+    assert alive.status_code == 200
     assert (starting.status_code, starting.text) == (503, "starting\n")
 
 
