@@ -180,19 +180,24 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
     return entry
 
 
+# What the authenticate host serves: its pages, the IdP's callback and the published documents.
+AUTHENTICATE_MATCHES: tuple[dict[str, str], ...] = (
+    {"prefix": "/.pomerium/"},
+    {"path": "/oauth2/callback"},
+    *SIDECAR_MATCHES[2:],  # /.well-known/pomerium(/…)
+)
+
+
 def authenticate_virtual_host(config: Config) -> dict[str, Any]:
-    """The authenticate host: all of it to the sidecar, ext_authz off."""
+    """The authenticate host: its allow-list to the sidecar, ext_authz off; anything else 404 from
+    Envoy (/healthz and /readyz answer on http_address only, never through a public host)."""
+    to_sidecar = {"route": {"cluster": SIDECAR_CLUSTER, "timeout": "30s"}, "typed_per_filter_config": _DISABLED}
     return {
         "name": f"authenticate-{config.authenticate_host}",
         "domains": [config.authenticate_host],
         "routes": [
-            # /healthz answers on http_address only, never through a public host.
-            {"match": {"path": "/healthz"}, "direct_response": {"status": 404}, "typed_per_filter_config": _DISABLED},
-            {
-                "match": {"prefix": "/"},
-                "route": {"cluster": SIDECAR_CLUSTER, "timeout": "30s"},
-                "typed_per_filter_config": _DISABLED,
-            },
+            *({"match": dict(m), **to_sidecar} for m in AUTHENTICATE_MATCHES),
+            {"match": {"prefix": "/"}, "direct_response": {"status": 404}, "typed_per_filter_config": _DISABLED},
         ],
     }
 

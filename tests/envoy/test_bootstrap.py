@@ -272,18 +272,23 @@ def test_a_rewritten_host_reaches_the_upstream_as_x_forwarded_host_from_config(
         assert "x-forwarded-host" not in route["request_headers_to_remove"]
 
 
-def test_authenticate_host_goes_to_sidecar(full: Config) -> None:
+def test_authenticate_host_serves_its_allow_list_only(full: Config) -> None:
     vhost = _vhost(bootstrap(full), "authenticate.localhost")
-    healthz, rest = vhost["routes"]
-    assert healthz["match"] == {"path": "/healthz"} and healthz["direct_response"]["status"] == 404
-    assert rest["match"] == {"prefix": "/"} and rest["route"]["cluster"] == "authz-http"
-    assert rest["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    *allowed, rest = vhost["routes"]
+    assert [r["match"] for r in allowed] == [
+        {"prefix": "/.pomerium/"}, {"path": "/oauth2/callback"},
+        {"path": "/.well-known/pomerium"}, {"prefix": "/.well-known/pomerium/"},
+    ]  # fmt: skip
+    for route in allowed:
+        assert route["route"]["cluster"] == "authz-http"
+        assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    assert rest["match"] == {"prefix": "/"} and rest["direct_response"]["status"] == 404
     callbacks = [
         v
         for v in _hcm(bootstrap(full))["route_config"]["virtual_hosts"]
-        if any("oauth2" in str(r["match"]) for r in v["routes"])
+        if v["name"] != vhost["name"] and any("oauth2" in str(r["match"]) for r in v["routes"])
     ]
-    assert callbacks == []  # /oauth2/callback exists only through the authenticate host's catch-all
+    assert callbacks == []  # /oauth2/callback only through the authenticate host
 
 
 def test_clusters(full: Config) -> None:
