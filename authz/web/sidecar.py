@@ -3,7 +3,8 @@
 A Starlette app whose route tables are chosen by host, from the Runtime read when the request
 arrives (the hosts come from the config, which a reload may change):
 
-  every host         /.well-known/pomerium/jwks.json, /.well-known/pomerium(/), /healthz, /readyz
+  every host         /.well-known/pomerium/jwks.json, /.well-known/pomerium(/)
+  any other host     /healthz, /readyz (probes of http_address name the pod or loopback)
   authenticate host  /.pomerium/sign_in, /oauth2/callback, /.pomerium/sign_out, /.pomerium/signed_out,
                      /.pomerium/jit (just-in-time access: requests, approvals, audit trail)
   route hosts        /.pomerium/callback(/), /.pomerium/sign_out, /.pomerium(/), /.pomerium/user,
@@ -12,11 +13,12 @@ arrives (the hosts come from the config, which a reload may change):
 
 Anything else is 404. Sign-in, the callbacks and the programmatic login take GET (and HEAD), the
 published documents GET and OPTIONS, sign-out GET (its confirmation page) and POST (the confirmed
-sign-out); another method is 405 with `Allow`. Signed-out, the user pages and /healthz answer
-every method, as they always have. /healthz and /readyz are reached on `http_address` only (Envoy
-never routes them here). Errors: a `RequestError` is its status with a JSON, HTML or text body chosen by Accept;
-anything else is a plain 500 and a log line (`middleware.Faults`). URLs are built from the config
-as `context` describes, and client X-Pomerium-* headers are never read.
+sign-out); another method is 405 with `Allow`. Signed-out, the user pages and the health paths
+answer every method, as they always have. /healthz and /readyz never answer for the authenticate
+host or a route's host, so an Envoy that routes those hosts here wholesale never exposes them.
+Errors: a `RequestError` is its status with a JSON, HTML or text body chosen by Accept; anything
+else is a plain 500 and a log line (`middleware.Faults`). URLs are built from the config as
+`context` describes, and client X-Pomerium-* headers are never read.
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ class Hosts(BaseRoute):
             Route("/.well-known/pomerium/jwks.json", well_known.jwks, methods=_PUBLISHED),
             Route("/.well-known/pomerium", well_known.discovery, methods=_PUBLISHED),
             Route("/.well-known/pomerium/", well_known.discovery, methods=_PUBLISHED),
-            any_method("/healthz", healthz),
-            any_method("/readyz", readyz),
         )
+        # Only for a Host that is neither the authenticate host nor a route's (a probe names the
+        # pod or loopback): a platform that routes those hosts here wholesale never exposes them.
+        health = (any_method("/healthz", healthz), any_method("/readyz", readyz))
         grants = (
             Route(grants_api.API, grants_api.collection, methods=["GET", "POST"]),
             Route(f"{grants_api.API}/{{grant}}", grants_api.item, methods=["GET", "DELETE"]),
@@ -133,7 +136,7 @@ class Hosts(BaseRoute):
             Route("/.pomerium/jit/request", jit_pages.request_form, methods=["POST"]),
             *grants,
         )
-        self.other_host = _table(*every_host)
+        self.other_host = _table(*every_host, *health)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         return (Match.FULL, {}) if scope["type"] == "http" else (Match.NONE, {})

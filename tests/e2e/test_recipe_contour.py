@@ -294,6 +294,7 @@ def test_the_exemptions_are_authz_pages(recipe: Stack) -> None:
         assert recipe.get(host, "/.well-known/pomerium/jwks.json").json()["keys"]
     assert recipe.get("authenticate.localhost", "/.well-known/pomerium/jwks.json").json()["keys"]
     assert recipe.get("authenticate.localhost", "/healthz").status_code == 404
+    assert recipe.get("authenticate.localhost", "/readyz").status_code == 404  # authz's own refusal
     assert recipe.get("authenticate.localhost", "/x").status_code == 404
     assert recipe.upstream.requests == []
 

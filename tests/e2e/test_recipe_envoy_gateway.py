@@ -371,6 +371,7 @@ def test_the_exemptions_lead_only_to_authz(recipe: Stack) -> None:
     """What the exempt SecurityPolicy covers is authz's pages, never the upstream: the whole authenticate
     host (its /healthz hidden) and the two prefixes on a protected host."""
     assert untouched(recipe, "authenticate.localhost", "/healthz") == 404
+    assert untouched(recipe, "authenticate.localhost", "/readyz") == 404  # authz's own refusal
     untouched(recipe, "authenticate.localhost", "/x")
     untouched(recipe, "private.localhost", "/.pomerium/")
     untouched(recipe, "private.localhost", "/.well-known/pomerium")

@@ -354,6 +354,7 @@ def test_exempted_requests_go_to_authz_pages_only(istio: Stack, authority: str, 
 def test_authz_health_stays_inside(istio: Stack) -> None:
     """authz's /healthz answers on its pages port inside the cluster, never through the gateway."""
     assert never_reaches_the_upstream(istio, f"{AUTHENTICATE}:{istio.port}", "/healthz") == 404
+    assert never_reaches_the_upstream(istio, f"{AUTHENTICATE}:{istio.port}", "/readyz") == 404  # authz's own refusal
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,8 @@ def _request(path: str, host: str = "authenticate.localhost:8080", extra: str = 
 async def test_answers_carry_the_security_headers_and_no_server_or_date_header(web: Web) -> None:
     server = await HttpServer.start(create_app(web.holder, lambda: True), "127.0.0.1", 0)
     try:
-        head = (await _exchange(server.port, _request("/healthz"))).partition(b"\r\n\r\n")[0].decode().lower()
+        probe = _request("/healthz", host="127.0.0.1")
+        head = (await _exchange(server.port, probe)).partition(b"\r\n\r\n")[0].decode().lower()
         missing = (await _exchange(server.port, _request("/nope"))).decode().lower()
     finally:
         server.close()
@@ -57,8 +58,8 @@ async def test_limits_on_the_head_and_the_body(web: Web) -> None:
     server = await HttpServer.start(create_app(web.holder, lambda: True), "127.0.0.1", 0)
     try:
         # h11 measures a head while it is incomplete: send one that is not finished at the limit.
-        big_head = await _exchange(server.port, _request("/healthz", extra=f"X-Big: {'a' * MAX_HEAD}\r\n")[:-2])
-        fits = await _exchange(server.port, _request("/healthz", extra=f"X-Big: {'a' * (MAX_HEAD // 2)}\r\n"))
+        big_head = await _exchange(server.port, _request("/healthz", "127.0.0.1", f"X-Big: {'a' * MAX_HEAD}\r\n")[:-2])
+        fits = await _exchange(server.port, _request("/healthz", "127.0.0.1", f"X-Big: {'a' * (MAX_HEAD // 2)}\r\n"))
         big_body = await _exchange(server.port, _request("/.pomerium/sign_out", body=b"x" * (MAX_BODY + 1)))
     finally:
         server.close()

@@ -18,8 +18,9 @@ from .conftest import APP, AUTH, Web
 
 pytestmark = pytest.mark.anyio
 
-EVERY_HOST = ["/.well-known/pomerium/jwks.json", "/.well-known/pomerium", "/.well-known/pomerium/", "/healthz",
-              "/readyz"]  # fmt: skip
+EVERY_HOST = ["/.well-known/pomerium/jwks.json", "/.well-known/pomerium", "/.well-known/pomerium/"]
+HEALTH = ["/healthz", "/readyz"]  # only for a host that is neither the authenticate host nor a route's
+PROBE = "http://10.0.0.7:9192"  # how a probe names the pod
 AUTHENTICATE_ONLY = ["/.pomerium/sign_in", "/oauth2/callback", "/.pomerium/signed_out"]
 ROUTE_ONLY = ["/.pomerium/callback/", "/.pomerium/callback", "/.pomerium", "/.pomerium/", "/.pomerium/user",
               "/.pomerium/api/v1/login"]  # fmt: skip
@@ -27,7 +28,7 @@ ROUTE_ONLY = ["/.pomerium/callback/", "/.pomerium/callback", "/.pomerium", "/.po
 
 async def test_healthz_follows_readiness(web: Web) -> None:
     async with web.client() as client:
-        ok = await client.get("/healthz")
+        ok = await client.get(f"{PROBE}/healthz")
         web.ready[0] = False
         starting = await client.get("http://anything.example/healthz")
     assert (ok.status_code, ok.text, ok.headers["content-type"]) == (200, "ok\n", "text/plain; charset=utf-8")
@@ -44,13 +45,13 @@ async def test_readyz_asks_the_stores(
         raise OSError("disk I/O error")
 
     async with web.client() as client:
-        ready = await client.get("/readyz")
+        ready = await client.get(f"{PROBE}/readyz")
         monkeypatch.setattr(web.rt.store, "ping", down)
         with caplog.at_level(logging.WARNING):
-            store_down = await client.get("/readyz")
-        alive = await client.get("/healthz")
+            store_down = await client.get(f"{PROBE}/readyz")
+        alive = await client.get(f"{PROBE}/healthz")
         web.ready[0] = False
-        starting = await client.get("/readyz")
+        starting = await client.get(f"{PROBE}/readyz")
     assert (ready.status_code, ready.text) == (200, "ready\n")
     assert (store_down.status_code, store_down.text) == (503, "session store unreachable\n")
     assert "disk I/O error" in caplog.text
@@ -69,6 +70,10 @@ async def test_paths_are_served_only_on_their_hosts(web: Web) -> None:
         for path in EVERY_HOST:
             for host in (AUTH, APP, "http://unknown.localhost"):
                 assert (await client.get(f"{host}{path}")).status_code == 200, (host, path)
+        for path in HEALTH:
+            assert (await client.get(f"{PROBE}{path}")).status_code == 200, path
+            for host in (AUTH, APP):  # an Envoy that routes these hosts here wholesale never exposes them
+                assert (await client.get(f"{host}{path}")).status_code == 404, (host, path)
         missing = await client.get(f"{APP}/.pomerium/user/")  # no trailing-slash redirect
     assert (missing.status_code, missing.text, missing.headers["content-type"]) == (
         404,
