@@ -184,7 +184,8 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
 AUTHENTICATE_MATCHES: tuple[dict[str, str], ...] = (
     {"prefix": "/.pomerium/"},
     {"path": "/oauth2/callback"},
-    *SIDECAR_MATCHES[2:],  # /.well-known/pomerium(/…)
+    {"path": "/.well-known/pomerium"},
+    {"prefix": "/.well-known/pomerium/"},
 )
 
 

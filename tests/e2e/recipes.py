@@ -6,6 +6,7 @@ platform's selector does not name still denied, and authz stopped failing closed
 from __future__ import annotations
 
 import http.client
+import os
 import secrets
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from typing import Any
 
 import httpx2
 import jwt
+import pytest
 import yaml
 
-from authz.dev.stack import Process, free_port, start_authz, start_envoy, start_idp
+from authz.dev.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
 
 from .conftest import stack_config
 from .loopback import browser, idp_login
@@ -28,6 +30,19 @@ ROUTER = {"name": "envoy.filters.http.router",
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXT_AUTHZ = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+
+
+def platform_marks(platform: str) -> list[pytest.MarkDecorator]:
+    """A platform recipe's module marks: end to end, the IdP needed, and the gRPC pass only (the
+    platform calls authz's gRPC service; the HTTP-transport pass skips it, saying so)."""
+    return [
+        pytest.mark.e2e,
+        pytest.mark.skipif(idp_available() is not None, reason=f"local IdP unavailable: {idp_available()}"),
+        pytest.mark.skipif(
+            os.environ.get("AUTHZ_E2E_TRANSPORT") == "http",
+            reason=f"the {platform} recipe calls authz's gRPC service; it ran in the gRPC pass",
+        ),
+    ]
 
 
 class Stack:

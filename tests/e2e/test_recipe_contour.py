@@ -16,13 +16,10 @@ ext_authz in front of every host, so an HTTPProxy without `authorization` is che
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from authz.dev.stack import idp_available
 
 from .recipes import (
     EXT_AUTHZ,
@@ -33,19 +30,12 @@ from .recipes import (
     denied_untouched,
     fails_closed,
     forged_headers_never_reach_the_upstream,
+    platform_marks,
     send,
     sign_in_allow_and_deny,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(idp_available() is not None, reason=f"local IdP unavailable: {idp_available()}"),
-    pytest.mark.skipif(
-        os.environ.get("AUTHZ_E2E_TRANSPORT") == "http",
-        reason="the recipe uses Contour's gRPC authorization service (route_id rides in its context "
-        "extensions); it ran in the gRPC pass",
-    ),
-]
+pytestmark = platform_marks("Contour")
 
 # Sources, cited below by their tag (Contour's main branch as stored; see the doc page for versions):
 #   (listener)  https://github.com/projectcontour/contour/blob/main/internal/envoy/v3/listener.go

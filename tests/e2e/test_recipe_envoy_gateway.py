@@ -33,14 +33,11 @@ options or timeouts).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from authz.dev.stack import idp_available
 
 from .recipes import (
     EXT_AUTHZ,
@@ -53,17 +50,11 @@ from .recipes import (
     forged_headers_never_reach_the_upstream,
     listener,
     never_reaches_the_upstream,
+    platform_marks,
     sign_in_allow_and_deny,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(idp_available() is not None, reason=f"local IdP unavailable: {idp_available()}"),
-    pytest.mark.skipif(
-        os.environ.get("AUTHZ_E2E_TRANSPORT") == "http",
-        reason="the Envoy Gateway recipe uses the gRPC ext_authz service; it ran in the gRPC pass",
-    ),
-]
+pytestmark = platform_marks("Envoy Gateway")
 
 NAMESPACE = "default"
 APP, AUTHZ_WEB = "app", "authz-web"  # the two backend Services: the application, authz's pages

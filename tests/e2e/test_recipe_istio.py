@@ -19,13 +19,10 @@ stats, CORS, fault) and route settings (retries, timeouts) that do not change wh
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from authz.dev.stack import idp_available
 
 from .recipes import (
     EXT_AUTHZ,
@@ -37,18 +34,12 @@ from .recipes import (
     forged_headers_never_reach_the_upstream,
     listener,
     never_reaches_the_upstream,
+    platform_marks,
     send,
     sign_in_allow_and_deny,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(idp_available() is not None, reason=f"local IdP unavailable: {idp_available()}"),
-    pytest.mark.skipif(
-        os.environ.get("AUTHZ_E2E_TRANSPORT") == "http",
-        reason="the Istio recipe uses the gRPC provider (envoyExtAuthzGrpc); it ran in the gRPC pass",
-    ),
-]
+pytestmark = platform_marks("Istio")
 
 # https://istio.io/latest/docs/reference/config/security/authorization-policy/ (CUSTOM, provider)
 PROVIDER, POLICY_NAMESPACE, POLICY_NAME = "authz", "istio-system", "authz"
