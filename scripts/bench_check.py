@@ -28,10 +28,14 @@ SCENARIOS = ("public+signed", "session+assertion", "session, no assertion", "den
 
 # Runs inside a fresh interpreter with the tree under test first on sys.path.
 _RUN = r"""
-import base64, gc, json, secrets, sys, time
+import base64, gc, json, os, secrets, sys, time
 N = int(sys.argv[1])
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
+import authz
+# Whether the tree under test has metrics and the decision log (asked of its folder: an editable
+# install of another checkout may answer imports of modules this tree lacks).
+HAS_OPS = os.path.isdir(os.path.join(os.path.dirname(authz.__file__), "ops"))
 try:  # the layout by concern
     from authz.config import parse_config
     from authz.envoy.adapter import to_response
@@ -43,6 +47,16 @@ try:  # the layout by concern
     from authz.signing.keys import generate_p256_pem
 
     def service(config):
+        if not HAS_OPS:
+            return _plain(config)
+        # metrics and the decision log (authz/ops), as `authz serve` runs them with metrics_address
+        from authz.ops.metrics import Metrics
+
+        metrics = Metrics() if os.environ.get("AUTHZ_BENCH_METRICS", "1") == "1" else None
+        rt = Runtime.build(config, MemoryStore(), **({"metrics": metrics} if metrics else {}))
+        return rt, Authorization(RuntimeHolder(rt)).answer
+
+    def _plain(config):
         rt = Runtime.build(config, MemoryStore())
         return rt, Authorization(RuntimeHolder(rt)).answer
 except ImportError:  # the flat layout before it
@@ -61,7 +75,10 @@ except ImportError:  # the flat layout before it
 def route(rid, host, **extra):
     return {"id": rid, "from": f"http://{host}", "to": "http://127.0.0.1:9", **extra}
 
-config = parse_config({
+# The decision log's lines go to stderr, as in `authz serve`: here to /dev/null (a write per line).
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+OPS = {"authorize_log_sample_rate": float(os.environ.get("AUTHZ_BENCH_SAMPLE", "1"))} if HAS_OPS else {}
+config = parse_config({**OPS,
     "insecure_server": True, "address": "127.0.0.1:8080",
     "authenticate_service_url": "http://authenticate.localhost:8080",
     "shared_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -126,8 +143,8 @@ print(json.dumps(out))
 """
 
 
-def run_once(tree: Path, n: int) -> dict[str, dict[str, float]]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def run_once(tree: Path, n: int, extra: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    env = {**os.environ, "PYTHONPATH": str(tree), **(extra or {})}
     command = [sys.executable, "-c", _RUN, str(n)]
     out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -136,16 +153,16 @@ def run_once(tree: Path, n: int) -> dict[str, dict[str, float]]:
     return result
 
 
-def instructions(tree: Path, scenario: str, n: int) -> int:
+def instructions(tree: Path, scenario: str, n: int, extra: dict[str, str] | None = None) -> int:
     """Instructions executed by a run of `n` Checks of one scenario, counted by callgrind."""
     with tempfile.TemporaryDirectory() as work:
-        return _callgrind(tree, scenario, n, Path(work) / "callgrind.out")
+        return _callgrind(tree, scenario, n, Path(work) / "callgrind.out", extra or {})
 
 
-def _callgrind(tree: Path, scenario: str, n: int, out_file: Path) -> int:
+def _callgrind(tree: Path, scenario: str, n: int, out_file: Path, extra: dict[str, str]) -> int:
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable, "-c", _RUN]
     # A fixed hash seed: set and dict layouts (and so their probe counts) are the same in every run.
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0", **extra}
     out = subprocess.run([*command, str(n), scenario], env=env, cwd=tree, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {out.stderr.strip()[-2000:]}")
@@ -155,7 +172,12 @@ def _callgrind(tree: Path, scenario: str, n: int, out_file: Path) -> int:
     raise SystemExit(f"{tree}: callgrind gave no count")
 
 
-def count_instructions(trees: list[tuple[str, str]], n: int, scenarios: tuple[str, ...] = SCENARIOS) -> int:
+def count_instructions(
+    trees: list[tuple[str, str]],
+    n: int,
+    scenarios: tuple[str, ...] = SCENARIOS,
+    extras: dict[str, dict[str, str]] | None = None,
+) -> int:
     """Instructions per Check, per scenario and tree: the difference between runs of n and 2n Checks."""
     print(f"{'scenario':24}" + "".join(f"{name + ' instr/Check':>22}" for name, _ in trees) + "   ratio")
     first = trees[0][0]
@@ -163,7 +185,8 @@ def count_instructions(trees: list[tuple[str, str]], n: int, scenarios: tuple[st
         counts = {}
         for name, path in trees:
             tree = Path(path).resolve()
-            counts[name] = (instructions(tree, scenario, 2 * n) - instructions(tree, scenario, n)) / n
+            extra = (extras or {}).get(name)
+            counts[name] = (instructions(tree, scenario, 2 * n, extra) - instructions(tree, scenario, n, extra)) / n
         row = f"{scenario:24}" + "".join(f"{counts[name]:>22,.0f}" for name, _ in trees)
         if len(trees) > 1:
             row += "   " + ", ".join(f"{m}/{first} {counts[m] / counts[first]:.3f}" for m, _ in trees[1:])
@@ -174,19 +197,25 @@ def count_instructions(trees: list[tuple[str, str]], n: int, scenarios: tuple[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", default=[], help="name=path of a checkout (default: this one)")
+    parser.add_argument(
+        "--tree", action="append", default=[], help="name=path[,VAR=value...] of a checkout (default: this one)"
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("-n", type=int, default=5000, help="Checks per scenario per run")
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these (with --instructions)")
     args = parser.parse_args()
-    trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", str(Path(__file__).resolve().parents[1]))]
+    # name=path[,VAR=value...]: the variables are set for that tree's runs (AUTHZ_BENCH_METRICS=0
+    # turns metrics off, AUTHZ_BENCH_SAMPLE=0.01 samples the allows' decision lines).
+    specs = [t.split("=", 1) for t in args.tree] or [["this", str(Path(__file__).resolve().parents[1])]]
+    trees = [(name, rest.split(",")[0]) for name, rest in specs]
+    extras = {name: dict(v.split("=", 1) for v in rest.split(",")[1:]) for name, rest in specs}
     if args.instructions:
-        return count_instructions(trees, min(args.n, 200), tuple(args.scenario or SCENARIOS))
+        return count_instructions(trees, min(args.n, 200), tuple(args.scenario or SCENARIOS), extras)
     results: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name, _ in trees}
     for _ in range(args.runs):
         for name, path in trees:
-            results[name].append(run_once(Path(path).resolve(), args.n))
+            results[name].append(run_once(Path(path).resolve(), args.n, extras[name]))
     first = trees[0][0]
     header = f"{'scenario':24}" + "".join(f"{name + ' median':>18}{name + ' p99':>14}" for name, _ in trees)
     print(header + ("   ratio (median)" if len(trees) > 1 else ""))

@@ -42,6 +42,7 @@ class Answer:
     body: str = ""
     route_id: str = ""
     user: str = ""
+    email: str = ""  # the session's, for the decision log
 
 
 def route_url(route: Route, req: RequestContext) -> str:
@@ -75,6 +76,7 @@ def error(
     detail: str | None = None,
     route_id: str = "",
     user: str = "",
+    email: str = "",
     account: str | None = None,
     details: tuple[tuple[str, str], ...] = (),
     access: pages.AccessForm | None = None,
@@ -102,7 +104,7 @@ def error(
             ("grpc-status", str(GRPC_STATUS.get(status, 2))),
             ("grpc-message", pages.STATUS_TEXT.get(status, "Error")),
         ]
-    return Answer(False, status, reasons, tuple(headers), (), body, route_id, user)
+    return Answer(False, status, reasons, tuple(headers), (), body, route_id, user, email)
 
 
 def _conflict_deletions(rt: Runtime, req: RequestContext) -> list[str]:
@@ -212,8 +214,8 @@ def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float
             set_headers.append(("cookie", creds.other_cookies))
         else:
             remove.append("cookie")
-    user = session.user_id if session else ""
-    return Answer(True, 200, outcome.reasons, tuple(set_headers), tuple(remove), "", route.id, user)
+    user, email = (session.user_id, session.email) if session else ("", "")
+    return Answer(True, 200, outcome.reasons, tuple(set_headers), tuple(remove), "", route.id, user, email)
 
 
 # Prefixes of headers that authz or Envoy sets (x-forwarded-for, x-forwarded-proto, x-envoy-*): a
@@ -281,6 +283,7 @@ def _deny(rt: Runtime, route: Route | None, facts: Facts, outcome: Outcome) -> A
         detail=detail,
         route_id=route.id,
         user=user,
+        email=session.email if session else "",
         account=account,
         details=details,
         access=access_form(rt, route, facts, outcome),

@@ -72,6 +72,7 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     if rt.cache is not None:
         # Steady state: the cache answers (no I/O); a miss reads the store off the event loop.
         session = rt.cached_session(handles, now)
+        rt.metrics.session_cache(session is not MISS)
         if session is MISS:
             return Pending(rt, req, route, credentials, handles, now, clock)
     elif rt.store.blocking:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +34,11 @@ from authz.envoy.http_check import HttpCheckServer
 from authz.envoy.service import Authorization, Health, ThreadedAuthorization, ThreadedHealth
 from authz.identity.refresher import refresh_loop
 from authz.jit.notify import jit_loop
+from authz.ops import metrics as ops_metrics
+from authz.ops.health import probe_loop
+from authz.ops.logs import configure_logging
+from authz.ops.metrics import NO_METRICS, Metrics, Recorder
+from authz.ops.server import start_metrics_server
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.web.server import HttpServer
@@ -39,33 +46,6 @@ from authz.web.sidecar import create_app
 
 log = logging.getLogger("authz")
 SHUTDOWN_GRACE = 5.0
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line on stderr."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry)
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
-    # HTTP client request lines carry URLs (authorization codes, tokens in queries): never log them.
-    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 _OPTIONS = [
@@ -141,11 +121,21 @@ async def run(
     except OSError as exc:
         await grpc_server.stop(None)
         raise OSError(f"cannot listen on http_address {config.http_address}: {exc.strerror}") from None
+    servers = [http]
+    metrics = holder.current.metrics
+    if isinstance(metrics, Metrics):
+        try:
+            servers.append(await start_metrics_server(metrics, config.metrics))
+        except OSError:
+            http.close()
+            await grpc_server.stop(None)
+            raise
     if children is not None:
         try:
             await children.start()
         except OSError:
-            http.close()
+            for server in servers:
+                server.close()
             await asyncio.gather(grpc_server.stop(None), children.stop())
             raise
     # Everything built at start (config, compiled policies, modules) lives as long as the process:
@@ -158,16 +148,20 @@ async def run(
         extra={"fields": {"grpc_address": str(config.grpc_address), "http_address": str(config.http_address),
                           "routes": len(config.routes), "transport": transport, "workers": config.workers}},
     )  # fmt: skip
-    refresher = asyncio.create_task(refresh_loop(holder, stop))
-    sweeper = asyncio.create_task(jit_loop(holder, stop))
+    background = [
+        asyncio.create_task(refresh_loop(holder, stop)),
+        asyncio.create_task(jit_loop(holder, stop)),
+        asyncio.create_task(probe_loop(holder, stop)),
+    ]
     await stop.wait()
     log.info("shutting down: draining in-flight checks")
     health.set(False)
-    http.close()
+    for server in servers:
+        server.close()
     await asyncio.gather(grpc_server.stop(SHUTDOWN_GRACE), children.stop() if children else asyncio.sleep(0))
-    await asyncio.gather(refresher, sweeper)
+    await asyncio.gather(*background)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(http.wait_closed(), SHUTDOWN_GRACE)
+        await asyncio.wait_for(asyncio.gather(*(server.wait_closed() for server in servers)), SHUTDOWN_GRACE)
     await holder.current.close()
 
 
@@ -238,7 +232,9 @@ class Workers:
     async def _watch(self, index: int) -> None:
         """Start a worker again whenever it dies, with back-off between failed starts, until stopping."""
         while not self.stopping:
-            code = await self.procs[index].wait()
+            proc = self.procs[index]
+            code = await proc.wait()
+            ops_metrics.forget_process(proc.pid)  # its per-worker gauges go; its counts stay
             delay = FIRST_RESTART
             if not self.stopping:
                 log.error(
@@ -294,7 +290,7 @@ def serve(
 ) -> int:
     """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown, 1 if a port cannot be bound or a
     worker cannot start. `worker_index` (with `ready_fd`) runs one child worker: the parent's job."""
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.logs.format)
     child = worker_index is not None and ready_fd is not None
     if child:
         _die_with_parent()
@@ -307,7 +303,9 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        holder = RuntimeHolder(Runtime.build(config))
+        metrics = process_metrics(config, worker_index, metrics_dir)
+        holder = RuntimeHolder(Runtime.build(config, metrics=metrics))
+        metrics.config_loaded(config.digest, time.time())
         try:
             if worker_index is not None and ready_fd is not None:
                 await run_worker(holder, stop, transport, worker_index, ready_fd)
@@ -321,4 +319,22 @@ def serve(
             return 1
         return 0
 
-    return asyncio.run(main())
+    metrics_dir = None
+    if config.metrics.address is not None and not child and config.workers > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="authz-metrics-")
+    try:
+        return asyncio.run(main())
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def process_metrics(config: Config, worker_index: int | None, directory: str | None) -> Recorder:
+    """This process's metrics: none without metrics_address; with several workers, in the
+    directory the parent made for them (`directory` in the parent, inherited by its children)."""
+    if config.metrics.address is None:
+        return NO_METRICS
+    if worker_index is not None:
+        directory = os.environ.get(ops_metrics.MULTIPROCESS_ENV)
+    ops_metrics.use_multiprocess(directory)
+    return Metrics(worker=worker_index or 0)

@@ -6,13 +6,14 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
+from authz.config.ops import OPS_KEYS, read_log_settings, read_metrics
 from authz.errors import ConfigError, Problem
 from authz.policy.legacy import read_route_policy
 from authz.schema import yamlcore
@@ -30,7 +31,7 @@ GLOBAL_KEYS = (
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
-    "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol",
+    "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", *OPS_KEYS,
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -91,7 +92,18 @@ def load_config(path: str | Path) -> Config:
         data = yamlcore.load(text)
     except yamlcore.YAMLError as exc:
         raise ConfigError([Problem("", f"invalid YAML: {exc}")]) from None
-    return parse_config(data, source=str(file), base_dir=file.resolve().parent)
+    return parse_config(data, source=str(file), base_dir=file.resolve().parent, text=text)
+
+
+def _port_clash(config: Config, address: Address) -> str | None:
+    """Which other listener of this config `address` would take, if any."""
+    taken = [("address", config.address), ("http_address", config.http_address)]
+    taken += [("grpc_address" if i == 0 else f"worker {i}'s gRPC port", a) for i, a in enumerate(config.grpc_addresses)]
+    for name, other in taken:
+        same_host = address.host == other.host or "0.0.0.0" in (address.host, other.host)
+        if same_host and address.port == other.port:
+            return name
+    return None
 
 
 def _address(node: Node, key: str, default: str) -> Address:
@@ -200,7 +212,7 @@ def _session_store(node: Node, base_dir: Path) -> str:
     return "memory:"
 
 
-def _signing_keys(node: Node, base_dir: Path) -> tuple[SigningKey, ...]:
+def _signing_keys(node: Node, read: Callable[[str], str]) -> tuple[SigningKey, ...]:
     inline, file = node.raw("signing_key"), node.raw("signing_key_file")
     key = "signing_key_file" if file is not None else "signing_key"
     text = file if file is not None else inline
@@ -219,7 +231,7 @@ def _signing_keys(node: Node, base_dir: Path) -> tuple[SigningKey, ...]:
         return ()
     if file is not None:
         try:
-            text = (base_dir / text).read_text()
+            text = read(text)
         except OSError as exc:
             node.error(key, f"cannot read {file!r}: {exc.strerror}")
             return ()
@@ -233,7 +245,7 @@ def _signing_keys(node: Node, base_dir: Path) -> tuple[SigningKey, ...]:
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
 
 
-def _identity_provider(node: Node, base_dir: Path) -> IdentityProvider | None:
+def _identity_provider(node: Node, read: Callable[[str], str]) -> IdentityProvider | None:
     provider = node.choice("idp_provider", "oidc", ["oidc"])
     url = node.text("idp_provider_url")
     client_id = node.text("idp_client_id")
@@ -246,7 +258,7 @@ def _identity_provider(node: Node, base_dir: Path) -> IdentityProvider | None:
             node.error("idp_client_secret_file", f"expected a file path, got {describe(file)}")
         else:
             try:
-                secret = (base_dir / file).read_text().strip()
+                secret = read(file).strip()
             except OSError as exc:
                 node.error("idp_client_secret_file", f"cannot read {file!r}: {exc.strerror}")
     elif inline is not None:
@@ -435,8 +447,10 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
     return route if url and to else None
 
 
-def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Validate parsed YAML into a Config; ConfigError lists every problem with its path."""
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None, text: str | None = None) -> Config:
+    """Validate parsed YAML into a Config; ConfigError lists every problem with its path. The
+    digest covers `text` (the file as read, else the parsed data) and every file the config names."""
+    digest_of = text if text is not None else repr(data)
     base = base_dir or Path.cwd()
     problems: list[Problem] = []
     if data is None:
@@ -445,8 +459,14 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError([Problem("", f"expected a mapping at the top level, got {describe(data)}")])
     node = Node(data, "", problems)
 
+    files: dict[str, str] = {}
+
     def read(name: str) -> str:
-        return (base / name).read_text()
+        """A file the config names (a secret, a key), remembered for the digest and for reload."""
+        path = base / name
+        text = path.read_text()
+        files[str(path)] = text
+        return text
 
     insecure = node.flag("insecure_server")
     cert, key = node.text("certificate_file") or None, node.text("key_file") or None
@@ -526,7 +546,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         cookie_http_only=node.flag("cookie_http_only", True),
         cookie_same_site=same_site,
         cookie_expire=node.duration("cookie_expire", 14 * 3600.0),
-        signing_keys=_signing_keys(node, base),
+        signing_keys=_signing_keys(node, read),
         jwt_claims_headers=_claims_headers(node),
         jwt_issuer_format=IssuerFormat(issuer),
         pass_identity_headers=pass_identity,
@@ -539,7 +559,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         log_level=node.choice("log_level", "info", ["debug", "info", "warn", "warning", "error"]),
         routes=tuple(routes),
         routes_by_id=by_id,
-        idp=_identity_provider(node, base),
+        idp=_identity_provider(node, read),
         signout_redirect_url=_optional_url(node, "signout_redirect_url"),
         programmatic_redirect_domain_whitelist=tuple(
             d.lower() for d in node.str_list("programmatic_redirect_domain_whitelist")
@@ -556,6 +576,13 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         route_matching=node.choice("route_matching", "off", ["off", "host_path"]),
         use_proxy_protocol=node.flag("use_proxy_protocol"),
     )
+    metrics_address = _address(node, "metrics_address", "") if node.has("metrics_address") else None
+    config = dataclasses.replace(
+        config,
+        metrics=read_metrics(node, metrics_address, read),
+        logs=read_log_settings(node, warnings),
+        warnings=tuple(warnings),
+    )
     hops = node.integer("xff_num_trusted_hops", 0)
     if not 0 <= hops <= 16:
         node.error("xff_num_trusted_hops", f"must be 0 to 16, got {hops}")
@@ -566,7 +593,10 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         node.error("workers", problem)
     else:
         config = dataclasses.replace(config, workers=workers)
+    if metrics_address is not None and (clash := _port_clash(config, metrics_address)):
+        node.error("metrics_address", f"{metrics_address} is already {clash}")
     node.finish(GLOBAL_KEYS, GLOBAL_LATER)
     if problems:
         raise ConfigError(problems)
-    return config
+    digest = hashlib.sha256(json.dumps([digest_of, sorted(files.items())]).encode()).hexdigest()
+    return dataclasses.replace(config, files=tuple(sorted(files)), digest=digest)

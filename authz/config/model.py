@@ -110,6 +110,31 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+DEFAULT_LOG_FIELDS = ("request-id", "envoy-route-id", "host", "method", "path", "ip", "user", "email")
+DEFAULT_LOG_RATE_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """The decision log: Pomerium's `authorize_log_fields`, and authz's sampling and rate limit."""
+
+    fields: tuple[str, ...] = DEFAULT_LOG_FIELDS
+    sample_rate: float = 1.0
+    rate_limit: int = DEFAULT_LOG_RATE_LIMIT
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The metrics listener (`metrics_*`, Pomerium's keys)."""
+
+    address: Address | None = None  # None: no metrics listener
+    basic_auth: Secret | None = None  # b"user:password"
+    certificate: bytes | None = None  # PEM
+    key: Secret | None = None  # PEM
+    client_ca: bytes | None = None  # PEM
+
+
 MAX_WORKERS = 64
 
 
@@ -160,6 +185,10 @@ class Config:
     route_matching: str = "off"
     xff_num_trusted_hops: int = 0  # proxies in front of Envoy whose X-Forwarded-For entries are trusted
     use_proxy_protocol: bool = False  # the listener requires the PROXY protocol (a balancer in front)
+    metrics: MetricsSettings = MetricsSettings()
+    logs: LogSettings = LogSettings()
+    files: tuple[str, ...] = ()  # the files the config named and authz read (secrets, keys)
+    digest: str = ""  # SHA-256 of the config's text and of those files: which config is in force
 
     @property
     def grpc_addresses(self) -> tuple[Address, ...]:

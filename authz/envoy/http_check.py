@@ -280,14 +280,19 @@ class HttpCheckServer:
         self.serving = False  # what /healthz and the health of this worker report
 
     def begin(self, method: str, target: str, pairs: list[tuple[bytes, bytes]]) -> Answer | Pending:
+        now = self.clock()
         try:
             req = request_context(method, target, pairs)
         except RequestError as exc:
-            return error(exc.status, (exc.reason,), fallback_request(method, pairs), detail=exc.detail)
+            req = fallback_request(method, pairs)
+            return self.core.observe(
+                self.holder.current, req, error(exc.status, (exc.reason,), req, detail=exc.detail), now
+            )
         except Exception:
             log.exception("could not read the check request; answering 503")
-            return error(503, (Reason.INTERNAL_ERROR,), fallback_request(method, pairs))
-        return self.core.check(req, self.clock())
+            req = fallback_request(method, pairs)
+            return self.core.observe(self.holder.current, req, error(503, (Reason.INTERNAL_ERROR,), req), now)
+        return self.core.check(req, now)
 
     @property
     def health(self) -> HttpCheckServer:

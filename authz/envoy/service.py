@@ -23,8 +23,10 @@ from authz.check.gather import Pending
 from authz.check.request import RequestContext
 from authz.envoy import adapter
 from authz.errors import RequestError
+from authz.ops.metrics import UNKNOWN_ROUTE, decision_of
 from authz.policy.reasons import Reason
 from authz.runtime.holder import RuntimeHolder
+from authz.runtime.state import Runtime
 
 log = logging.getLogger("authz")
 
@@ -40,27 +42,47 @@ class Authorization(pb_grpc.AuthorizationServicer):
         try:
             req = adapter.to_request(request)
         except RequestError as exc:
-            return error(exc.status, (exc.reason,), adapter.fallback_request(request), detail=exc.detail)
+            req = adapter.fallback_request(request)
+            return self.observe(self.holder.current, req, error(exc.status, (exc.reason,), req, detail=exc.detail), now)
         except Exception:
             log.exception("could not read the check request; answering 503")
-            return error(503, (Reason.INTERNAL_ERROR,), adapter.fallback_request(request))
+            req = adapter.fallback_request(request)
+            return self.observe(self.holder.current, req, error(503, (Reason.INTERNAL_ERROR,), req), now)
         return self.check(req, now)
 
     def check(self, req: RequestContext, now: float) -> Answer | Pending:
         """`begin` once the request is read (any transport): a fault is a 503, never an allow."""
+        rt = self.holder.current
         try:
-            return run.begin(self.holder.current, req, now)
+            result = run.begin(rt, req, now)
         except Exception:
             log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
-            return error(503, (Reason.INTERNAL_ERROR,), req)
+            result = error(503, (Reason.INTERNAL_ERROR,), req)
+        return result if isinstance(result, Pending) else self.observe(rt, req, result, now)
 
     def finish(self, pending: Pending) -> Answer:
         """Complete a pending Check; blocks on the store, so never call it on an event loop."""
         try:
-            return run.finish(pending)
+            result = run.finish(pending)
         except Exception:
+            pending.rt.metrics.store_error("session")  # finishing is the store read
             log.exception("check failed; answering 503", extra={"fields": {"request_id": pending.request.request_id}})
-            return error(503, (Reason.INTERNAL_ERROR,), pending.request)
+            result = error(503, (Reason.INTERNAL_ERROR,), pending.request)
+        return self.observe(pending.rt, pending.request, result, pending.now)
+
+    @staticmethod
+    def observe(rt: Runtime, req: RequestContext, ans: Answer, now: float) -> Answer:
+        """Count the answered Check and log its decision (sampled); never fails the Check."""
+        try:
+            seconds = max(time.time() - now, 0.0)
+            if rt.metrics.enabled:
+                route = ans.route_id if ans.route_id in rt.config.routes_by_id else UNKNOWN_ROUTE
+                rt.metrics.check(route, decision_of(ans.allowed, ans.status), ans.reasons, seconds)
+            if rt.decisions is not None:
+                rt.decisions.record(req, ans, seconds)
+        except Exception:
+            log.exception("could not record a decision", extra={"fields": {"request_id": req.request_id}})
+        return ans
 
     def answer(self, request: pb.CheckRequest, now: float) -> Answer:
         """The whole Check in the calling thread (thread-pool servers, tests, benchmarks)."""

@@ -28,7 +28,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from authz.config import IdentityProvider
-from authz.errors import IdpRefused, IdpTimeout, IdpUnavailable, InvalidIdToken
+from authz.errors import IdpError, IdpRefused, IdpTimeout, IdpUnavailable, InvalidIdToken
 from authz.identity.idtoken import (
     ProviderKey,
     allowed_algorithms,
@@ -36,6 +36,7 @@ from authz.identity.idtoken import (
     unverified_header,
     verify_id_token,
 )
+from authz.ops.metrics import NO_METRICS, Recorder
 
 T = TypeVar("T")
 METADATA_TTL = 3600.0
@@ -121,11 +122,28 @@ async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise IdpUnavailable(f"the identity provider answered {what} with something unusable: {exc}") from None
 
 
+_ENDPOINTS = {
+    "discovery": "discovery",
+    "fetching its keys": "jwks",
+    "the code exchange": "token",
+    "userinfo": "userinfo",
+    "the token refresh": "refresh",
+    "revocation": "revoke",
+}  # the step a `_guard` names → the endpoint label of its metrics
+
+
 class OidcClient:
     """One identity provider, shared by every request of a process."""
 
-    def __init__(self, idp: IdentityProvider, redirect_uri: str, transport: httpx2.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        idp: IdentityProvider,
+        redirect_uri: str,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        metrics: Recorder = NO_METRICS,
+    ):
         self.idp = idp
+        self.metrics = metrics
         self.redirect_uri = redirect_uri
         self._transport = transport or httpx2.AsyncHTTPTransport(retries=0)
         self._http = httpx2.AsyncClient(transport=self._transport, timeout=idp.timeout, follow_redirects=False)
@@ -138,6 +156,18 @@ class OidcClient:
     async def close(self) -> None:
         await self._http.aclose()
 
+    async def _guard(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`_guard`, timed and counted by endpoint and outcome."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await _guard(what, call)
+        except IdpError as exc:
+            outcome = str(exc.reason)
+            raise
+        finally:
+            self.metrics.idp_call(_ENDPOINTS.get(what, "other"), outcome, time.perf_counter() - started)
+
     async def _get_json(self, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
         async def call() -> dict[str, Any]:
             response = await self._http.get(url, **kwargs)
@@ -148,7 +178,7 @@ class OidcClient:
                 raise ValueError("not a JSON object")
             return data
 
-        return await _guard(what, call)
+        return await self._guard(what, call)
 
     async def metadata(self) -> Metadata:
         """The discovery document, cached for an hour."""
@@ -252,7 +282,7 @@ class OidcClient:
         client = self._oauth()
         kwargs = {"code_verifier": verifier} if self.idp.pkce else {}
         what = "the code exchange"
-        data = await _guard(what, lambda: client.fetch_token(meta.token_endpoint, code=code, **kwargs))
+        data = await self._guard(what, lambda: client.fetch_token(meta.token_endpoint, code=code, **kwargs))
         return self._tokens(dict(data), now, what)
 
     async def verify(self, meta: Metadata, raw: str, nonce: str | None, now: float) -> dict[str, Any]:
@@ -285,7 +315,7 @@ class OidcClient:
         now = time.time() if now is None else now
         client = self._oauth(scope="")
         what = "the token refresh"
-        data = await _guard(
+        data = await self._guard(
             what, lambda: client.refresh_token(meta.token_endpoint, refresh_token=previous.refresh_token)
         )
         return self._tokens(dict(data), now, what, previous)
@@ -300,7 +330,7 @@ class OidcClient:
             # authlib hands back the raw response of a revocation, whatever its status (RFC 7009 §2.2).
             _check_answer(await client.revoke_token(meta.revocation_endpoint, token=token, token_type_hint=hint))
 
-        await _guard("revocation", call)
+        await self._guard("revocation", call)
 
     @staticmethod
     def end_session_url(meta: Metadata, *, id_token: str, client_id: str, post_logout_redirect_uri: str) -> str:

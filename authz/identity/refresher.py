@@ -115,7 +115,15 @@ async def refresh_one(
     rt: Runtime, oidc: OidcClient, session: Session, owner: str, now: float, backoff: Backoff | None = None
 ) -> Outcome:
     """Refresh one session's tokens and identity, with its lease; faults are counted in `backoff`."""
-    backoff = backoff if backoff is not None else Backoff()
+    outcome = await _refresh_one(rt, oidc, session, owner, now, backoff if backoff is not None else Backoff())
+    if outcome is not Outcome.BUSY:  # another worker's refresh is counted there
+        rt.metrics.refresh(outcome.value)
+    return outcome
+
+
+async def _refresh_one(
+    rt: Runtime, oidc: OidcClient, session: Session, owner: str, now: float, backoff: Backoff
+) -> Outcome:
     if not rt.store.try_lease(session.id, owner, now + LEASE, now):
         return Outcome.BUSY
     current = rt.stored_session(session.id, now)  # past the cache: another worker may have refreshed it

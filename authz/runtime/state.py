@@ -17,6 +17,8 @@ from authz.identity.oidc import OidcClient
 from authz.jit.cache import GrantCache
 from authz.jit.model import Grant
 from authz.jit.store import GrantStore, open_grant_store
+from authz.ops.decisions import DecisionLog
+from authz.ops.metrics import NO_METRICS, Recorder
 from authz.sessions import codec as handle_codec
 from authz.sessions.cache import MISS, CachedStore, Miss
 from authz.sessions.codec import HandleCodec
@@ -76,6 +78,8 @@ class Runtime:
     grants: GrantStore | None = None  # None: no route has just-in-time access
     grant_cache: GrantCache | None = None  # None: the grant store does not block, or no cache TTL
     route_table: RouteTable | None = None  # route_matching: host_path: routes by host and path
+    metrics: Recorder = NO_METRICS  # the process's metrics (they outlive a reload's Runtime)
+    decisions: DecisionLog | None = None  # None: built by `build` (a Runtime made by hand logs nothing)
 
     @classmethod
     def build(
@@ -84,6 +88,7 @@ class Runtime:
         store: SessionStore | None = None,
         oidc: OidcClient | None = None,
         grants: GrantStore | None = None,
+        metrics: Recorder = NO_METRICS,
     ) -> Runtime:
         """Build every part from a validated config; `store`, `oidc` and `grants` may be injected (tests)."""
         secret = config.cookie_secret.value
@@ -98,7 +103,7 @@ class Runtime:
             else None
         )
         if oidc is None and config.idp is not None:
-            oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback")
+            oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback", metrics=metrics)
         return cls(
             config=config,
             codec=HandleCodec(secret, handle_codec.ROUTE),
@@ -128,6 +133,8 @@ class Runtime:
             grants=grants,
             grant_cache=grant_cache,
             route_table=RouteTable.build(config.routes) if config.route_matching == "host_path" else None,
+            metrics=metrics,
+            decisions=DecisionLog(config.logs, metrics),
         )
 
     async def close(self) -> None:
@@ -201,7 +208,9 @@ class Runtime:
         return self.grants.active(route, user)
 
     def grant_changed(self, grant: Grant) -> None:
-        """A grant changed in this process: the next Check of its user on its route reads the store."""
+        """A grant changed in this process: counted by the state it entered, and the next Check of
+        its user on its route reads the store."""
+        self.metrics.grant(str(grant.status))
         if self.grant_cache is not None:
             self.grant_cache.forget(grant.route, grant.user)
 

@@ -232,7 +232,7 @@ async def collection(request: Request, ctx: Context) -> Response:
             service.request_access, rt.config, store, who.actor, body.get("route"), body.get("duration"),
             body.get("reason"), now,
         )  # fmt: skip
-        return _json(201, grant.to_json(now))
+        return _json(201, _changed(rt, grant).to_json(now))
     status = request.query_params.getlist("status")
     if len(status) > 1:
         raise GrantInvalid("give status at most once")

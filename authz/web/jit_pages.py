@@ -96,6 +96,7 @@ async def request_form(request: Request) -> Response:
         )  # fmt: skip
     except GrantError as exc:
         return _refusal(ctx, exc.status, exc.message)
+    rt.grant_changed(grant)
     return _page(
         "jit_requested",
         "Access requested",

@@ -34,7 +34,7 @@ from starlette.responses import Response
 from authz.check.credentials import find_credentials
 from authz.check.request import origin
 from authz.config import Route
-from authz.errors import BadRequest, Busy, IdpRefused, InvalidIdToken
+from authz.errors import BadRequest, Busy, IdpRefused, InvalidIdToken, RequestError
 from authz.identity.claims import merge_identity, new_session
 from authz.jit.model import JIT_PAGE
 from authz.runtime.state import Runtime
@@ -294,6 +294,19 @@ def _login_attempt(rt: Runtime, state: LoginState, pinned: CsrfCookie, now: floa
 async def oauth_callback(request: Request) -> Response:
     """`/oauth2/callback`: the IdP's answer; check state, CSRF cookie and age, then create the session."""
     ctx = context(request)
+    try:
+        response = await _callback(ctx)
+    except RequestError as exc:
+        ctx.rt.metrics.sign_in(str(exc.reason))
+        raise
+    except Exception:
+        ctx.rt.metrics.sign_in("error")
+        raise
+    ctx.rt.metrics.sign_in("ok")
+    return response
+
+
+async def _callback(ctx: Context) -> Response:
     rt, now = ctx.rt, ctx.now
     error = query_param(ctx.query, "error")
     if error is not None:

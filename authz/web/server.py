@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -109,8 +110,19 @@ class HttpServer:
         self._task = task
 
     @classmethod
-    async def start(cls, app: ASGIApp, host: str, port: int, *, idle_timeout: int = IDLE_TIMEOUT) -> HttpServer:
-        """Bind host:port (OSError if it cannot) and serve `app` there; returns once listening."""
+    async def start(
+        cls,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        idle_timeout: int = IDLE_TIMEOUT,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_ca_certs: str | None = None,
+    ) -> HttpServer:
+        """Bind host:port (OSError if it cannot) and serve `app` there, over TLS when given a
+        certificate (and requiring client certificates from `ssl_ca_certs`); returns once listening."""
         sockets = bind(host, port)
         config = uvicorn.Config(
             app,
@@ -130,6 +142,10 @@ class HttpServer:
             access_log=False,
             log_config=None,
             log_level="warning",
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            ssl_ca_certs=ssl_ca_certs,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if ssl_ca_certs else ssl.CERT_NONE,
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=sockets), name="authz-http")

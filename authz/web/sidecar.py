@@ -23,13 +23,11 @@ else is a plain 500 and a log line (`middleware.Faults`). URLs are built from th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URLPath
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -39,6 +37,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from authz.errors import RequestError
+from authz.ops.health import probe_stores
 from authz.runtime.holder import RuntimeHolder
 from authz.web import account, grants_api, jit_pages, login, pages
 from authz.web.context import Context, header_map
@@ -48,7 +47,6 @@ from authz.web.responses import NO_STORE, respond, text
 from authz.web.wellknown import WellKnown
 
 log = logging.getLogger(__name__)
-READY_TIMEOUT = 2.0  # seconds a store has to answer /readyz
 MAX_BODY = 64 * 1024  # as before; only the sign-out form is read, and it is a few hundred bytes
 _READ = ["GET"]  # HEAD is added by Starlette wherever GET is
 _PUBLISHED = ["GET", "OPTIONS"]  # OPTIONS: CORS preflight for the JWKS and discovery
@@ -85,20 +83,13 @@ class Hosts(BaseRoute):
 
         async def readyz(request: Request) -> Response:
             """As /healthz, and 503 while a store (sessions, grants) does not answer a read within
-            READY_TIMEOUT: for a balancer or an orchestrator, not for Envoy's health checks of the
+            READY_TIMEOUT (ops/health.py): for a balancer or an orchestrator, not for Envoy's health checks of the
             Check port (a store outage must not eject every replica at once)."""
             if not ready():
                 return text(503, "starting\n")
-            rt = self.holder.current
-            pings: list[tuple[str, Callable[[], None]]] = [("session store", rt.store.ping)]
-            if rt.grants is not None:
-                pings.append(("grant store", rt.grants.ping))
-            for name, ping in pings:
-                try:
-                    await asyncio.wait_for(run_in_threadpool(ping), READY_TIMEOUT)
-                except Exception as exc:  # any failure to answer is "not ready", never a 500
-                    log.warning("readyz: the %s does not answer: %s", name, exc or type(exc).__name__)
-                    return text(503, f"{name} unreachable\n")
+            failed = await probe_stores(self.holder.current)
+            if failed is not None:
+                return text(503, f"{failed} store unreachable\n")
             return text(200, "ready\n")
 
         every_host = (

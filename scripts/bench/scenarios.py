@@ -158,6 +158,7 @@ def authz_scenarios(
             **VARIANTS[variant],
             "grpc_address": f"127.0.0.1:{grpc}",
             "http_address": f"127.0.0.1:{servers.free_port()}",
+            "metrics_address": f"127.0.0.1:{servers.free_port()}",
             "address": f"127.0.0.1:{servers.free_port()}",
         }
         envoy2, port2 = envoys.envoy_for(tmp, variant, config)

@@ -44,6 +44,8 @@ def authz_config(tmp: Path, upstream_port: int, envoy_port: int, idp: str, secre
         "grpc_address": f"127.0.0.1:{free_port()}",
         "http_address": f"127.0.0.1:{free_port()}",
         "log_level": "warn",
+        # Metrics on, as an operated edge runs it (the decision log is on by default: every Check).
+        "metrics_address": f"127.0.0.1:{free_port()}",
         "jwt_claims_headers": ["email", "groups"],
         "idp_provider_url": idp,
         "idp_client_id": "authz",

@@ -1,0 +1,166 @@
+"""The operating keys: metrics (`metrics_*`, as Pomerium) and logs (`log_format`, `authorize_log_*`).
+
+    metrics_address: 127.0.0.1:9090       # off unless set; its own listener, never a route host
+    metrics_basic_auth: dXNlcjpwYXNz       # base64 "user:password" (or metrics_basic_auth_file)
+    metrics_certificate_file: metrics.pem  # TLS on the metrics listener (or metrics_certificate,
+    metrics_key_file: metrics.key          #   metrics_key as base64 PEM, as Pomerium)
+    metrics_client_ca_file: ca.pem         # and client certificates required, from this CA
+    log_format: json                       # or text
+    authorize_log_fields: [request-id, envoy-route-id, host, method, path, ip, user, email]
+    authorize_log_sample_rate: 1.0         # authz's own: the share of allows logged
+    authorize_log_rate_limit: 100          # authz's own: other decisions, lines a second (0: no limit)
+
+A `metrics_address` that is not loopback must have basic auth or TLS: counts by route tell an
+outsider what is behind the gate.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Callable
+
+from authz.config.model import DEFAULT_LOG_FIELDS, DEFAULT_LOG_RATE_LIMIT, Address, LogSettings, MetricsSettings, Secret
+from authz.errors import Problem
+from authz.schema.reader import Node, describe
+
+OPS_KEYS = (
+    "metrics_address", "metrics_basic_auth", "metrics_basic_auth_file", "metrics_certificate",
+    "metrics_certificate_file", "metrics_key", "metrics_key_file", "metrics_client_ca",
+    "metrics_client_ca_file", "log_format", "authorize_log_fields", "authorize_log_sample_rate",
+    "authorize_log_rate_limit",
+)  # fmt: skip
+
+FIELDS = frozenset(DEFAULT_LOG_FIELDS)
+# Pomerium's fields that would write a credential, the query string (codes, tokens) or a body.
+REFUSED = {
+    "id-token": "it would log the user's ID token",
+    "query": "the query string carries authorization codes and tokens",
+    "body": "it would log request bodies",
+    "headers": "it would log every header, the session cookie and Authorization among them",
+}
+# Headers that carry credentials: `headers.<name>` is refused for these.
+CREDENTIAL_HEADERS = frozenset((
+    "cookie", "authorization", "proxy-authorization", "x-pomerium-authorization", "x-pomerium-jwt-assertion",
+    "x-pomerium-jwt-assertion-for", "set-cookie", "x-authz-client-cert",
+))  # fmt: skip
+# Pomerium's fields that authz has no value for: accepted (a Pomerium config loads) and left out.
+ABSENT = frozenset((
+    "check-request-id", "session-id", "id-token-claims", "impersonate-email", "impersonate-session-id",
+    "impersonate-user-id", "service-account-id", "cluster-stat-name", "envoy-route-checksum",
+))  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _pem(node: Node, key: str, read: Callable[[str], str]) -> bytes | None:
+    """A PEM from `key` (base64, as Pomerium) or from the file `key_file`; never echoed."""
+    inline, path = node.raw(key), node.raw(f"{key}_file")
+    if inline is not None and path is not None:
+        node.error(key, f"set either {key} or {key}_file, not both")
+        return None
+    if path is not None:
+        if not isinstance(path, str):
+            node.error(f"{key}_file", f"expected a file path, got {describe(path)}")
+            return None
+        try:
+            text = read(path)
+        except OSError as exc:
+            node.error(f"{key}_file", f"cannot read {path!r}: {exc.strerror}")
+            return None
+    elif inline is None:
+        return None
+    elif not isinstance(inline, str):
+        node.error(key, "expected base64 PEM (value not shown)")
+        return None
+    else:
+        try:
+            text = base64.b64decode(inline.strip(), validate=True).decode("ascii")
+        except (binascii.Error, ValueError):
+            node.error(key, "is not base64 PEM (value not shown)")
+            return None
+    if "-----BEGIN " not in text:
+        node.error(f"{key}_file" if path is not None else key, "is not a PEM file (value not shown)")
+        return None
+    return text.encode("ascii", "replace")
+
+
+def read_metrics(node: Node, address: Address | None, read: Callable[[str], str]) -> MetricsSettings:
+    """The metrics listener's settings; `address` is what `_address` read for `metrics_address`."""
+    basic = node.secret("metrics_basic_auth", size=None, read=read)
+    if basic is not None and (b":" not in basic or basic.startswith(b":")):
+        node.error("metrics_basic_auth", "must be base64 of 'user:password' (value not shown)")
+        basic = None
+    certificate, key = _pem(node, "metrics_certificate", read), _pem(node, "metrics_key", read)
+    client_ca = _pem(node, "metrics_client_ca", read)
+    if (certificate is None) != (key is None):
+        node.error("metrics_certificate", "set both metrics_certificate and metrics_key (or their _file forms)")
+        certificate = key = None
+    if client_ca is not None and certificate is None:
+        node.error("metrics_client_ca", "client certificates need TLS: set metrics_certificate and metrics_key")
+    if address is None:
+        for name in ("metrics_basic_auth", "metrics_certificate", "metrics_client_ca"):
+            if node.has(name) or node.has(f"{name}_file"):
+                node.error(name, "has no effect without metrics_address")
+        return MetricsSettings()
+    if not is_loopback(address.host) and basic is None and certificate is None:
+        node.error(
+            "metrics_address",
+            f"{address} is reachable from other hosts: set metrics_basic_auth or metrics_certificate and"
+            " metrics_key, or listen on 127.0.0.1",
+        )
+    return MetricsSettings(
+        address=address,
+        basic_auth=Secret(basic) if basic is not None else None,
+        certificate=certificate,
+        key=Secret(key) if key is not None else None,
+        client_ca=client_ca,
+    )
+
+
+def read_log_settings(node: Node, warnings: list[str]) -> LogSettings:
+    """`log_format` and the decision log's fields, sampling and rate limit."""
+    fields: list[str] = []
+    raw = node.raw("authorize_log_fields")
+    names = node.str_list("authorize_log_fields") if raw is not None else list(DEFAULT_LOG_FIELDS)
+    for i, name in enumerate(names):
+        where = f"authorize_log_fields[{i}]" if isinstance(raw, list) else "authorize_log_fields"
+        field = name.strip().lower()
+        header = field[len("headers.") :] if field.startswith("headers.") else None
+        if field in REFUSED:
+            node.problems.append(Problem(node.at(where), f"{name!r} is refused: {REFUSED[field]}"))
+        elif header is not None and (header in CREDENTIAL_HEADERS or not header):
+            node.problems.append(Problem(node.at(where), f"{name!r} is refused: that header carries credentials"))
+        elif field in ABSENT:
+            warnings.append(f"authorize_log_fields: {name!r} has no value in authz and is left out of the log")
+        elif field in FIELDS or header is not None:
+            if field not in fields:
+                fields.append(field)
+        else:
+            known = ", ".join(sorted(FIELDS)) + ", headers.<name>"
+            node.problems.append(Problem(node.at(where), f"unknown field {name!r} (known: {known})"))
+    rate = node.raw("authorize_log_sample_rate")
+    sample = 1.0
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            node.error("authorize_log_sample_rate", f"expected a number from 0 to 1, got {describe(rate)}")
+        else:
+            sample = float(rate)
+    limit = node.integer("authorize_log_rate_limit", DEFAULT_LOG_RATE_LIMIT)
+    if limit < 0:
+        node.error("authorize_log_rate_limit", f"expected lines a second, 0 or more, got {limit}")
+        limit = DEFAULT_LOG_RATE_LIMIT
+    return LogSettings(
+        fields=tuple(fields),
+        sample_rate=sample,
+        rate_limit=limit,
+        format=node.choice("log_format", "json", ["json", "text"]),
+    )
