@@ -38,6 +38,7 @@ from authz.ops import metrics as ops_metrics
 from authz.ops.health import probe_loop
 from authz.ops.logs import configure_logging
 from authz.ops.metrics import NO_METRICS, Metrics, Recorder
+from authz.ops.reload import Reloader, watch
 from authz.ops.server import start_metrics_server
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
@@ -252,6 +253,13 @@ class Workers:
                     delay = min(delay * 2, MAX_RESTART)
                     log.error("%s; trying again in %.0fs", exc, delay, extra={"fields": {"worker": index}})
 
+    def signal_all(self, sig: int = signal.SIGHUP) -> None:
+        """Send `sig` to every running worker (a reload is passed on with SIGHUP)."""
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
     async def stop(self) -> None:
         """SIGTERM every worker (they drain), and kill any still running after the grace."""
         self.stopping = True
@@ -306,19 +314,34 @@ def serve(
         metrics = process_metrics(config, worker_index, metrics_dir)
         holder = RuntimeHolder(Runtime.build(config, metrics=metrics))
         metrics.config_loaded(config.digest, time.time())
+        children = None
+        if not child:
+            command = [sys.executable, "-m", "authz", "serve", "-c", config_path, "--transport", transport,
+                       "--workers", str(config.workers)]  # fmt: skip
+            children = Workers(command, config.workers) if config.workers > 1 else None
+        # The parent reloads on SIGHUP and on a change of the files, then passes SIGHUP on to its
+        # workers; a worker reloads on the SIGHUP it gets.
+        forward = children.signal_all if children is not None else None
+        reloader = Reloader(holder, config_path, on_reloaded=forward, workers=config.workers)
+        loop.add_signal_handler(signal.SIGHUP, reloader.trigger, "SIGHUP")
+        watcher = loop.create_task(watch(reloader, stop)) if not child else None
         try:
             if worker_index is not None and ready_fd is not None:
                 await run_worker(holder, stop, transport, worker_index, ready_fd)
             else:
-                command = [sys.executable, "-m", "authz", "serve", "-c", config_path, "--transport", transport,
-                           "--workers", str(config.workers)]  # fmt: skip
-                children = Workers(command, config.workers) if config.workers > 1 else None
                 await run(holder, stop, transport, children)
         except OSError as exc:
             log.error(str(exc))
             return 1
+        finally:
+            stop.set()
+            if watcher is not None:
+                await watcher
+            await reloader.close()
         return 0
 
+    # Until the loop's handler is in place, a SIGHUP (a reload forwarded early) must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     metrics_dir = None
     if config.metrics.address is not None and not child and config.workers > 1:
         metrics_dir = tempfile.mkdtemp(prefix="authz-metrics-")

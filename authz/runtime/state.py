@@ -137,6 +137,16 @@ class Runtime:
             decisions=DecisionLog(config.logs, metrics),
         )
 
+    @property
+    def raw_store(self) -> SessionStore:
+        """The configured session store, without the cache in front of it."""
+        return self.cache.inner if self.cache is not None else self.store
+
+    async def close_unshared(self, successor: Runtime) -> None:
+        """Close what this Runtime holds that `successor` (its reload) does not use."""
+        if self.oidc is not None and self.oidc is not successor.oidc:
+            await self.oidc.close()
+
     async def close(self) -> None:
         """Release the IdP connections and the store (after the last request that uses them)."""
         if self.oidc is not None:

@@ -24,6 +24,4 @@ def test_json_lines() -> None:
 def test_text_lines_quote_what_is_not_plain() -> None:
     line = TextFormatter().format(_record("jit approved\nforged=1", user="a b", grant="g-1", retry_in=1.5))
     assert "\n" not in line
-    assert line == (
-        '2027-01-15T08:00:00Z WARNING authz: "jit approved\\nforged=1" user="a b" grant=g-1 retry_in=1.5'
-    )
+    assert line == ('2027-01-15T08:00:00Z WARNING authz: "jit approved\\nforged=1" user="a b" grant=g-1 retry_in=1.5')

@@ -1,0 +1,213 @@
+"""Reload: a new config read, validated and built off the hot path, then swapped in whole.
+
+Triggers are SIGHUP and a change of the config file or of a file it names (secrets, keys), seen
+by `watch` (a poll of each path's identity and contents once a second: it follows an atomic
+rename and a symlink swap, which is how Kubernetes updates a mounted ConfigMap or Secret). The
+parent of several workers reloads itself and forwards SIGHUP to each child, which reloads the
+same way (`authz_config_hash{worker}` shows each one's config).
+
+    invalid config          every error logged, `authz_config_reloads_total{result="invalid"}`,
+                            the old config stays in force
+    a restart-only change   `session_store`, a listen address, `workers`, the transport or the
+                            metrics listener: "needs a restart", `result="restart_needed"`, the
+                            old config stays in force (nothing of the new one is applied)
+    otherwise               the new Runtime is built (the stores are kept: sessions survive as
+                            long as `cookie_secret` does), swapped in atomically, and the old one
+                            is closed once the requests that started on it are done
+
+A Check or page reads the Runtime once (`RuntimeHolder.current`) and finishes on it, so a reload
+never mixes two configs in one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from authz.config import Config
+from authz.config.load import load_config
+from authz.errors import ConfigError
+from authz.ops.logs import configure_logging
+from authz.runtime.holder import RuntimeHolder
+from authz.runtime.state import Runtime
+
+log = logging.getLogger("authz")
+WATCH_INTERVAL = 1.0
+RETIRE_AFTER = 15.0  # seconds before an old Runtime's parts are closed (its last requests are done)
+
+# Changes that a running process cannot take: what they configure is bound or opened at start.
+RESTART_ONLY = (
+    "session_store", "grpc_address", "http_address", "address", "workers", "ext_authz_transport", "metrics",
+)  # fmt: skip
+
+
+class Result(StrEnum):
+    OK = "ok"
+    UNCHANGED = "unchanged"
+    INVALID = "invalid"
+    RESTART_NEEDED = "restart_needed"
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The restart-only keys whose values differ between two configs."""
+    changed = []
+    for key in RESTART_ONLY:
+        before, after = getattr(old, key), getattr(new, key)
+        if key == "metrics":  # compare what it binds and serves, not the Secret objects' identity
+            before, after = _metrics_key(before), _metrics_key(after)
+        if before != after:
+            changed.append("metrics_*" if key == "metrics" else key)
+    return changed
+
+
+def _metrics_key(settings: object) -> tuple[object, ...]:
+    address = getattr(settings, "address", None)
+    basic = getattr(settings, "basic_auth", None)
+    key = getattr(settings, "key", None)
+    return (
+        address,
+        basic.value if basic is not None else None,
+        getattr(settings, "certificate", None),
+        key.value if key is not None else None,
+        getattr(settings, "client_ca", None),
+    )
+
+
+class Reloader:
+    """Reloads one process's Runtime from its config file."""
+
+    def __init__(
+        self,
+        holder: RuntimeHolder,
+        path: str,
+        on_reloaded: Callable[[], None] | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.holder = holder
+        self.path = path
+        self.on_reloaded = on_reloaded  # the parent forwards SIGHUP to its workers here
+        self.workers = workers  # `--workers`, which stands in for the file's `workers` on reload too
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[object]] = set()  # reloads running, old Runtimes to close
+
+    def trigger(self, why: str) -> None:
+        """Start a reload from a signal handler (the task is kept until it ends)."""
+        task = asyncio.get_running_loop().create_task(self.reload(why))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def reload(self, why: str) -> Result:
+        """Read, validate, build and swap; never raises (a failure keeps the old config)."""
+        async with self._lock:
+            old = self.holder.current
+            metrics = old.metrics
+            try:
+                config = await asyncio.to_thread(load_config, self.path)
+                if self.workers is not None:
+                    config = dataclasses.replace(config, workers=self.workers)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload refused: %s", problem, extra={"fields": {"trigger": why}})
+                log.error("config reload failed (%d problems); the previous config stays in force", len(exc.problems))
+                metrics.reload(Result.INVALID)
+                return Result.INVALID
+            if config.digest == old.config.digest:
+                return Result.UNCHANGED
+            changed = restart_needed(old.config, config)
+            if changed:
+                log.error(
+                    "config reload refused: %s needs a restart; the previous config stays in force",
+                    ", ".join(changed),
+                    extra={"fields": {"trigger": why, "keys": changed}},
+                )
+                metrics.reload(Result.RESTART_NEEDED)
+                return Result.RESTART_NEEDED
+            try:
+                new = await asyncio.to_thread(_build, config, old)
+            except Exception:  # a part that validates but cannot be built: keep the old config
+                log.exception("config reload failed while building; the previous config stays in force")
+                metrics.reload(Result.INVALID)
+                return Result.INVALID
+            self.holder.swap(new)
+            configure_logging(config.log_level, config.logs.format)
+            metrics.config_loaded(config.digest, time.time())
+            metrics.reload(Result.OK)
+            for warning in config.warnings:
+                log.warning(warning)
+            log.info(
+                "config reloaded",
+                extra={"fields": {"trigger": why, "digest": config.digest[:12], "routes": len(config.routes)}},
+            )
+            self._retire(old, new)
+        if self.on_reloaded is not None:
+            self.on_reloaded()
+        return Result.OK
+
+    def _retire(self, old: Runtime, new: Runtime) -> None:
+        """Close what the old Runtime owns and the new one does not use, once its requests are done."""
+
+        async def later() -> None:
+            await asyncio.sleep(RETIRE_AFTER)
+            await old.close_unshared(new)
+
+        task = asyncio.create_task(later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _build(config: Config, old: Runtime) -> Runtime:
+    """The new Runtime, on the old one's stores (the same `session_store`) and metrics."""
+    return Runtime.build(config, store=old.raw_store, grants=old.grants, metrics=old.metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What identifies a file's contents without reading it: followed through symlinks."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return Stamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+async def watch(reloader: Reloader, stop: asyncio.Event, interval: float = WATCH_INTERVAL) -> None:
+    """Reload when the config file or a file it names changes (rename, symlink swap or in place)."""
+
+    def paths() -> list[str]:
+        return [reloader.path, *reloader.holder.current.config.files]
+
+    seen = {p: stamp(p) for p in paths()}
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
+        now = {p: stamp(p) for p in paths()}
+        if now != seen:
+            seen = now
+            # A writer may still be writing: wait one short beat, then read what is there.
+            await asyncio.sleep(0.2)
+            await reloader.reload("file change")
+            seen = {p: stamp(p) for p in paths()}
