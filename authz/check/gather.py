@@ -10,6 +10,7 @@ store). A validated client certificate will be gathered here too.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +22,8 @@ from authz.config.model import Route
 from authz.runtime.state import Runtime, conflicting
 from authz.sessions.cache import MISS
 from authz.sessions.session import Session, SessionHandle
+
+log = logging.getLogger("authz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,15 @@ def gather(rt: Runtime, req: RequestContext, now: float) -> Facts | Pending:
     if req.route_id or rt.route_table is None:
         # A route id Envoy sent names the route; one it does not know is 404, never matched otherwise.
         route = rt.config.routes_by_id.get(req.route_id)
+        if route is not None and req.route_checksum and req.route_checksum != route.checksum:
+            # Envoy matched this request with a route of another shape (its routes are older or
+            # newer than this config): the policy of this config is not for it. 404 until they agree.
+            log.warning(
+                "route %s: Envoy's route_checksum %s is not this config's %s; answering 404 until Envoy has"
+                " the routes of this config", route.id, req.route_checksum[:16], route.checksum,
+                extra={"fields": {"request_id": req.request_id, "route": route.id}},
+            )  # fmt: skip
+            route = None
     else:
         # route_matching: host_path, and no route id (Istio's CUSTOM action): the route Envoy would pick.
         route = rt.route_table.match(routing.envoy_host(req.host), req.raw_path)

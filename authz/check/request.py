@@ -84,6 +84,7 @@ class RequestContext:
     source_ip: str = ""
     request_id: str = ""
     route_id: str = ""
+    route_checksum: str = ""  # the checksum of the route Envoy matched, when its config sends one
     hostname: str = ""
     port: int | None = None
     client_certificate: str | None = None  # the leaf certificate (PEM) of an mTLS connection
@@ -104,6 +105,7 @@ class RequestContext:
         source_ip: str = "",
         request_id: str = "",
         route_id: str = "",
+        route_checksum: str = "",
         client_certificate: str | None = None,
         lowered: bool = False,
     ) -> RequestContext:
@@ -124,6 +126,7 @@ class RequestContext:
             source_ip=source_ip,
             request_id=request_id,
             route_id=route_id,
+            route_checksum=route_checksum,
             hostname=hostname,
             port=port,
             client_certificate=client_certificate or None,

@@ -344,6 +344,22 @@ def _route_port(url: SplitResult | None, auth: SplitResult | None) -> int | None
     return None if port == default else port
 
 
+# A route's keys that only authz reads (who may pass): a change to them is a reload of authz, and
+# Envoy's route stays what it was. Every other key shapes Envoy's route (match, upstream, headers).
+POLICY_KEYS = frozenset((
+    "policy", "allow_public_unauthenticated_access", "allow_any_authenticated_user", "allowed_users",
+    "allowed_domains", "allowed_idp_claims", "show_error_details", "jwt_issuer_format", "jwt_groups_filter",
+))  # fmt: skip
+
+
+def route_checksum(raw: Mapping[str, Any]) -> str:
+    """A route's `route_checksum` (as Pomerium's): the hash of its keys that make Envoy's route.
+    Envoy sends it with each Check; authz answers 404 when it is not the one its config gives the
+    route, so traffic matched by an older route never gets a newer policy of the same id."""
+    envoy_side = {k: v for k, v in raw.items() if k not in POLICY_KEYS}
+    return hashlib.sha256(json.dumps(envoy_side, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _route_id(node: Node, url: str, to: tuple[Upstream, ...]) -> str:
     explicit = node.raw("id")
     if explicit is not None:
@@ -406,6 +422,7 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         if not _TOKEN.match(name):
             node.error("remove_request_headers", f"{describe(name)} is not a header name")
     route = Route(
+        checksum=route_checksum(node.value),
         id=_route_id(node, url.geturl() if url else "", to),
         index=index,
         from_url=url.geturl() if url else "",

@@ -86,6 +86,7 @@ class Route:
     allow_path_parameters: bool = False  # `;` in the path (refused with 400 by default)
     allow_double_encoding: bool = False  # `%25` + two hex digits in the path (refused by default)
     jit: JitOptions | None = None  # just-in-time access: a denied user may ask for a grant
+    checksum: str = ""  # of what Envoy's route is made of (not the policy): see `route_checksum`
 
 
 @dataclass(frozen=True, slots=True)

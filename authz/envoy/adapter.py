@@ -38,6 +38,7 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
     headers = dict(http.headers)  # one copy; Envoy sends header names lower-cased (AttributeContext)
     source = attributes.source
     certificate = source.certificate
+    extensions = attributes.context_extensions
     return RequestContext.build(
         method=http.method,
         host=http.host,
@@ -47,7 +48,8 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
         lowered=True,
         source_ip=source.address.socket_address.address,
         request_id=headers.get("x-request-id") or http.id,
-        route_id=attributes.context_extensions.get("route_id", ""),
+        route_id=extensions.get("route_id", ""),
+        route_checksum=extensions.get("route_checksum", ""),
         # Envoy sends the peer certificate URL-encoded (include_peer_certificate).
         client_certificate=unquote(certificate) if certificate else None,
     )

@@ -170,7 +170,8 @@ def _route_entry(config: Config, route: Route) -> dict[str, Any]:
         "name": route.id,
         "match": match,
         "route": action,
-        "typed_per_filter_config": route_id_config(route.id),
+        "typed_per_filter_config": route_id_config(route.id, route.checksum),
+        "metadata": checksum_metadata(route.checksum),
     }
     entry["request_headers_to_remove"] = sorted(set(remove))
     if request_headers:
@@ -259,14 +260,20 @@ def authz_clusters(config: Config) -> list[dict[str, Any]]:
     return [grpc, sidecar]
 
 
-def route_id_config(route_id: str) -> dict[str, Any]:
-    """A route's `typed_per_filter_config`: ext_authz sends authz the route's id."""
+def route_id_config(route_id: str, checksum: str = "") -> dict[str, Any]:
+    """A route's `typed_per_filter_config`: ext_authz sends authz the route's id and checksum."""
+    extensions = {"route_id": route_id, **({"route_checksum": checksum} if checksum else {})}
     return {
         EXT_AUTHZ: {
             "@type": _T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-            "check_settings": {"context_extensions": {"route_id": route_id}},
+            "check_settings": {"context_extensions": extensions},
         }
     }
+
+
+def checksum_metadata(checksum: str) -> dict[str, Any]:
+    """The route's checksum where Envoy's HTTP ext_authz reads it (`%METADATA(ROUTE:authz:checksum)%`)."""
+    return {"filter_metadata": {"authz": {"checksum": checksum}}}
 
 
 # Envoy's access log, one JSON line per request on its stdout. `request-id` is the id on authz's
@@ -407,6 +414,7 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
             "authorization_request": {
                 "headers_to_add": [
                     {"key": http_check.ROUTE_HEADER, "value": "%ROUTE_NAME%"},
+                    {"key": http_check.CHECKSUM_HEADER, "value": "%METADATA(ROUTE:authz:checksum)%"},
                     {"key": http_check.SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
                     {"key": http_check.CERTIFICATE_HEADER, "value": "%DOWNSTREAM_PEER_CERT%"},
                 ],

@@ -6,6 +6,7 @@ gets as `http.path`), every original header (the generated config lets all throu
 headers the generated config fills from Envoy's own knowledge, replacing any a client sent:
 
   x-authz-route-id      the route's id (%ROUTE_NAME%: the generated config names each route so)
+  x-authz-route-checksum  the route's checksum (%METADATA(ROUTE:authz:checksum)%)
   x-authz-source        the client's address (%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%)
   x-authz-client-cert   the client certificate, URL-encoded PEM (%DOWNSTREAM_PEER_CERT%)
 
@@ -43,9 +44,10 @@ from authz.web.pages import STATUS_TEXT
 log = logging.getLogger("authz")
 
 ROUTE_HEADER = "x-authz-route-id"
+CHECKSUM_HEADER = "x-authz-route-checksum"
 SOURCE_HEADER = "x-authz-source"
 CERTIFICATE_HEADER = "x-authz-client-cert"
-INTERNAL_HEADERS = (ROUTE_HEADER, SOURCE_HEADER, CERTIFICATE_HEADER)
+INTERNAL_HEADERS = (ROUTE_HEADER, CHECKSUM_HEADER, SOURCE_HEADER, CERTIFICATE_HEADER)
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 MAX_HEAD = 128 * 1024  # Envoy's listener caps request headers at 96 KiB; its own additions fit
 MAX_BODY = 64 * 1024  # Envoy sends no body (with_request_body is off); a little is read and dropped
@@ -82,6 +84,7 @@ def request_context(method: str, target: str, pairs: list[tuple[bytes, bytes]]) 
     when the target is one authz refuses, as for gRPC)."""
     headers = _headers(pairs)
     route_id = headers.pop(ROUTE_HEADER, "")
+    checksum = headers.pop(CHECKSUM_HEADER, "")
     source_ip = headers.pop(SOURCE_HEADER, "")
     certificate = headers.pop(CERTIFICATE_HEADER, "")
     return RequestContext.build(
@@ -94,6 +97,7 @@ def request_context(method: str, target: str, pairs: list[tuple[bytes, bytes]]) 
         source_ip=source_ip,
         request_id=headers.get("x-request-id", ""),
         route_id=route_id,
+        route_checksum=checksum,
         client_certificate=unquote(certificate) if certificate else None,
     )
 

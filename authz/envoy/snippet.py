@@ -32,6 +32,7 @@ from authz.envoy.bootstrap import (
     authenticate_virtual_host,
     authz_clusters,
     authz_filters,
+    checksum_metadata,
     route_id_config,
     sidecar_routes,
 )
@@ -60,7 +61,11 @@ HEADER = """\
 
 def _per_route(route: Route) -> dict[str, Any]:
     """What one protected route needs on top of its own settings."""
-    out: dict[str, Any] = {"name": route.id, "typed_per_filter_config": route_id_config(route.id)}
+    out: dict[str, Any] = {
+        "name": route.id,
+        "typed_per_filter_config": route_id_config(route.id, route.checksum),
+        "metadata": checksum_metadata(route.checksum),
+    }
     if route.remove_request_headers:
         out["request_headers_to_remove"] = list(route.remove_request_headers)
     if route.jit is not None:

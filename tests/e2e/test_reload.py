@@ -174,3 +174,23 @@ def test_a_symlink_swap_is_seen_and_sessions_and_keys_carry_over(live: tuple[Sta
     new_kids = {k["kid"] for k in stack.get("public.localhost", "/.well-known/pomerium/jwks.json").json()["keys"]}
     assert old_kids < new_kids and len(new_kids) == 2  # the added key is published at once
     assert stack.get("second.localhost", "/", headers=sent).status_code == 200  # the session survived
+
+
+def test_a_route_whose_shape_changed_answers_404_until_envoy_has_it(live: tuple[Stack, str]) -> None:
+    stack, url = live
+    assert stack.get("paths.localhost", "/x").status_code == 200
+    reshaped = copy.deepcopy(stack.config)
+    (paths,) = [r for r in reshaped["routes"] if r["id"] == "paths"]
+    paths["prefix"] = "/x"  # same id, another matcher: Envoy still runs the old one
+    _write(stack, reshaped)
+    wait_until(lambda: _hashes(url)["0"] == _digest_value(stack), 10, "the reshaped config")
+    wait_until(lambda: _hashes(url)["1"] == _digest_value(stack), 10, "the reshaped config on worker 1")
+    answer = stack.get("paths.localhost", "/x", headers={"accept": "application/json"})
+    assert answer.status_code == 404 and answer.json()["reasons"] == ["route-not-found"]
+    assert "Envoy's route_checksum" in stack.authz.output()
+    # A policy of the same shape (the public route, untouched) goes on answering.
+    assert stack.get("public.localhost", "/").status_code == 200
+    _write(stack, stack.config)
+    wait_until(lambda: _hashes(url)["0"] == _digest_value(stack), 10, "the fixture's config again")
+    wait_until(lambda: _hashes(url)["1"] == _digest_value(stack), 10, "the fixture's config again on worker 1")
+    assert stack.get("paths.localhost", "/x").status_code == 200

@@ -345,10 +345,11 @@ def test_the_http_transport_is_told_what_only_envoy_knows(make_config: Callable[
         "envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
     ]  # fmt: skip
     removed = [m["remove"] for m in filters[0]["typed_config"]["mutations"]["request_mutations"]]
-    assert removed == ["x-authz-route-id", "x-authz-source", "x-authz-client-cert"]
+    assert removed == ["x-authz-route-id", "x-authz-route-checksum", "x-authz-source", "x-authz-client-cert"]
     service = filters[1]["typed_config"]["http_service"]
     added = {h["key"]: h["value"] for h in service["authorization_request"]["headers_to_add"]}
-    assert added == {"x-authz-route-id": "%ROUTE_NAME%", "x-authz-source": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    assert added == {"x-authz-route-id": "%ROUTE_NAME%", "x-authz-route-checksum": "%METADATA(ROUTE:authz:checksum)%",
+                     "x-authz-source": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
                      "x-authz-client-cert": "%DOWNSTREAM_PEER_CERT%"}  # fmt: skip
     upstream = {p["exact"] for p in service["authorization_response"]["allowed_upstream_headers"]["patterns"]}
     assert upstream == {"x-pomerium-jwt-assertion", "x-pomerium-jwt-assertion-for", "x-email", "x-team", "cookie"}

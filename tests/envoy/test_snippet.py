@@ -93,7 +93,8 @@ def test_the_pasted_snippet_validates(make_config: Callable[..., Config], tmp_pa
 
 
 def test_the_pieces(make_config: Callable[..., Config]) -> None:
-    pieces = snippet(make_config(routes=[APP]))
+    config = make_config(routes=[APP])
+    pieces = snippet(config)
     (authz_filter,) = pieces["http_filters"]
     assert authz_filter["name"] == EXT_AUTHZ
     assert authz_filter["typed_config"]["failure_mode_allow"] is False  # fail closed
@@ -102,7 +103,10 @@ def test_the_pieces(make_config: Callable[..., Config]) -> None:
     assert pieces["virtual_hosts"][0]["domains"] == ["authenticate.localhost"]
     assert {r["route"]["cluster"] for r in pieces["routes"]} == {SIDECAR_CLUSTER}
     app = pieces["per_route"]["app"]
-    assert app["typed_per_filter_config"][EXT_AUTHZ]["check_settings"]["context_extensions"] == {"route_id": "app"}
+    checksum = config.routes_by_id["app"].checksum
+    extensions = app["typed_per_filter_config"][EXT_AUTHZ]["check_settings"]["context_extensions"]
+    assert extensions == {"route_id": "app", "route_checksum": checksum}
+    assert app["metadata"] == {"filter_metadata": {"authz": {"checksum": checksum}}}
     assert app["name"] == "app" and app["request_headers_to_remove"] == ["x-internal"]
     assert app["route"]["max_stream_duration"] == {"max_stream_duration": "900s"}  # a jit route
     assert "x-forwarded-host" in pieces["remove_headers"]["every_route"]
