@@ -16,16 +16,16 @@ webhook URL is a secret.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx2
 
 from authz.config.model import JitOptions, Secret
+from authz.config.ops import is_loopback
 from authz.policy.ast import Policy
 from authz.policy.parse import parse_policy
-from authz.schema.reader import Node, describe
+from authz.schema.reader import Node
 
 JIT_KEYS = (
     "approvers", "max_duration", "default_duration", "reason_required", "notify_url", "notify_url_file",
@@ -37,36 +37,15 @@ DEFAULT_STREAM = 900.0
 MIN_NOTIFY_SECRET = 16
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _text_secret(node: Node, key: str, read: Callable[[str], str]) -> str | None:
     """A plain-text secret from `key` or from the file `key_file` names (stripped); never echoed."""
-    inline, from_file = node.raw(key), node.raw(f"{key}_file")
-    if inline is not None and from_file is not None:
-        node.error(key, f"set either {key} or {key}_file, not both")
+    value, where = node.inline_or_file(key, read)
+    if value is None:
         return None
-    if from_file is not None:
-        if not isinstance(from_file, str):
-            node.error(f"{key}_file", f"expected a file path, got {describe(from_file)}")
-            return None
-        try:
-            return read(from_file).strip()
-        except OSError as exc:
-            node.error(f"{key}_file", f"cannot read {from_file!r}: {exc.strerror}")
-            return None
-    if inline is None:
+    if not isinstance(value, str):
+        node.error(where, "expected a string (value not shown)")
         return None
-    if not isinstance(inline, str):
-        node.error(key, "expected a string (value not shown)")
-        return None
-    return inline.strip()
+    return value.strip()
 
 
 def _notify_url(node: Node, read: Callable[[str], str]) -> Secret | None:
@@ -83,7 +62,7 @@ def _notify_url(node: Node, read: Callable[[str], str]) -> Secret | None:
     if not url.hostname or url.scheme not in ("https", "http") or any(c in value for c in "\r\n\x00 "):
         node.error(where, "expected an https URL (value not shown)")
         return None
-    if url.scheme == "http" and not _loopback(url.hostname):
+    if url.scheme == "http" and not is_loopback(url.hostname):
         node.error(where, "must be https (http only to a loopback address); value not shown")
         return None
     try:  # what the notifier's HTTP client will parse: refuse here what it would refuse at delivery

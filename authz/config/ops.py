@@ -63,32 +63,21 @@ def is_loopback(host: str) -> bool:
 
 def _pem(node: Node, key: str, read: Callable[[str], str]) -> bytes | None:
     """A PEM from `key` (base64, as Pomerium) or from the file `key_file`; never echoed."""
-    inline, path = node.raw(key), node.raw(f"{key}_file")
-    if inline is not None and path is not None:
-        node.error(key, f"set either {key} or {key}_file, not both")
+    value, where = node.inline_or_file(key, read)
+    if value is None:
         return None
-    if path is not None:
-        if not isinstance(path, str):
-            node.error(f"{key}_file", f"expected a file path, got {describe(path)}")
-            return None
+    if not isinstance(value, str):
+        node.error(where, "expected base64 PEM (value not shown)")
+        return None
+    text = value
+    if where == key:
         try:
-            text = read(path)
-        except OSError as exc:
-            node.error(f"{key}_file", f"cannot read {path!r}: {exc.strerror}")
-            return None
-    elif inline is None:
-        return None
-    elif not isinstance(inline, str):
-        node.error(key, "expected base64 PEM (value not shown)")
-        return None
-    else:
-        try:
-            text = base64.b64decode(inline.strip(), validate=True).decode("ascii")
+            text = base64.b64decode(value.strip(), validate=True).decode("ascii")
         except (binascii.Error, ValueError):
             node.error(key, "is not base64 PEM (value not shown)")
             return None
     if "-----BEGIN " not in text:
-        node.error(f"{key}_file" if path is not None else key, "is not a PEM file (value not shown)")
+        node.error(where, "is not a PEM file (value not shown)")
         return None
     return text.encode("ascii", "replace")
 

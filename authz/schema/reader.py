@@ -157,6 +157,25 @@ class Node:
             return None
         return Node(value, self.at(key), self.problems)
 
+    def inline_or_file(self, key: str, read: Callable[[str], str]) -> tuple[object, str]:
+        """The value of `key`, or the text of the file `key_file` names, and the key it came from;
+        (None, key) when neither is set or on a problem (recorded). The value is never echoed."""
+        inline, path = self.raw(key), self.raw(f"{key}_file")
+        if inline is not None and path is not None:
+            self.error(key, f"set either {key} or {key}_file, not both")
+            return None, key
+        if path is None:
+            return inline, key
+        where = f"{key}_file"
+        if not isinstance(path, str):
+            self.error(where, f"expected a file path, got {describe(path)}")
+            return None, where
+        try:
+            return read(path), where
+        except OSError as exc:
+            self.error(where, f"cannot read {path!r}: {exc.strerror}")
+            return None, where
+
     def secret(self, key: str, *, size: int | None = 32, read: Callable[[str], str]) -> bytes | None:
         """A base64 secret from `key` or from the file named by `key_file`; value never echoed."""
         inline = self.raw(key)
