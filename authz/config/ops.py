@@ -10,8 +10,9 @@
     authorize_log_sample_rate: 1.0         # authz's own: the share of allows logged
     authorize_log_rate_limit: 100          # authz's own: other decisions, lines a second (0: no limit)
 
-A `metrics_address` that is not loopback must have basic auth or TLS: counts by route tell an
-outsider what is behind the gate.
+A `metrics_address` that is not loopback must authenticate its scrapers, by basic auth or by
+client certificates (TLS alone encrypts but lets anyone read): counts by route tell an outsider
+what is behind the gate.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from collections.abc import Callable
 
 from authz.config.model import DEFAULT_LOG_FIELDS, DEFAULT_LOG_RATE_LIMIT, Address, LogSettings, MetricsSettings, Secret
@@ -40,11 +42,20 @@ REFUSED = {
     "body": "it would log request bodies",
     "headers": "it would log every header, the session cookie and Authorization among them",
 }
-# Headers that carry credentials: `headers.<name>` is refused for these.
+# `headers.<name>` is refused for headers that carry credentials or a URL with its query string
+# (codes, tokens): these by name, and any name with one of the CREDENTIAL_WORDS in it (x-api-key,
+# x-auth-token, x-csrf-token, x-amz-security-token, …). A name must be an HTTP token (RFC 9110
+# §5.6.2): pseudo-headers such as `:path` (which carries the query) are not headers to log.
 CREDENTIAL_HEADERS = frozenset((
     "cookie", "authorization", "proxy-authorization", "x-pomerium-authorization", "x-pomerium-jwt-assertion",
-    "x-pomerium-jwt-assertion-for", "set-cookie", "x-authz-client-cert",
+    "x-pomerium-jwt-assertion-for", "set-cookie", "x-authz-client-cert", "x-forwarded-client-cert",
 ))  # fmt: skip
+URL_HEADERS = frozenset((
+    "referer", "location", "x-forwarded-uri", "x-original-uri", "x-original-url", "x-envoy-original-path",
+    "x-envoy-original-url", "x-rewrite-url", "x-forwarded-path",
+))  # fmt: skip
+CREDENTIAL_WORDS = ("auth", "token", "secret", "key", "cookie", "session", "passw", "signature", "credential", "jwt")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 # Pomerium's fields that authz has no value for: accepted (a Pomerium config loads) and left out.
 ABSENT = frozenset((
     "check-request-id", "session-id", "id-token-claims", "impersonate-email", "impersonate-session-id",
@@ -100,11 +111,12 @@ def read_metrics(node: Node, address: Address | None, read: Callable[[str], str]
             if node.has(name) or node.has(f"{name}_file"):
                 node.error(name, "has no effect without metrics_address")
         return MetricsSettings()
-    if not is_loopback(address.host) and basic is None and certificate is None:
+    if not is_loopback(address.host) and basic is None and client_ca is None:
+        # TLS alone encrypts the scrape but lets anyone who reaches the port read it.
         node.error(
             "metrics_address",
-            f"{address} is reachable from other hosts: set metrics_basic_auth or metrics_certificate and"
-            " metrics_key, or listen on 127.0.0.1",
+            f"{address} is reachable from other hosts: set metrics_basic_auth, or metrics_client_ca with"
+            " metrics_certificate and metrics_key, or listen on 127.0.0.1",
         )
     return MetricsSettings(
         address=address,
@@ -113,6 +125,17 @@ def read_metrics(node: Node, address: Address | None, read: Callable[[str], str]
         key=Secret(key) if key is not None else None,
         client_ca=client_ca,
     )
+
+
+def _refused_header(name: str) -> str:
+    """Why `headers.<name>` may not be logged, or "" when it may."""
+    if not _TOKEN.fullmatch(name):
+        return "not a header name (pseudo-headers such as :path are not logged)"
+    if name in CREDENTIAL_HEADERS or any(word in name for word in CREDENTIAL_WORDS):
+        return "that header may carry credentials"
+    if name in URL_HEADERS:
+        return "that header carries a URL with its query string (codes, tokens)"
+    return ""
 
 
 def read_log_settings(node: Node, warnings: list[str]) -> LogSettings:
@@ -126,8 +149,8 @@ def read_log_settings(node: Node, warnings: list[str]) -> LogSettings:
         header = field[len("headers.") :] if field.startswith("headers.") else None
         if field in REFUSED:
             node.problems.append(Problem(node.at(where), f"{name!r} is refused: {REFUSED[field]}"))
-        elif header is not None and (header in CREDENTIAL_HEADERS or not header):
-            node.problems.append(Problem(node.at(where), f"{name!r} is refused: that header carries credentials"))
+        elif header is not None and (why := _refused_header(header)):
+            node.problems.append(Problem(node.at(where), f"{name!r} is refused: {why}"))
         elif field in ABSENT:
             warnings.append(f"authorize_log_fields: {name!r} has no value in authz and is left out of the log")
         elif field in FIELDS or header is not None:

@@ -76,7 +76,9 @@ class Authorization(pb_grpc.AuthorizationServicer):
         try:
             seconds = max(time.time() - now, 0.0)
             if rt.metrics.enabled:
-                route = ans.route_id if ans.route_id in rt.config.routes_by_id else UNKNOWN_ROUTE
+                # A Check refused before its route was looked up (a bad request) still names it.
+                route_id = ans.route_id or req.route_id
+                route = route_id if route_id in rt.config.routes_by_id else UNKNOWN_ROUTE
                 rt.metrics.check(route, decision_of(ans.allowed, ans.status), ans.reasons, seconds)
             if rt.decisions is not None:
                 rt.decisions.record(req, ans, seconds)

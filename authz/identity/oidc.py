@@ -165,6 +165,9 @@ class OidcClient:
         except IdpError as exc:
             outcome = str(exc.reason)
             raise
+        except BaseException:  # anything else (a bug, a cancelled sign-in) is not an "ok" call
+            outcome = "error"
+            raise
         finally:
             self.metrics.idp_call(_ENDPOINTS.get(what, "other"), outcome, time.perf_counter() - started)
 

@@ -33,16 +33,28 @@ if TYPE_CHECKING:
     from authz.check.answer import Answer
     from authz.check.request import RequestContext
 
-MAX_VALUE = 512  # a logged header or path longer than this is cut (a log line is not a data channel)
+MAX_VALUE = 512  # characters of one value; more is cut (a log line is not a data channel)
+MAX_LINE = 4095  # bytes: under PIPE_BUF, so one write(2) to a pipe is atomic and lines never interleave
+MIN_VALUE = 16  # what a value keeps at least when a line with many headers is cut to fit
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _HEAD = {"level": "info", "logger": "authz.decision", "message": "authorize check"}
 _TEXT_HEAD = frozenset(("time", *_HEAD))
 _HEAD_JSON = _encode(_HEAD)[1:-1]
 _quote = json.encoder.encode_basestring  # C-accelerated; keeps non-ASCII as is, escapes the rest
+# Line breaks for readers that split on more than \n (Python's splitlines, JavaScript): the json
+# module leaves these as they are with ensure_ascii=False; they only ever occur inside strings.
+_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
-def _cut(value: str) -> str:
-    return value if len(value) <= MAX_VALUE else value[:MAX_VALUE] + "…"
+def _unbroken(text: str) -> str:
+    if "\x85" in text or "\u2028" in text or "\u2029" in text:
+        return text.translate(_BREAKS)
+    return text
+
+
+def quote(value: object) -> str:
+    """A JSON string or value on one line for every reader."""
+    return _unbroken(_encode(value))
 
 
 def _path(req: RequestContext, ans: Answer) -> str:
@@ -50,15 +62,15 @@ def _path(req: RequestContext, ans: Answer) -> str:
     path = req.raw_path
     if "?" in path or "#" in path:
         path = path.partition("?")[0].partition("#")[0]
-    return path if len(path) <= MAX_VALUE else _cut(path)
+    return path
 
 
 # The selectable fields (names as Pomerium's `authorize_log_fields`); `headers.<name>` is built
-# per config (refusals are at load).
+# per config (refusals are at load). Every value is cut to MAX_VALUE when the line is built.
 _FIELDS: dict[str, Callable[[RequestContext, Answer], str]] = {
     "request-id": lambda req, ans: req.request_id,
     "envoy-route-id": lambda req, ans: ans.route_id or req.route_id,
-    "host": lambda req, ans: _cut(req.host),
+    "host": lambda req, ans: req.host,
     "method": lambda req, ans: req.method,
     "path": _path,
     "ip": lambda req, ans: req.source_ip,
@@ -68,7 +80,7 @@ _FIELDS: dict[str, Callable[[RequestContext, Answer], str]] = {
 
 
 def _header(name: str) -> Callable[[RequestContext, Answer], str]:
-    return lambda req, ans: _cut(req.headers.get(name, ""))
+    return lambda req, ans: req.headers.get(name, "")
 
 
 def text_value(value: object) -> str:
@@ -76,7 +88,13 @@ def text_value(value: object) -> str:
     text = value if isinstance(value, str) else _encode(value)
     if text and all(c.isalnum() or c in "-_.:/@,[]" for c in text):
         return text
-    return _encode(text)
+    return quote(text)
+
+
+def _write_stderr(data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a short write (a full disk, a signal) goes on from where it stopped
+        view = view[os.write(2, view) :]
 
 
 class DecisionLog:
@@ -98,7 +116,7 @@ class DecisionLog:
         self.text = settings.format == "text"
         self.limit = float(settings.rate_limit)  # lines a second for non-allows; 0: no limit
         self.metrics = metrics
-        self.write = write or (lambda data: os.write(2, data))
+        self.write = write or _write_stderr
         self.clock = clock
         self._tokens = self.limit
         self._refilled = clock()
@@ -115,25 +133,44 @@ class DecisionLog:
             decision = decision_of(False, ans.status)
             if self.limit and not self._admit(decision):
                 return
-        if self.text:
-            entry: dict[str, object] = {"time": round(self.clock(), 3), **_HEAD}
-            for name, getter in self.getters:
-                entry[name] = getter(req, ans)
-            entry.update(
-                decision=decision, status=ans.status, reasons=ans.reasons, **{"latency-us": int(seconds * 1e6)}
-            )
-            self._emit(entry)
-            return
+        cut = MAX_VALUE
+        while True:
+            data = (self._text if self.text else self._json)(req, ans, decision, seconds, cut)
+            if len(data) <= MAX_LINE:
+                break
+            if cut == MIN_VALUE:  # hundreds of headers: the result without the selected fields
+                data = (self._text if self.text else self._json)(req, ans, decision, seconds, 0, fields=False)
+                break
+            cut = max(MIN_VALUE, cut // 4)
+        with contextlib.suppress(OSError):  # a closed or full stderr must never fail a Check
+            self.write(data)
+
+    def _json(
+        self, req: RequestContext, ans: Answer, decision: str, seconds: float, cut: int, fields: bool = True
+    ) -> bytes:
         # JSON by hand: what json.dumps would write for the same entry, in a third of the time
         # (every string value goes through the json module's own escaping).
-        fields = "".join([key + _quote(getter(req, ans)) + "," for key, getter in self.keys])
+        values = []
+        if fields:
+            for key, getter in self.keys:
+                value = getter(req, ans)
+                values.append(key + _quote(value if len(value) <= cut else value[:cut] + "…") + ",")
         reasons = ",".join([_quote(reason) for reason in ans.reasons])
         line = (
-            f'{{"time":{self.clock():.3f},{_HEAD_JSON},{fields}"decision":"{decision}","status":{ans.status},'
-            f'"reasons":[{reasons}],"latency-us":{int(seconds * 1e6)}}}\n'
+            f'{{"time":{self.clock():.3f},{_HEAD_JSON},{"".join(values)}"decision":"{decision}",'
+            f'"status":{ans.status},"reasons":[{reasons}],"latency-us":{int(seconds * 1e6)}}}\n'
         )
-        with contextlib.suppress(OSError):  # a closed or full stderr must never fail a Check
-            self.write(line.encode("utf-8", "replace"))
+        return _unbroken(line).encode("utf-8", "replace")
+
+    def _text(
+        self, req: RequestContext, ans: Answer, decision: str, seconds: float, cut: int, fields: bool = True
+    ) -> bytes:
+        entry: dict[str, object] = {"time": round(self.clock(), 3), **_HEAD}
+        for name, getter in self.getters if fields else ():
+            value = getter(req, ans)
+            entry[name] = value if len(value) <= cut else value[:cut] + "…"
+        entry.update(decision=decision, status=ans.status, reasons=ans.reasons, **{"latency-us": int(seconds * 1e6)})
+        return self._line(entry)
 
     def _admit(self, decision: str) -> bool:
         """Take a token from the bucket (refilled at `limit` a second, holding a second's worth)."""
@@ -157,13 +194,14 @@ class DecisionLog:
             )  # fmt: skip
         return True
 
-    def _emit(self, entry: dict[str, object]) -> None:
+    def _line(self, entry: dict[str, object]) -> bytes:
         if self.text:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(float(entry["time"])))  # type: ignore[arg-type]
             head = f"{stamp}Z {str(entry['level']).upper()} {entry['logger']}: {entry['message']}"
             rest = " ".join(f"{k}={text_value(v)}" for k, v in entry.items() if k not in _TEXT_HEAD)
-            line = f"{head} {rest}\n"
-        else:
-            line = _encode(entry) + "\n"
+            return f"{head} {rest}\n".encode("utf-8", "replace")
+        return (quote(entry) + "\n").encode("utf-8", "replace")
+
+    def _emit(self, entry: dict[str, object]) -> None:
         with contextlib.suppress(OSError):  # a closed or full stderr must never fail a Check
-            self.write(line.encode("utf-8", "replace"))
+            self.write(self._line(entry))

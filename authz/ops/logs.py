@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 
-from authz.ops.decisions import text_value
+from authz.ops.decisions import quote, text_value
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,8 +39,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         message = record.getMessage()
-        if "\n" in message or "\r" in message:
-            message = json.dumps(message)
+        if not message.isprintable() or "=" in message or '"' in message:
+            message = quote(message)  # no line break, no key=value that reads as a field
         fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info).splitlines()[-1]

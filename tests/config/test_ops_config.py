@@ -45,6 +45,35 @@ def test_log_fields_refuse_what_would_log_a_secret(make_config: Callable[..., Co
     assert not any(p.startswith("authorize_log_fields[0]") for p in out)
 
 
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (":path", "not a header name"),  # the pseudo-header carries the query string
+        (":authority", "not a header name"),
+        ("user agent", "not a header name"),
+        ("x-a\nx-b", "not a header name"),
+        ("referer", "carries a URL with its query string"),
+        ("x-forwarded-uri", "carries a URL with its query string"),
+        ("x-api-key", "may carry credentials"),
+        ("x-auth-request-access-token", "may carry credentials"),
+        ("x-csrf-token", "may carry credentials"),
+        ("x-amz-security-token", "may carry credentials"),
+        ("x-forwarded-client-cert", "may carry credentials"),
+        ("x-pomerium-jwt-assertion", "may carry credentials"),
+    ],
+)
+def test_log_header_fields_refuse_pseudo_credential_and_url_headers(
+    make_config: Callable[..., Config], header: str, why: str
+) -> None:
+    out = problems(make_config, authorize_log_fields=["ip", f"headers.{header}"])
+    assert any(p.startswith("authorize_log_fields[1]: ") and why in p for p in out), out
+
+
+def test_log_header_fields_take_ordinary_headers(make_config: Callable[..., Config]) -> None:
+    names = ["headers.user-agent", "headers.x-forwarded-for", "headers.traceparent", "headers.accept-language"]
+    assert make_config(authorize_log_fields=names).logs.fields == tuple(names)
+
+
 def test_log_fields_select_and_pomerium_only_fields_load_with_a_warning(make_config: Callable[..., Config]) -> None:
     config = make_config(authorize_log_fields=["ip", "Email", "headers.User-Agent", "session-id", "ip"])
     assert config.logs.fields == ("ip", "email", "headers.user-agent")
@@ -70,7 +99,7 @@ def test_metrics_address_on_loopback_needs_nothing_else(make_config: Callable[..
     assert (config.logs.sample_rate, config.logs.format) == (0.25, "text")
 
 
-def test_metrics_address_elsewhere_needs_basic_auth_or_tls(make_config: Callable[..., Config]) -> None:
+def test_metrics_address_elsewhere_needs_basic_auth_or_client_certificates(make_config: Callable[..., Config]) -> None:
     out = problems(make_config, metrics_address=":9300")
     assert any(p.startswith("metrics_address: 0.0.0.0:9300 is reachable from other hosts") for p in out)
     config = make_config(metrics_address="0.0.0.0:9300", metrics_basic_auth=BASIC)
@@ -81,12 +110,16 @@ def test_metrics_address_elsewhere_needs_basic_auth_or_tls(make_config: Callable
 def test_metrics_tls_from_files_or_base64(make_config: Callable[..., Config], tmp_path: Path) -> None:
     (tmp_path / "m.pem").write_text(PEM)
     (tmp_path / "m.key").write_text(PEM.replace("CERTIFICATE", "PRIVATE KEY"))
-    config = make_config(
-        metrics_address="0.0.0.0:9300",
-        metrics_certificate_file=str(tmp_path / "m.pem"),
-        metrics_key=base64.b64encode((tmp_path / "m.key").read_bytes()).decode(),
-    )
+    tls = {
+        "metrics_address": "0.0.0.0:9300",
+        "metrics_certificate_file": str(tmp_path / "m.pem"),
+        "metrics_key": base64.b64encode((tmp_path / "m.key").read_bytes()).decode(),
+    }
+    # TLS alone encrypts the scrape and lets anyone read it: off loopback, it needs client certificates.
+    assert any("is reachable from other hosts" in p for p in problems(make_config, **tls))
+    config = make_config(**tls, metrics_client_ca=base64.b64encode(PEM.encode()).decode())
     assert config.metrics.certificate == PEM.encode() and config.metrics.key is not None
+    assert config.metrics.client_ca == PEM.encode()
     assert str(tmp_path / "m.pem") in config.files
 
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from authz.check.answer import Answer
 from authz.check.request import RequestContext
 from authz.config.model import LogSettings
-from authz.ops.decisions import MAX_VALUE, DecisionLog
+from authz.ops import decisions
+from authz.ops.decisions import MAX_LINE, MAX_VALUE, DecisionLog
 from authz.ops.metrics import Metrics, metric_names
 
 
@@ -74,6 +75,53 @@ def test_long_values_are_cut() -> None:
     log, lines = _log()
     log.record(_request("/" + "a" * 5000), DENY, 0.0)
     assert len(json.loads(lines[0])["path"]) == MAX_VALUE + 1
+    log, lines = _log(LogSettings(fields=(*LogSettings().fields, "headers.x-long")))
+    long = {"method": "G" * 900, "host": "h" * 900, "source_ip": "i" * 900, "request_id": "r" * 900}
+    req = RequestContext(path="/", raw_path="/" + "a" * 5000, headers={"x-long": "x" * 900}, route_id="o" * 900, **long)
+    log.record(req, Answer(False, 403, ("r",), user="u" * 900, email="e" * 900), 0.0)
+    entry = json.loads(lines[0])
+    for field in (*LogSettings().fields, "headers.x-long"):
+        assert len(entry[field]) <= MAX_VALUE + 1 and entry[field].endswith("…"), field
+    assert len(lines[0]) <= MAX_LINE  # ten values of 512 would not fit: each was cut further
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_a_line_with_many_long_headers_stays_within_one_pipe_write(text: bool) -> None:
+    names = tuple(f"x-h{i}" for i in range(30))
+    log, lines = _log(LogSettings(fields=("path", *(f"headers.{n}" for n in names)), format="text" if text else "json"))
+    log.record(_request("/p", **dict.fromkeys(names, "€" * 600)), DENY, 0.0)
+    (line,) = lines
+    assert len(line) <= MAX_LINE and line.endswith(b"\n")
+    if not text:
+        entry = json.loads(line)
+        assert entry["decision"] == "deny" and entry["headers.x-h29"].startswith("€") and entry["path"] == "/p"
+    many = tuple(f"x-h{i}" for i in range(400))  # so many that even cut values do not fit: the result stays
+    log, lines = _log(LogSettings(fields=tuple(f"headers.{n}" for n in many), format="text" if text else "json"))
+    log.record(_request("/p", **dict.fromkeys(many, "v" * 600)), DENY, 0.0)
+    assert len(lines[0]) <= MAX_LINE and b"deny" in lines[0] and b"x-h0" not in lines[0]
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_no_value_breaks_a_line_for_readers_that_split_on_unicode_breaks(text: bool) -> None:
+    log, lines = _log(LogSettings(fields=("host", "headers.x-odd"), format="text" if text else "json"))
+    odd = 'a\u2028decision=allow\x85"b\u2029c\x1e'
+    log.record(RequestContext(method="GET", host=odd, path="/", raw_path="/", headers={"x-odd": odd}), DENY, 0.0)
+    decoded = lines[0].decode()
+    assert len(decoded.splitlines()) == 1
+    if not text:
+        assert json.loads(decoded)["host"] == odd
+
+
+def test_a_short_write_goes_on_where_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[bytes] = []
+
+    def short(fd: int, data: memoryview) -> int:
+        written.append(bytes(data[:7]))
+        return min(7, len(data))
+
+    monkeypatch.setattr(decisions.os, "write", short)
+    decisions._write_stderr(b"0123456789abcdefghij\n")
+    assert b"".join(written) == b"0123456789abcdefghij\n"
 
 
 def test_login_and_error_decisions() -> None:
@@ -148,6 +196,7 @@ def test_any_value_makes_one_valid_json_line_that_says_it_back(
     log.record(req, Answer(False, 403, (reason,), user=user, email=email), 0.0)
     (line,) = lines
     assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    assert len(line.decode().splitlines()) == 1  # U+0085, U+2028, U+2029 escaped too
     entry = json.loads(line)
 
     def sent(value: str) -> str:  # what survives UTF-8 (a lone surrogate becomes '?')

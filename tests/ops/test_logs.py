@@ -25,3 +25,11 @@ def test_text_lines_quote_what_is_not_plain() -> None:
     line = TextFormatter().format(_record("jit approved\nforged=1", user="a b", grant="g-1", retry_in=1.5))
     assert "\n" not in line
     assert line == ('2027-01-15T08:00:00Z WARNING authz: "jit approved\\nforged=1" user="a b" grant=g-1 retry_in=1.5')
+
+
+def test_text_messages_that_could_forge_a_field_or_a_line_are_quoted() -> None:
+    for message in ("login for user=admin", "a\u2028b", "a\x85b", 'say "hi"'):
+        line = TextFormatter().format(_record(message))
+        assert len(line.splitlines()) == 1 and '": "' not in line
+        assert line.startswith('2027-01-15T08:00:00Z WARNING authz: "'), line
+    assert TextFormatter().format(_record("authz serving")).endswith("authz: authz serving")
