@@ -325,6 +325,8 @@ def serve(
         reloader = Reloader(holder, config_path, on_reloaded=forward, workers=config.workers)
         loop.add_signal_handler(signal.SIGHUP, reloader.trigger, "SIGHUP")
         watcher = loop.create_task(watch(reloader, stop)) if not child else None
+        # Each of several workers writes the Checks' counts to its file once a second.
+        flusher = loop.create_task(metrics.flush_loop(stop)) if config.workers > 1 else None
         try:
             if worker_index is not None and ready_fd is not None:
                 await run_worker(holder, stop, transport, worker_index, ready_fd)
@@ -337,6 +339,8 @@ def serve(
             stop.set()
             if watcher is not None:
                 await watcher
+            if flusher is not None:
+                await flusher
             await reloader.close()
         return 0
 

@@ -15,10 +15,14 @@ a decision, the reasons authz knows. Never a user, an email or a path.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import platform
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import generate_latest
@@ -36,6 +40,8 @@ CHECK_BUCKETS = (
 # Calls to the identity provider: milliseconds to its timeout.
 IDP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_INTERVAL = 1.0  # seconds between a worker's flushes of its Checks' counts (several workers)
+DECISIONS = ("allow", "login", "deny", "error")
 # The error pages a sign-in can end on: their reasons are the sign-in metric's outcomes.
 SIGN_IN_FAULTS = tuple(
     str(r) for r in (Reason.BAD_REQUEST, Reason.INVALID_ID_TOKEN, Reason.IDP_REFUSED, Reason.IDP_UNAVAILABLE,
@@ -90,6 +96,12 @@ class Recorder:
     def log_dropped(self, decision: str) -> None:
         """A decision log line was dropped by the rate limit."""
 
+    def flush(self) -> None:
+        """Pass counts kept per thread on to what a scrape reads."""
+
+    async def flush_loop(self, stop: asyncio.Event) -> None:
+        """Flush now and then until `stop` (several workers, each writing its own files)."""
+
 
 NO_METRICS = Recorder()
 
@@ -105,8 +117,58 @@ def use_multiprocess(directory: str | None) -> None:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
+# Every metric but the two a Check writes: (key in `Metrics._m`, type, name, help, labels, options, the
+# label values whose series exist from the start at 0, so a rate or an alert finds them before the
+# first event; a scrape in multiprocess mode lists only written series).
+_IDP_ENDPOINTS = ("discovery", "jwks", "token", "userinfo", "refresh", "revoke")
+_DECLARED: tuple[tuple[str, type[Any], str, str, tuple[str, ...], dict[str, Any], tuple[tuple[str, ...], ...]], ...] = (
+    ("cache", Counter, "authz_session_cache", "Session cache lookups of Checks, by result (hit, miss).",
+     ("result",), {}, (("hit",), ("miss",))),
+    ("store_errors", Counter, "authz_store_errors", "Failed store operations, by store.",
+     ("store",), {}, (("session",), ("grant",))),
+    ("store_up", Gauge, "authz_store_up", "1 if the store answered its last reachability probe, else 0.",
+     ("store",), {"multiprocess_mode": "mostrecent"}, ()),
+    ("sign_ins", Counter, "authz_sign_ins", "Sign-ins that ended, by outcome.",
+     ("outcome",), {}, tuple((o,) for o in ("ok", "error", *SIGN_IN_FAULTS))),
+    ("idp", Counter, "authz_idp_requests", "Calls to the identity provider, by endpoint and outcome.",
+     ("endpoint", "outcome"), {}, tuple((e, "ok") for e in _IDP_ENDPOINTS)),
+    ("idp_latency", Histogram, "authz_idp_request_duration_seconds",
+     "Time of calls to the identity provider, by endpoint.",
+     ("endpoint",), {"buckets": IDP_BUCKETS}, tuple((e,) for e in _IDP_ENDPOINTS)),
+    ("refreshes", Counter, "authz_token_refreshes", "IdP token refreshes, by outcome.",
+     ("outcome",), {}, (("refreshed",), ("ended",), ("retry",))),
+    ("grants", Counter, "authz_jit_grants", "Just-in-time grant changes, by the state entered.",
+     ("state",), {}, tuple((s,) for s in ("pending", "active", "rejected", "revoked", "expired"))),
+    ("reloads", Counter, "authz_config_reloads", "Config reloads, by result.",
+     ("result",), {}, (("ok",), ("invalid",), ("restart_needed",))),
+    ("hash", Gauge, "authz_config_hash", "The first 52 bits of the SHA-256 of the config in force, per worker.",
+     ("worker",), {"multiprocess_mode": "liveall"}, ()),
+    ("loaded", Gauge, "authz_config_load_timestamp_seconds", "When the config in force was loaded, per worker.",
+     ("worker",), {"multiprocess_mode": "liveall"}, ()),
+    ("dropped", Counter, "authz_decision_log_dropped", "Decision log lines dropped by the rate limit, by decision.",
+     ("decision",), {}, tuple((d,) for d in DECISIONS)),
+)  # fmt: skip
+
+
+class _Tally:
+    """One thread's running totals of what Checks count. Only its own thread writes them, without
+    a lock (prometheus-client takes one per value: a Check would take three); `flush` reads them."""
+
+    __slots__ = ("cache", "checks", "latency", "sums")
+
+    def __init__(self) -> None:
+        self.checks: dict[tuple[str, str, tuple[str, ...]], int] = {}
+        self.latency = {d: [0] * (len(CHECK_BUCKETS) + 1) for d in DECISIONS}  # per bucket, +Inf last
+        self.sums = dict.fromkeys(DECISIONS, 0.0)
+        self.cache = [0, 0]  # misses, hits
+
+
 class Metrics(Recorder):
-    """Every metric of one process, written to its registry or to the multiprocess directory."""
+    """Every metric of one process, written to its registry or to the multiprocess directory.
+
+    What a Check counts goes to its thread's `_Tally` and reaches prometheus-client on `flush`:
+    before every scrape this process serves, and once a second in each worker (`flush_loop`), so
+    the merged scrape of several workers is at most that much behind."""
 
     enabled = True
 
@@ -125,121 +187,134 @@ class Metrics(Recorder):
             "authz_check_duration_seconds", "Time to answer a Check, by decision.",
             ["decision"], buckets=CHECK_BUCKETS, registry=reg,
         )  # fmt: skip
-        self._cache = Counter(
-            "authz_session_cache", "Session cache lookups of Checks, by result (hit, miss).", ["result"], registry=reg
-        )
-        self._store_errors = Counter(
-            "authz_store_errors", "Failed store operations, by store.", ["store"], registry=reg
-        )
-        self._store_up = Gauge(
-            "authz_store_up", "1 if the store answered its last reachability probe, else 0.",
-            ["store"], registry=reg, multiprocess_mode="mostrecent",
-        )  # fmt: skip
-        self._sign_ins = Counter("authz_sign_ins", "Sign-ins that ended, by outcome.", ["outcome"], registry=reg)
-        self._idp = Counter(
-            "authz_idp_requests", "Calls to the identity provider, by endpoint and outcome.",
-            ["endpoint", "outcome"], registry=reg,
-        )  # fmt: skip
-        self._idp_latency = Histogram(
-            "authz_idp_request_duration_seconds", "Time of calls to the identity provider, by endpoint.",
-            ["endpoint"], buckets=IDP_BUCKETS, registry=reg,
-        )  # fmt: skip
-        self._refreshes = Counter(
-            "authz_token_refreshes", "IdP token refreshes, by outcome.", ["outcome"], registry=reg
-        )
-        self._grants = Counter(
-            "authz_jit_grants", "Just-in-time grant changes, by the state entered.", ["state"], registry=reg
-        )
-        self._reloads = Counter("authz_config_reloads", "Config reloads, by result.", ["result"], registry=reg)
-        self._hash = Gauge(
-            "authz_config_hash", "The first 52 bits of the SHA-256 of the config in force, per worker.",
-            ["worker"], registry=reg, multiprocess_mode="liveall",
-        )  # fmt: skip
-        self._loaded = Gauge(
-            "authz_config_load_timestamp_seconds", "When the config in force was loaded, per worker.",
-            ["worker"], registry=reg, multiprocess_mode="liveall",
-        )  # fmt: skip
-        self._dropped = Counter(
-            "authz_decision_log_dropped", "Decision log lines dropped by the rate limit, by decision.",
-            ["decision"], registry=reg,
-        )  # fmt: skip
+        self._m: dict[str, Any] = {}
+        for key, kind, name, text, labels, options, initial in _DECLARED:
+            self._m[key] = kind(name, text, labels, registry=reg, **options)
+            for values_ in initial:
+                self._m[key].labels(*values_)
         info = Gauge(
             "authz_build_info", "authz's version and Python's; always 1.",
             ["version", "python"], registry=reg, multiprocess_mode="max",
         )  # fmt: skip
         info.labels(__version__, platform.python_version()).set(1)
-        # Series that exist from the start, at 0: a dashboard or an alert on a rate finds them
-        # before the first event (and a scrape in multiprocess mode lists only written series).
-        for outcome in ("ok", *SIGN_IN_FAULTS):
-            self._sign_ins.labels(outcome)
-        for endpoint in ("discovery", "jwks", "token", "userinfo", "refresh", "revoke"):
-            self._idp.labels(endpoint, "ok")
-            self._idp_latency.labels(endpoint)
-        for outcome in ("refreshed", "ended", "retry"):
-            self._refreshes.labels(outcome)
-        for state in ("pending", "active", "rejected", "revoked", "expired"):
-            self._grants.labels(state)
-        for result in ("ok", "invalid", "restart_needed"):
-            self._reloads.labels(result)
-        for store in ("session", "grant"):
-            self._store_errors.labels(store)
-        # The hot path's children, found by one dict read instead of `labels()` (its checks and lock).
-        self._check_children: dict[tuple[str, str, tuple[str, ...]], Counter] = {}
-        self._latency_children = {d: self._latency.labels(d) for d in ("allow", "login", "deny", "error")}
-        self._hits, self._misses = self._cache.labels("hit"), self._cache.labels("miss")
-        self._dropped_children = {d: self._dropped.labels(d) for d in ("allow", "login", "deny", "error")}
+        self._latency_children = {d: self._latency.labels(d) for d in DECISIONS}
+        self._local = threading.local()
+        self._tallies: list[_Tally] = []
         self._lock = threading.Lock()
+        # What `flush` has passed on so far, summed over the tallies.
+        self._flushed_checks: dict[tuple[str, str, tuple[str, ...]], int] = {}
+        self._flushed_latency = {d: [0] * (len(CHECK_BUCKETS) + 1) for d in DECISIONS}
+        self._flushed_sums = dict.fromkeys(DECISIONS, 0.0)
+        self._flushed_cache = [0, 0]
+
+    def _tally(self) -> _Tally:
+        tally = _Tally()
+        self._local.tally = tally
+        with self._lock:
+            self._tallies.append(tally)
+        return tally
 
     def check(self, route: str, decision: str, reasons: tuple[str, ...], seconds: float) -> None:
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._tally()
         key = (route, decision, reasons)
-        child = self._check_children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._checks.labels(route, decision, ",".join(reasons) or "-")
-                self._check_children[key] = child
-        child.inc()
-        self._latency_children[decision].observe(seconds)
+        checks = tally.checks
+        checks[key] = checks.get(key, 0) + 1
+        tally.latency[decision][bisect_left(CHECK_BUCKETS, seconds)] += 1  # `le` includes the bound
+        tally.sums[decision] += seconds
 
     def session_cache(self, hit: bool) -> None:
-        (self._hits if hit else self._misses).inc()
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._tally()
+        tally.cache[hit] += 1
+
+    def flush(self) -> None:
+        """Pass what the threads counted since the last flush on to prometheus-client."""
+        with self._lock:
+            tallies = list(self._tallies)
+            checks: dict[tuple[str, str, tuple[str, ...]], int] = {}
+            for tally in tallies:
+                for key, count in list(tally.checks.items()):  # copied at once: its thread may add keys
+                    checks[key] = checks.get(key, 0) + count
+            for key, count in checks.items():
+                delta = count - self._flushed_checks.get(key, 0)
+                if delta:
+                    route, decision, reasons = key
+                    self._checks.labels(route, decision, ",".join(reasons) or "-").inc(delta)
+                    self._flushed_checks[key] = count
+            for decision in DECISIONS:
+                counts = [sum(column) for column in zip(*(t.latency[decision] for t in tallies), strict=True)]
+                total = sum(t.sums[decision] for t in tallies)
+                if counts and counts != self._flushed_latency[decision]:
+                    deltas = [now - then for now, then in zip(counts, self._flushed_latency[decision], strict=True)]
+                    _add_observations(self._latency_children[decision], deltas, total - self._flushed_sums[decision])
+                    self._flushed_latency[decision], self._flushed_sums[decision] = counts, total
+            for hit, label in ((0, "miss"), (1, "hit")):
+                count = sum(t.cache[hit] for t in tallies)
+                if count != self._flushed_cache[hit]:
+                    self._m["cache"].labels(label).inc(count - self._flushed_cache[hit])
+                    self._flushed_cache[hit] = count
+
+    async def flush_loop(self, stop: asyncio.Event, interval: float = FLUSH_INTERVAL) -> None:
+        """Flush once every `interval` until `stop`, then once more (several workers only: one
+        process's scrape flushes it itself)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            self.flush()
 
     def store_error(self, store: str) -> None:
-        self._store_errors.labels(store).inc()
+        self._m["store_errors"].labels(store).inc()
 
     def store_up(self, store: str, up: bool) -> None:
-        self._store_up.labels(store).set(1 if up else 0)
+        self._m["store_up"].labels(store).set(1 if up else 0)
 
     def sign_in(self, outcome: str) -> None:
-        self._sign_ins.labels(outcome).inc()
+        self._m["sign_ins"].labels(outcome).inc()
 
     def idp_call(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self._idp.labels(endpoint, outcome).inc()
-        self._idp_latency.labels(endpoint).observe(seconds)
+        self._m["idp"].labels(endpoint, outcome).inc()
+        self._m["idp_latency"].labels(endpoint).observe(seconds)
 
     def refresh(self, outcome: str) -> None:
-        self._refreshes.labels(outcome).inc()
+        self._m["refreshes"].labels(outcome).inc()
 
     def grant(self, state: str) -> None:
-        self._grants.labels(state).inc()
+        self._m["grants"].labels(state).inc()
 
     def reload(self, result: str) -> None:
-        self._reloads.labels(result).inc()
+        self._m["reloads"].labels(result).inc()
 
     def config_loaded(self, config_hash: str, at: float) -> None:
         # A gauge is a float: 52 bits of the hash fit it exactly (13 hex digits).
-        self._hash.labels(self.worker).set(int(config_hash[:13], 16))
-        self._loaded.labels(self.worker).set(at)
+        self._m["hash"].labels(self.worker).set(int(config_hash[:13], 16))
+        self._m["loaded"].labels(self.worker).set(at)
 
     def log_dropped(self, decision: str) -> None:
-        self._dropped_children[decision].inc()
+        self._m["dropped"].labels(decision).inc()
 
     def exposition(self) -> bytes:
         """The text a scrape gets: this process's metrics, or every worker's in multiprocess mode."""
+        self.flush()
         if self.directory is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         MultiProcessCollector(merged, self.directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+
+def _add_observations(child: Any, counts: list[int], total: float) -> None:
+    """Add many observations to a Histogram child at once: `counts[i]` more in bucket i (not
+    cumulative, +Inf last) and `total` to the sum. prometheus-client has no public call for this;
+    it keeps exactly these values (tests/ops/test_metrics.py compares with `observe`)."""
+    for bucket, count in zip(child._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    child._sum.inc(total)
 
 
 def forget_process(pid: int) -> None:

@@ -27,6 +27,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "authz-session-http": {"ext_authz_transport": "http"},  # Envoy's HTTP ext_authz service
     # No metrics and no decision lines for allows: beside authz-session, what observing costs.
     "authz-session-unobserved": {"metrics_address": None, "authorize_log_sample_rate": 0},
+    # Metrics on and 1% of the allows logged: what a high-throughput edge runs.
+    "authz-session-sampled": {"authorize_log_sample_rate": 0.01},
 }
 WORKERS = tuple(VARIANTS)
 SCENARIOS = (*REFERENCES, *AUTHZ)

@@ -17,7 +17,7 @@ import httpx2
 import pytest
 import yaml
 
-from authz.dev.stack import Process, free_port, idp_available, start_authz, start_envoy, start_idp
+from authz.dev.stack import Process, free_port, free_ports, idp_available, start_authz, start_envoy, start_idp
 from authz.sessions.codec import HandleCodec
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import SQLiteStore
@@ -246,6 +246,50 @@ def _teardown(stack: Stack) -> None:
     if stack.idp:
         stack.idp.stop()
     stack.upstream.close()
+
+
+METRICS_AUTH = ("prometheus", "scrape-secret")
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def grpc_pass_only(what: str) -> pytest.MarkDecorator:
+    """For tests of what both transports share (metrics, logs, reload): once, in the gRPC pass."""
+    return pytest.mark.skipif(
+        os.environ.get("AUTHZ_E2E_TRANSPORT") == "http", reason=f"{what} does not depend on the transport: gRPC pass"
+    )
+
+
+def launch_metered(tmp: Path) -> tuple[Stack, str]:
+    """A stack of two workers with metrics behind basic auth and every decision line logged; and
+    its scrape URL."""
+    base, metrics_port = free_ports(2), free_port()
+    running = _launch(
+        tmp,
+        workers=2,
+        grpc_address=f"127.0.0.1:{base}",
+        metrics_address=f"127.0.0.1:{metrics_port}",
+        metrics_basic_auth=base64.b64encode(":".join(METRICS_AUTH).encode()).decode(),
+        authorize_log_rate_limit=0,
+    )
+    return running, f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a scrape, by name and labels (the `pid` label of per-worker gauges dropped)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx2.get(url, auth=METRICS_AUTH, timeout=10)
+    assert answer.status_code == 200, answer.text
+    samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "pid"))
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
 @pytest.fixture(scope="session")

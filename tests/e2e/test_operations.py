@@ -9,7 +9,6 @@ its tokens or the assertion.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -18,54 +17,28 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from authz.config.load import load_config
-from authz.dev.stack import free_port, free_ports, wait_until
+from authz.dev.stack import wait_until
 
-from .conftest import Stack, _launch, _teardown
+from .conftest import METRICS_AUTH, Samples, Stack, _teardown, grpc_pass_only, launch_metered, scrape, total
 from .loopback import browser, idp_login
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, grpc_pass_only("what metrics and logs count")]
 DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "authz-dashboard.json"
-AUTH = ("prometheus", "scrape-secret")
 
 
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
-    base, metrics_port = free_ports(2), free_port()
-    running = _launch(
-        tmp_path_factory.mktemp("ops"),
-        workers=2,
-        grpc_address=f"127.0.0.1:{base}",
-        metrics_address=f"127.0.0.1:{metrics_port}",
-        metrics_basic_auth=base64.b64encode(":".join(AUTH).encode()).decode(),
-        authorize_log_rate_limit=0,
-    )
-    yield running, f"http://127.0.0.1:{metrics_port}/metrics"
+    running, url = launch_metered(tmp_path_factory.mktemp("ops"))
+    yield running, url
     _teardown(running)
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a scrape, by name and labels (the `pid` label of per-worker gauges dropped)."""
-    answer = httpx2.get(url, auth=AUTH, timeout=10)
-    assert answer.status_code == 200, answer.text
-    samples = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "pid"))
-            samples[(sample.name, labels)] = sample.value
-    return samples
-
-
-def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
 def test_the_scrape_needs_its_credentials(ops: tuple[Stack, str]) -> None:
     _, url = ops
     assert httpx2.get(url, timeout=10).status_code == 401
-    assert httpx2.get(url, auth=("prometheus", "wrong"), timeout=10).status_code == 401
+    assert httpx2.get(url, auth=(METRICS_AUTH[0], "wrong"), timeout=10).status_code == 401
 
 
 def test_checks_move_the_counters_of_both_workers(ops: tuple[Stack, str]) -> None:
@@ -76,11 +49,16 @@ def test_checks_move_the_counters_of_both_workers(ops: tuple[Stack, str]) -> Non
     with stack.client("nobody.localhost") as client:
         denied = [client.get("/", headers={"accept": "application/json"}).status_code for _ in range(7)]
     assert denied == [403] * 7
+
+    def moved(samples: Samples) -> float:
+        return total(samples, "authz_checks_total", route="public", decision="allow") - total(
+            before, "authz_checks_total", route="public", decision="allow"
+        )
+
+    # Each worker writes its Checks' counts to its file once a second: the sum is there within that.
+    wait_until(lambda: moved(scrape(url)) >= 30, 5, "30 allows counted")
     after = scrape(url)
-    moved = total(after, "authz_checks_total", route="public", decision="allow") - total(
-        before, "authz_checks_total", route="public", decision="allow"
-    )
-    assert moved == 30
+    assert moved(after) == 30
     assert (
         total(after, "authz_checks_total", route="nobody", decision="deny")
         - total(before, "authz_checks_total", route="nobody", decision="deny")

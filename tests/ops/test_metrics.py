@@ -7,6 +7,9 @@ import base64
 import datetime as dt
 import ipaddress
 import ssl
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import httpx2
@@ -19,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.config.model import Address, MetricsSettings, Secret
 from authz.dev.stack import free_port
-from authz.ops.metrics import NO_METRICS, Metrics, decision_of
+from authz.ops.metrics import CHECK_BUCKETS, NO_METRICS, Metrics, decision_of, use_multiprocess
 from authz.ops.server import authorized, start_metrics_server
 
 
@@ -66,6 +69,59 @@ def test_values_move_and_labels_never_carry_a_user() -> None:
     labels = {k for f in text_string_to_metric_families(text) for s in f.samples for k in s.labels}
     assert labels <= {"route", "decision", "reason", "result", "store", "outcome", "endpoint", "state", "worker",
                       "version", "python", "le"}  # fmt: skip
+
+
+def test_checks_counted_per_thread_add_up_exactly_and_match_prometheus_own_histogram() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    metrics = Metrics(worker=0)
+    durations = [0.00001, 0.00002, 0.0004, 0.03, 7.0, 12.0]  # on a bound, between bounds, past the last
+
+    def work() -> None:
+        for i in range(3000):
+            metrics.check(f"r{i % 3}", "allow", ("ok",), durations[i % len(durations)])
+            metrics.session_cache(i % 2 == 0)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+        metrics.flush()  # flushes while threads count lose nothing and count nothing twice
+    for thread in threads:
+        thread.join()
+    text = metrics.exposition().decode()
+    assert sum(_value(text, "authz_checks_total", route=f"r{i}") for i in range(3)) == 24000
+    assert _value(text, "authz_session_cache_total", result="hit") == 12000
+    assert metrics.exposition().decode() == text  # nothing new: a second flush adds nothing
+    reference = Histogram("h", "h", buckets=CHECK_BUCKETS, registry=CollectorRegistry())
+    for i in range(24000):
+        reference.observe(durations[i % len(durations)])
+    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name == "h_bucket"}
+    for le, count in expected.items():
+        assert _value(text, "authz_check_duration_seconds_bucket", decision="allow", le=le) == count, le
+    total = _value(text, "authz_check_duration_seconds_sum", decision="allow")
+    assert total == pytest.approx(sum(durations) * 4000)
+
+
+def test_several_workers_flush_to_their_files_and_one_scrape_adds_them_up(tmp_path: Path) -> None:
+    worker = (
+        "from authz.ops.metrics import Metrics, use_multiprocess\n"
+        f"use_multiprocess({str(tmp_path)!r})\n"
+        "m = Metrics(worker=1)\n"
+        "m.check('app', 'deny', ('no',), 0.001)\n"
+        "m.check('app', 'deny', ('no',), 0.001)\n"
+        "m.flush()\n"  # what its flush_loop does once a second
+    )
+    subprocess.run([sys.executable, "-c", worker], check=True, timeout=60)
+    use_multiprocess(str(tmp_path))
+    try:
+        first = Metrics(worker=0)
+        first.check("app", "deny", ("no",), 0.001)
+        text = first.exposition().decode()  # the scraping process flushes itself
+        assert _value(text, "authz_checks_total", route="app", decision="deny") == 3
+        assert _value(text, "authz_check_duration_seconds_count", decision="deny") == 3
+        assert _value(text, "authz_sign_ins_total", outcome="error") == 0
+    finally:
+        use_multiprocess(None)
 
 
 def test_no_metrics_records_nothing() -> None:
