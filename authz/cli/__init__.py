@@ -34,26 +34,44 @@ def _envoy_config(args: argparse.Namespace) -> int:
     from authz.envoy.bootstrap import render_bootstrap
     from authz.envoy.snippet import render_snippet
 
+    if (problem := _envoy_config_problem(args)) is not None:
+        print(problem, file=sys.stderr)
+        return 1
     config = _load(args.config)
     if config is None:
         return 1
+    config = _with_workers(config, args.workers)
+    if config is None:
+        return 1
+    if args.out is not None:
+        from authz.cli.envoy_files import write_and_watch, write_once
+
+        if args.watch:
+            return write_and_watch(args.config, config, args.out, args.admin_address, args.workers)
+        return write_once(config, args.out, args.admin_address)
+    if args.snippet:
+        sys.stdout.write(render_snippet(config))
+        return 0
+    sys.stdout.write(render_bootstrap(config, admin_address=args.admin_address))
+    return 0
+
+
+def _envoy_config_problem(args: argparse.Namespace) -> str | None:
+    """Why these `envoy-config` options do not go together, or None."""
     admin = args.admin_address
     if admin is not None:
         host, _, port = admin.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            print(f"--admin-address: expected host:port, got {admin!r}", file=sys.stderr)
-            return 1
-    config = _with_workers(config, args.workers)
-    if config is None:
-        return 1
-    if args.snippet:
-        if admin is not None:
-            print("--admin-address: not with --snippet (your Envoy has its own admin)", file=sys.stderr)
-            return 1
-        sys.stdout.write(render_snippet(config))
-        return 0
-    sys.stdout.write(render_bootstrap(config, admin_address=admin))
-    return 0
+            return f"--admin-address: expected host:port, got {admin!r}"
+        if args.snippet:
+            return "--admin-address: not with --snippet (your Envoy has its own admin)"
+    if args.watch and args.out is None:
+        return "--watch: needs --out DIR (it keeps the files in DIR up to date)"
+    if args.out is not None and args.snippet:
+        return "--out: not with --snippet (--out writes a whole bootstrap and the files it reads)"
+    if args.out == "":
+        return "--out: expected a directory"
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -170,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument(
         "--snippet", action="store_true", help="only the pieces to paste into an Envoy config you already run"
     )
+    envoy.add_argument(
+        "--out", metavar="DIR",
+        help="write envoy.yaml, routes.yaml and clusters.yaml to DIR: routes change without restarting Envoy",
+    )  # fmt: skip
+    envoy.add_argument("--watch", action="store_true", help="with --out: rewrite the files when the config changes")
     envoy.set_defaults(run=_envoy_config)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and the HTTP sidecar")

@@ -30,6 +30,7 @@ import grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 from authz._proto.grpc.health.v1 import health_pb2_grpc
 from authz.config import Config
+from authz.envoy.files import ConfigDirWriter
 from authz.envoy.http_check import HttpCheckServer
 from authz.envoy.service import Authorization, Health, ThreadedAuthorization, ThreadedHealth
 from authz.identity.refresher import refresh_loop
@@ -307,6 +308,13 @@ def serve(
             log.warning(warning)
 
     async def main() -> int:
+        envoy_files = ConfigDirWriter()  # `envoy_config_dir`: the parent writes, workers never
+        if not child:
+            try:
+                await envoy_files.publish(config)
+            except OSError as exc:
+                log.error("cannot write Envoy's files to envoy_config_dir: %s", exc)
+                return 1
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -322,7 +330,10 @@ def serve(
         # The parent reloads on SIGHUP and on a change of the files, then passes SIGHUP on to its
         # workers; a worker reloads on the SIGHUP it gets.
         forward = children.signal_all if children is not None else None
-        reloader = Reloader(holder, config_path, on_reloaded=forward, workers=config.workers)
+        reloader = Reloader(
+            holder, config_path, on_reloaded=forward, workers=config.workers,
+            on_swapped=None if child else envoy_files.on_swapped,
+        )  # fmt: skip
         loop.add_signal_handler(signal.SIGHUP, reloader.trigger, "SIGHUP")
         watcher = loop.create_task(watch(reloader, stop)) if not child else None
         # Each of several workers writes the Checks' counts to its file once a second.

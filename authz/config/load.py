@@ -31,7 +31,8 @@ GLOBAL_KEYS = (
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
-    "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", *OPS_KEYS,
+    "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", "envoy_config_dir",
+    *OPS_KEYS,
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -360,6 +361,17 @@ def route_checksum(raw: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(envoy_side, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _envoy_config_dir(node: Node, base: Path) -> str | None:
+    """Where `authz serve` writes Envoy's route files, relative to the config's folder; None: nowhere."""
+    name = node.text("envoy_config_dir")
+    if not name:
+        return None
+    path = base / name
+    if path.exists() and not path.is_dir():
+        node.error("envoy_config_dir", f"{name!r} is not a directory")
+    return str(path)
+
+
 def _route_id(node: Node, url: str, to: tuple[Upstream, ...]) -> str:
     explicit = node.raw("id")
     if explicit is not None:
@@ -605,6 +617,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         node.error("xff_num_trusted_hops", f"must be 0 to 16, got {hops}")
     else:
         config = dataclasses.replace(config, xff_num_trusted_hops=hops)
+    config = dataclasses.replace(config, envoy_config_dir=_envoy_config_dir(node, base))
     workers = node.integer("workers", 1)
     if (problem := config.workers_problem(workers)) is not None:
         node.error("workers", problem)

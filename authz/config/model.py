@@ -188,6 +188,8 @@ class Config:
     use_proxy_protocol: bool = False  # the listener requires the PROXY protocol (a balancer in front)
     metrics: MetricsSettings = MetricsSettings()
     logs: LogSettings = LogSettings()
+    # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
+    envoy_config_dir: str | None = None
     files: tuple[str, ...] = ()  # the files the config named and authz read (secrets, keys)
     digest: str = ""  # SHA-256 of the config's text and of those files: which config is in force
 

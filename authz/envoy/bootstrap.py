@@ -1,12 +1,16 @@
 """The Envoy bootstrap for a config: listener, virtual hosts, routes, ext_authz, clusters.
 
 Routes are defined once, in authz's config; this module is the only place that knows Envoy's
-config schema. The output is one YAML document, validated in tests with `envoy --mode validate`.
+config schema. The output is one YAML document, validated in tests with `envoy --mode validate`;
+or, for `--out DIR`, a bootstrap that reads the routes (RDS) and their clusters (CDS) from two
+files in DIR, which authz/envoy/files.py writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +21,7 @@ from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.envoy import http_check
 
 AUTHZ_CLUSTER = "authz-grpc"
+ROUTE_CONFIG_NAME = "authz-routes"
 SIDECAR_CLUSTER = "authz-http"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _T = "type.googleapis.com/"
@@ -105,7 +110,11 @@ def _cluster(
 
 
 def cluster_name(route: Route) -> str:
-    return f"route-{route.index}-{route.id[:16]}"
+    """The route's cluster: named by its id alone (ids are unique), so inserting or removing
+    another route renames no cluster (with `--out`, a renamed cluster is a new connection pool)."""
+    if len(route.id) <= 40:
+        return f"route-{route.id}"
+    return f"route-{route.id[:32]}-{hashlib.sha256(route.id.encode()).hexdigest()[:8]}"
 
 
 def _upstream_cluster(route: Route) -> dict[str, Any]:
@@ -233,6 +242,20 @@ def _virtual_hosts(config: Config) -> list[dict[str, Any]]:
     return vhosts
 
 
+def route_configuration(config: Config) -> dict[str, Any]:
+    """Every route Envoy serves, as one RouteConfiguration (inline in the bootstrap, or through RDS)."""
+    return {
+        "name": ROUTE_CONFIG_NAME,
+        "ignore_port_in_host_matching": True,
+        "virtual_hosts": _virtual_hosts(config),
+    }
+
+
+def upstream_clusters(config: Config) -> list[dict[str, Any]]:
+    """One cluster per route, for its `to` upstreams (static in the bootstrap, or through CDS)."""
+    return [_upstream_cluster(route) for route in config.routes]
+
+
 def authz_filters(config: Config) -> list[dict[str, Any]]:
     """The HTTP filters that put authz in front of every route (before the router): ext_authz,
     failing closed, and with the HTTP service the filter that drops forged internal headers."""
@@ -315,7 +338,8 @@ def access_log() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _listener(config: Config) -> dict[str, Any]:
+def _listener(config: Config, routing: dict[str, Any]) -> dict[str, Any]:
+    """The one listener; `routing` is the connection manager's `route_config` (inline) or `rds`."""
     manager = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
@@ -335,11 +359,7 @@ def _listener(config: Config) -> dict[str, Any]:
             "max_headers_count": 1000,
         },
         "access_log": [access_log()],
-        "route_config": {
-            "name": "authz-routes",
-            "ignore_port_in_host_matching": True,
-            "virtual_hosts": _virtual_hosts(config),
-        },
+        **routing,
         "http_filters": [
             *authz_filters(config),
             {
@@ -482,10 +502,14 @@ def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any
     data: dict[str, Any] = {
         "node": {"id": "authz", "cluster": "authz"},
         "static_resources": {
-            "listeners": [_listener(config)],
-            "clusters": [*authz_clusters(config), *(_upstream_cluster(r) for r in config.routes)],
+            "listeners": [_listener(config, {"route_config": route_configuration(config)})],
+            "clusters": [*authz_clusters(config), *upstream_clusters(config)],
         },
     }
+    return _with_admin(data, admin_address)
+
+
+def _with_admin(data: dict[str, Any], admin_address: str | None) -> dict[str, Any]:
     if admin_address:
         host, _, port = admin_address.rpartition(":")
         data["admin"] = {"address": _socket((host or "127.0.0.1", int(port)))}
@@ -495,3 +519,69 @@ def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any
 def render_bootstrap(config: Config, admin_address: str | None = None) -> str:
     """The bootstrap as one YAML document."""
     return yaml.safe_dump(bootstrap(config, admin_address), sort_keys=False, explicit_start=True)
+
+
+# The dynamic mode (`authz envoy-config --out DIR`): the listener and authz's own clusters stay in
+# the bootstrap; the routes (RDS) and the routes' clusters (CDS) come from two files in DIR that
+# Envoy reloads whenever a file is moved into DIR, so routes change without an Envoy restart.
+BOOTSTRAP_FILE = "envoy.yaml"
+ROUTES_FILE = "routes.yaml"
+CLUSTERS_FILE = "clusters.yaml"
+_ROUTE_TYPE = _T + "envoy.config.route.v3.RouteConfiguration"
+_CLUSTER_TYPE = _T + "envoy.config.cluster.v3.Cluster"
+
+
+def _file_source(directory: str, name: str) -> dict[str, Any]:
+    # Watching the directory, not the file: Envoy reloads on any rename into it, which is how the
+    # files are replaced, and it also follows a Kubernetes volume's `..data` symlink swap.
+    return {
+        "path_config_source": {"path": f"{directory}/{name}", "watched_directory": {"path": directory}},
+        "resource_api_version": "V3",
+    }
+
+
+def dynamic_bootstrap(config: Config, directory: str, admin_address: str | None = None) -> dict[str, Any]:
+    """The bootstrap whose routes and route clusters Envoy reads from `directory` (an absolute path)."""
+    rds = {"rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _file_source(directory, ROUTES_FILE)}}
+    data: dict[str, Any] = {
+        "node": {"id": "authz", "cluster": "authz"},
+        "dynamic_resources": {"cds_config": _file_source(directory, CLUSTERS_FILE)},
+        "static_resources": {"listeners": [_listener(config, rds)], "clusters": authz_clusters(config)},
+    }
+    return _with_admin(data, admin_address)
+
+
+def _discovery_response(type_url: str, resources: list[dict[str, Any]]) -> str:
+    """A DiscoveryResponse as Envoy's file subscription reads it; its version is a hash of the content."""
+    typed = [{"@type": type_url, **resource} for resource in resources]
+    version = hashlib.sha256(json.dumps(typed, sort_keys=True).encode()).hexdigest()[:16]
+    return yaml.safe_dump({"version_info": version, "resources": typed}, sort_keys=False, explicit_start=True)
+
+
+def render_routes(config: Config) -> str:
+    """The RDS file: the one RouteConfiguration."""
+    return _discovery_response(_ROUTE_TYPE, [route_configuration(config)])
+
+
+def render_clusters(clusters: Iterable[dict[str, Any]]) -> str:
+    """The CDS file: these clusters, by name order (the same set always reads the same)."""
+    return _discovery_response(_CLUSTER_TYPE, sorted(clusters, key=lambda cluster: str(cluster["name"])))
+
+
+def clusters_in(text: str) -> dict[str, dict[str, Any]]:
+    """The clusters a CDS file holds, by name; empty for a file that is not one (a writer's first run)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    resources = document.get("resources") if isinstance(document, dict) else None
+    found: dict[str, dict[str, Any]] = {}
+    for resource in resources if isinstance(resources, list) else []:
+        if isinstance(resource, dict) and resource.get("@type") == _CLUSTER_TYPE and "name" in resource:
+            found[str(resource["name"])] = {k: v for k, v in resource.items() if k != "@type"}
+    return found
+
+
+def render_dynamic_bootstrap(config: Config, directory: str, admin_address: str | None = None) -> str:
+    """The dynamic bootstrap as one YAML document."""
+    return yaml.safe_dump(dynamic_bootstrap(config, directory, admin_address), sort_keys=False, explicit_start=True)

@@ -1,8 +1,8 @@
 """Reload: a new config read, validated and built off the hot path, then swapped in whole.
 
 Triggers are SIGHUP and a change of the config file or of a file it names (secrets, keys), seen
-by `watch` (a poll of each path's identity and contents once a second: it follows an atomic
-rename and a symlink swap, which is how Kubernetes updates a mounted ConfigMap or Secret). The
+by `watch` (authz/ops/watch.py: a poll once a second that follows an atomic rename and a symlink
+swap, which is how Kubernetes updates a mounted ConfigMap or Secret). The
 parent of several workers reloads itself and forwards SIGHUP to each child, which reloads the
 same way (`authz_config_hash{worker}` shows each one's config).
 
@@ -25,21 +25,20 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
 from authz.config import Config
 from authz.config.load import load_config
 from authz.errors import ConfigError
 from authz.ops.logs import configure_logging
+from authz.ops.watch import WATCH_INTERVAL, watch_files
+from authz.ops.watch import stamp as stamp  # where tests and callers have found it
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 
 log = logging.getLogger("authz")
-WATCH_INTERVAL = 1.0
 RETIRE_AFTER = 15.0  # seconds before an old Runtime's parts are closed (its last requests are done)
 
 # Changes that a running process cannot take: what they configure is bound or opened at start.
@@ -89,10 +88,12 @@ class Reloader:
         path: str,
         on_reloaded: Callable[[], None] | None = None,
         workers: int | None = None,
+        on_swapped: Callable[[Config], Awaitable[None]] | None = None,
     ) -> None:
         self.holder = holder
         self.path = path
         self.on_reloaded = on_reloaded  # the parent forwards SIGHUP to its workers here
+        self.on_swapped = on_swapped  # then writes Envoy's route files (`envoy_config_dir`)
         self.workers = workers  # `--workers`, which stands in for the file's `workers` on reload too
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[object]] = set()  # reloads running, old Runtimes to close
@@ -148,6 +149,8 @@ class Reloader:
             self._retire(old, new)
         if self.on_reloaded is not None:
             self.on_reloaded()
+        if self.on_swapped is not None:
+            await self.on_swapped(config)
         return Result.OK
 
     def _retire(self, old: Runtime, new: Runtime) -> None:
@@ -173,41 +176,11 @@ def _build(config: Config, old: Runtime) -> Runtime:
     return Runtime.build(config, store=old.raw_store, grants=old.grants, metrics=old.metrics)
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    """What identifies a file's contents without reading it: followed through symlinks."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-
-
-def stamp(path: str) -> Stamp | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return Stamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 async def watch(reloader: Reloader, stop: asyncio.Event, interval: float = WATCH_INTERVAL) -> None:
     """Reload when the config file or a file it names changes (rename, symlink swap or in place)."""
-
-    def paths() -> list[str]:
-        return [reloader.path, *reloader.holder.current.config.files]
-
-    seen = {p: stamp(p) for p in paths()}
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-        if stop.is_set():
-            return
-        now = {p: stamp(p) for p in paths()}
-        if now != seen:
-            seen = now
-            # A writer may still be writing: wait one short beat, then read what is there.
-            await asyncio.sleep(0.2)
-            await reloader.reload("file change")
-            seen = {p: stamp(p) for p in paths()}
+    await watch_files(
+        lambda: [reloader.path, *reloader.holder.current.config.files],
+        lambda: reloader.reload("file change"),
+        stop,
+        interval,
+    )
