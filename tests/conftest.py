@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,16 @@ from authz.signing.keys import generate_p256_pem
 
 # `make fuzz` runs the property tests with this profile: many more examples, no deadline.
 settings.register_profile("fuzz", max_examples=5000, deadline=None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_decision_lines() -> None:
+    """Runtimes built in this process queue decision lines for stderr from a thread of their own,
+    outside any test's capture: here they go nowhere (tests of the lines pass their own writer;
+    `authz serve` processes keep theirs)."""
+    from authz.ops import decisions
+
+    decisions.STDERR.fd = os.open(os.devnull, os.O_WRONLY)
 
 
 @pytest.fixture(scope="session")

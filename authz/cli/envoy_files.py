@@ -44,6 +44,7 @@ class _Follower:
         self.publisher = publisher
         self.workers = workers  # `--workers`, which stands in for the file's `workers` on every load
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one load-and-write at a time: a SIGHUP and a file change in order
 
     def files(self) -> list[str]:
         return [self.path, *self.config.files]
@@ -56,6 +57,10 @@ class _Follower:
 
     async def update(self, why: str) -> None:
         """Load the config again and write what changed; a config that does not load changes nothing."""
+        async with self._lock:
+            await self._update(why)
+
+    async def _update(self, why: str) -> None:
         try:
             config = await asyncio.to_thread(load_config, self.path)
         except ConfigError as exc:
@@ -93,10 +98,11 @@ def write_and_watch(path: str, config: Config, directory: str, admin_address: st
     # Until the loop's handler is in place, a SIGHUP must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        publish(config, directory, admin_address=admin_address)
+        written = publish(config, directory, admin_address=admin_address)
     except OSError as exc:
         print(f"--out: cannot write {directory}: {exc}", file=sys.stderr)
         return 1
+    log.info("envoy files written", extra={"fields": {"directory": directory, "files": written}})
     follower = _Follower(path, config, Publisher(directory, admin_address=admin_address), workers)
 
     async def main() -> None:

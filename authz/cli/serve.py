@@ -352,6 +352,7 @@ def serve(
                 await watcher
             if flusher is not None:
                 await flusher
+                metrics.flush()  # the Checks answered while the server drained
             await reloader.close()
         return 0
 

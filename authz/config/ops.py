@@ -50,11 +50,12 @@ CREDENTIAL_HEADERS = frozenset((
     "cookie", "authorization", "proxy-authorization", "x-pomerium-authorization", "x-pomerium-jwt-assertion",
     "x-pomerium-jwt-assertion-for", "set-cookie", "x-authz-client-cert", "x-forwarded-client-cert",
 ))  # fmt: skip
-URL_HEADERS = frozenset((
-    "referer", "location", "x-forwarded-uri", "x-original-uri", "x-original-url", "x-envoy-original-path",
-    "x-envoy-original-url", "x-rewrite-url", "x-forwarded-path",
-))  # fmt: skip
-CREDENTIAL_WORDS = ("auth", "token", "secret", "key", "cookie", "session", "passw", "signature", "credential", "jwt")
+URL_HEADERS = frozenset(("referer", "referrer", "x-envoy-original-path", "x-forwarded-path", "x-rewrite-url"))
+URL_WORDS = ("url", "uri", "query", "location")  # x-forwarded-uri, x-original-url, content-location, …
+CREDENTIAL_WORDS = (
+    "auth", "token", "secret", "key", "cookie", "session", "pass", "sig", "credential", "jwt", "bearer", "oidc",
+    "dpop", "hmac", "otp",
+)  # fmt: skip
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 # Pomerium's fields that authz has no value for: accepted (a Pomerium config loads) and left out.
 ABSENT = frozenset((
@@ -133,7 +134,7 @@ def _refused_header(name: str) -> str:
         return "not a header name (pseudo-headers such as :path are not logged)"
     if name in CREDENTIAL_HEADERS or any(word in name for word in CREDENTIAL_WORDS):
         return "that header may carry credentials"
-    if name in URL_HEADERS:
+    if name in URL_HEADERS or any(word in name for word in URL_WORDS):
         return "that header carries a URL with its query string (codes, tokens)"
     return ""
 

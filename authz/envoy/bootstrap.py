@@ -582,6 +582,25 @@ def clusters_in(text: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def clusters_routed(text: str) -> set[str]:
+    """The clusters the routes of an RDS file send to; empty for a file that is not one."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return set()
+    resources = document.get("resources") if isinstance(document, dict) else None
+    names: set[str] = set()
+    for resource in resources if isinstance(resources, list) else []:
+        hosts = resource.get("virtual_hosts") if isinstance(resource, dict) else None
+        for host in hosts if isinstance(hosts, list) else []:
+            routes = host.get("routes") if isinstance(host, dict) else None
+            for route in routes if isinstance(routes, list) else []:
+                action = route.get("route") if isinstance(route, dict) else None
+                if isinstance(action, dict) and isinstance(action.get("cluster"), str):
+                    names.add(action["cluster"])
+    return names
+
+
 def render_dynamic_bootstrap(config: Config, directory: str, admin_address: str | None = None) -> str:
     """The dynamic bootstrap as one YAML document."""
     return yaml.safe_dump(dynamic_bootstrap(config, directory, admin_address), sort_keys=False, explicit_start=True)

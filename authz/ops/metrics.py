@@ -44,8 +44,8 @@ FLUSH_INTERVAL = 1.0  # seconds between a worker's flushes of its Checks' counts
 DECISIONS = ("allow", "login", "deny", "error")
 # The error pages a sign-in can end on: their reasons are the sign-in metric's outcomes.
 SIGN_IN_FAULTS = tuple(
-    str(r) for r in (Reason.BAD_REQUEST, Reason.INVALID_ID_TOKEN, Reason.IDP_REFUSED, Reason.IDP_UNAVAILABLE,
-                     Reason.IDP_TIMEOUT)
+    str(r) for r in (Reason.BAD_REQUEST, Reason.INVALID_ID_TOKEN, Reason.IDP_ACCESS_DENIED, Reason.IDP_REFUSED,
+                     Reason.IDP_UNAVAILABLE, Reason.IDP_TIMEOUT)
 )  # fmt: skip
 
 
@@ -154,9 +154,10 @@ class _Tally:
     """One thread's running totals of what Checks count. Only its own thread writes them, without
     a lock (prometheus-client takes one per value: a Check would take three); `flush` reads them."""
 
-    __slots__ = ("cache", "checks", "latency", "sums")
+    __slots__ = ("cache", "checks", "count", "latency", "sums")
 
     def __init__(self) -> None:
+        self.count = 0  # Checks recorded whole (raised last): a flush with no change skips the tally
         self.checks: dict[tuple[str, str, tuple[str, ...]], int] = {}
         self.latency = {d: [0] * (len(CHECK_BUCKETS) + 1) for d in DECISIONS}  # per bucket, +Inf last
         self.sums = dict.fromkeys(DECISIONS, 0.0)
@@ -206,6 +207,7 @@ class Metrics(Recorder):
         self._flushed_latency = {d: [0] * (len(CHECK_BUCKETS) + 1) for d in DECISIONS}
         self._flushed_sums = dict.fromkeys(DECISIONS, 0.0)
         self._flushed_cache = [0, 0]
+        self._seen: list[tuple[int, int, int]] = []
 
     def _tally(self) -> _Tally:
         tally = _Tally()
@@ -224,6 +226,7 @@ class Metrics(Recorder):
         checks[key] = checks.get(key, 0) + 1
         tally.latency[decision][bisect_left(CHECK_BUCKETS, seconds)] += 1  # `le` includes the bound
         tally.sums[decision] += seconds
+        tally.count += 1
 
     def session_cache(self, hit: bool) -> None:
         try:
@@ -236,6 +239,10 @@ class Metrics(Recorder):
         """Pass what the threads counted since the last flush on to prometheus-client."""
         with self._lock:
             tallies = list(self._tallies)
+            seen = [(t.count, t.cache[0], t.cache[1]) for t in tallies]
+            if seen == self._seen:  # nothing new: skip walking every route's keys
+                return
+            self._seen = seen
             checks: dict[tuple[str, str, tuple[str, ...]], int] = {}
             for tally in tallies:
                 for key, count in list(tally.checks.items()):  # copied at once: its thread may add keys
@@ -249,7 +256,8 @@ class Metrics(Recorder):
             for decision in DECISIONS:
                 counts = [sum(column) for column in zip(*(t.latency[decision] for t in tallies), strict=True)]
                 total = sum(t.sums[decision] for t in tallies)
-                if counts and counts != self._flushed_latency[decision]:
+                # (the sum too on its own: a flush may have come between a Check's bucket and its sum)
+                if counts and (counts != self._flushed_latency[decision] or total != self._flushed_sums[decision]):
                     deltas = [now - then for now, then in zip(counts, self._flushed_latency[decision], strict=True)]
                     _add_observations(self._latency_children[decision], deltas, total - self._flushed_sums[decision])
                     self._flushed_latency[decision], self._flushed_sums[decision] = counts, total

@@ -96,8 +96,8 @@ class Stack:
         store.close()
 
 
-def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int, store: Path) -> dict[str, Any]:
-    to = f"http://127.0.0.1:{upstream}"
+def base_config(envoy_port: int, grpc_port: int, http_port: int) -> dict[str, Any]:
+    """What every test stack's config starts from: its ports and fresh secrets, plain HTTP."""
     return {
         "insecure_server": True,
         "address": f"127.0.0.1:{envoy_port}",
@@ -108,6 +108,13 @@ def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int,
         "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
         "signing_key": base64.b64encode(generate_p256_pem()).decode(),
         "cookie_secure": False,
+    }
+
+
+def stack_config(envoy_port: int, grpc_port: int, http_port: int, upstream: int, store: Path) -> dict[str, Any]:
+    to = f"http://127.0.0.1:{upstream}"
+    return {
+        **base_config(envoy_port, grpc_port, http_port),
         "session_store": f"sqlite://{store}",
         # A short bound, so tests of a revocation made outside authz wait a second, not ten.
         "session_cache_ttl": "1s",

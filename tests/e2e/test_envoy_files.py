@@ -5,10 +5,8 @@ route answers 200 to every request throughout."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import sys
 import threading
 import time
@@ -23,8 +21,8 @@ import pytest
 import yaml
 
 from authz.dev.stack import Process, free_port, start_authz, start_envoy, wait_until
-from authz.signing.keys import generate_p256_pem
 
+from .conftest import base_config
 from .upstream import Recorder
 
 pytestmark = pytest.mark.e2e
@@ -61,15 +59,7 @@ class Running:
 
 def _config(envoy_port: int, grpc_port: int, http_port: int, upstream: int) -> dict[str, Any]:
     return {
-        "insecure_server": True,
-        "address": f"127.0.0.1:{envoy_port}",
-        "authenticate_service_url": f"http://authenticate.localhost:{envoy_port}",
-        "grpc_address": f"127.0.0.1:{grpc_port}",
-        "http_address": f"127.0.0.1:{http_port}",
-        "shared_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "cookie_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "signing_key": base64.b64encode(generate_p256_pem()).decode(),
-        "cookie_secure": False,
+        **base_config(envoy_port, grpc_port, http_port),
         "session_store": "memory:",
         "routes": [_route("steady", upstream)],
     }

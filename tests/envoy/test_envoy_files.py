@@ -7,6 +7,7 @@ import asyncio
 import copy
 import logging
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,8 @@ def test_files_are_owner_only_and_a_new_folder_too(full: Config, tmp_path: Path)
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     for name in NAMES:
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
-    assert sorted(p.name for p in out.iterdir()) == sorted(NAMES)  # no temporary file left behind
+    # No temporary file left behind; the writers' lock file stays.
+    assert sorted(p.name for p in out.iterdir()) == sorted([*NAMES, ".authz-envoy.lock"])
     document = yaml.safe_load((out / "clusters.yaml").read_text())
     assert len(document["version_info"]) == 16
 
@@ -142,7 +144,8 @@ def test_a_route_never_names_a_cluster_envoy_does_not_have(
         ("clusters.yaml", {kept, new}),  # the removed route's cluster last
     ]
     assert steps[1][1] == {"authz-http", kept, new}
-    assert sleeps == [0.5, 0.5]  # Envoy is given time after each step that the next relies on
+    # Envoy is given time after each step that the next relies on (what is left of it when the step ran).
+    assert len(sleeps) == 2 and all(0 < pause <= 0.5 for pause in sleeps)
 
 
 def test_a_first_run_does_not_wait_and_junk_clusters_count_as_none(full: Config, tmp_path: Path) -> None:
@@ -233,7 +236,8 @@ def test_serve_writes_the_route_files_after_a_reload(write_config: Callable[...,
 
     async def scenario() -> None:
         await envoy_files.publish(holder.current.config)
-        assert sorted(p.name for p in out.iterdir()) == ["clusters.yaml", "routes.yaml"]  # the bootstrap is --out's
+        written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        assert written == ["clusters.yaml", "routes.yaml"]  # the bootstrap is --out's
         path.write_text(path.read_text().replace("public.localhost", "other.localhost"))
         assert await reloader.reload("test") is Result.OK
         await reloader.close()
@@ -252,6 +256,76 @@ def test_inserting_a_route_renames_no_other_cluster(make_config: Callable[..., C
     sleeps: list[float] = []
     publish(config("first", "a", "b"), tmp_path, sleep=sleeps.append)
     assert set(clusters_in((tmp_path / "clusters.yaml").read_text())) == {"route-first", "route-a", "route-b"}
-    assert sleeps == [files.APPLY_PAUSE]  # one cluster added, none removed: one wait
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= files.APPLY_PAUSE  # one cluster added, none removed: one wait
     long_id = make_config(routes=[{"from": "http://x.localhost", "to": "http://127.0.0.1:9000"}]).routes[0]
     assert len(long_id.id) == 64 and cluster_name(long_id) == f"route-{long_id.id[:32]}-" + cluster_name(long_id)[-8:]
+
+
+def _ids(make_config: Callable[..., Config], *ids: str) -> Config:
+    return make_config(routes=[{"id": i, "from": f"http://{i}.localhost", "to": "http://127.0.0.1:9000"} for i in ids])
+
+
+def test_a_writer_restarted_mid_change_still_waits_before_the_routes(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    publish(_ids(make_config, "a"), tmp_path)
+    # A writer wrote the union of clusters, then was killed during its pause.
+    killed: list[float] = []
+    original = files.write_file
+
+    def die_after_the_clusters(path: Path, text: str) -> bool:
+        if path.name == "routes.yaml":
+            raise KeyboardInterrupt
+        return original(path, text)
+
+    files.write_file = die_after_the_clusters  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            publish(_ids(make_config, "a", "b"), tmp_path, sleep=killed.append)
+    finally:
+        files.write_file = original  # type: ignore[assignment]
+    # Restarted at once: the clusters file is already the union, yet the new route's cluster is
+    # not yet in any served route: what is left of the pause is waited for.
+    sleeps: list[float] = []
+    assert publish(_ids(make_config, "a", "b"), tmp_path, sleep=sleeps.append) == ["routes.yaml"]
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= files.APPLY_PAUSE
+
+
+def test_with_envoys_admin_the_routes_wait_until_envoy_has_the_new_clusters(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    publish(_ids(make_config, "a"), tmp_path)
+    asked: list[set[str]] = []
+
+    def ready(names: set[str]) -> bool:  # a DNS cluster: listed on the third look
+        asked.append(names)
+        return len(asked) >= 3
+
+    sleeps: list[float] = []
+    publish(_ids(make_config, "a", "b"), tmp_path, sleep=sleeps.append, ready=ready)
+    assert asked == [{"route-b"}] * 3 and sleeps == [0.1, 0.1]
+
+
+def test_two_writers_at_once_never_leave_a_route_without_its_cluster(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    publish(_ids(make_config, "r0"), tmp_path)
+    for _ in range(5):
+        threads = [
+            threading.Thread(target=publish, args=(_ids(make_config, "r0", other), tmp_path), kwargs={"pause": 0.01})
+            for other in ("ra", "rb")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        routed = _routed_clusters(tmp_path / "routes.yaml") - {"authz-http"}
+        assert routed <= _clusters(tmp_path / "clusters.yaml")
+
+
+def test_a_file_made_group_readable_stays_so(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    publish(_ids(make_config, "a"), tmp_path)
+    (tmp_path / "routes.yaml").chmod(0o640)
+    publish(_ids(make_config, "a", "b"), tmp_path, sleep=lambda _: None)
+    assert stat.S_IMODE((tmp_path / "routes.yaml").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "clusters.yaml").stat().st_mode) == 0o600

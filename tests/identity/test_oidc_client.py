@@ -272,3 +272,28 @@ def test_userinfo_nested_too_deep_is_unusable_not_a_crash(make_config: Callable[
 
     with pytest.raises(IdpUnavailable, match="userinfo"):
         _run(go())
+
+
+def test_every_idp_call_is_counted_by_outcome_an_unexpected_failure_as_error(
+    make_config: Callable[..., Config],
+) -> None:
+    from authz.ops.metrics import Metrics
+
+    idp, metrics = FakeIdp(), Metrics()
+    client = _client(make_config, idp)
+    client.metrics = metrics
+
+    async def boom() -> None:
+        raise RuntimeError("a bug, not the IdP")
+
+    async def go() -> None:
+        await client.metadata()
+        with pytest.raises(RuntimeError):
+            await client._guard("the code exchange", boom)
+        await client.close()
+
+    _run(go())
+    text = metrics.exposition().decode()
+    assert 'authz_idp_requests_total{endpoint="discovery",outcome="ok"} 1.0' in text
+    assert 'authz_idp_requests_total{endpoint="token",outcome="error"} 1.0' in text
+    assert 'authz_idp_requests_total{endpoint="token",outcome="ok"} 0.0' in text

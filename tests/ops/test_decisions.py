@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +13,7 @@ from authz.check.answer import Answer
 from authz.check.request import RequestContext
 from authz.config.model import LogSettings
 from authz.ops import decisions
-from authz.ops.decisions import MAX_LINE, MAX_VALUE, DecisionLog
+from authz.ops.decisions import MAX_LINE, MAX_VALUE, DecisionLog, LineWriter
 from authz.ops.metrics import Metrics, metric_names
 
 
@@ -80,9 +81,23 @@ def test_long_values_are_cut() -> None:
     req = RequestContext(path="/", raw_path="/" + "a" * 5000, headers={"x-long": "x" * 900}, route_id="o" * 900, **long)
     log.record(req, Answer(False, 403, ("r",), user="u" * 900, email="e" * 900), 0.0)
     entry = json.loads(lines[0])
-    for field in (*LogSettings().fields, "headers.x-long"):
-        assert len(entry[field]) <= MAX_VALUE + 1 and entry[field].endswith("…"), field
-    assert len(lines[0]) <= MAX_LINE  # ten values of 512 would not fit: each was cut further
+    # Eight values of 512 and a header do not fit one pipe write: the header goes first, then the
+    # request's fields are cut further, and the line says so.
+    assert "headers.x-long" not in entry and entry["cut"] is True
+    for field in LogSettings().fields:
+        assert len(entry[field]) == 129 and entry[field].endswith("…"), field
+    assert len(lines[0]) <= MAX_LINE
+
+
+def test_headers_a_client_fills_cannot_cut_the_requests_own_fields() -> None:
+    names = tuple(f"x-h{i}" for i in range(6))
+    log, lines = _log(LogSettings(fields=(*LogSettings().fields, *(f"headers.{n}" for n in names))))
+    req = _request("/reports/2026", **dict.fromkeys(names, "\u2028" * 600))  # 6 bytes each, escaped
+    log.record(req, DENY, 0.0)
+    entry = json.loads(lines[0])
+    assert len(lines[0]) <= MAX_LINE and entry["cut"] is True
+    assert (entry["path"], entry["request-id"], entry["user"]) == ("/reports/2026", "req-1", "u-2")
+    assert entry["headers.x-h0"] == "\u2028" * 32 + "…"
 
 
 @pytest.mark.parametrize("text", [False, True])
@@ -120,8 +135,44 @@ def test_a_short_write_goes_on_where_it_stopped(monkeypatch: pytest.MonkeyPatch)
         return min(7, len(data))
 
     monkeypatch.setattr(decisions.os, "write", short)
-    decisions._write_stderr(b"0123456789abcdefghij\n")
+    decisions._write_all(2, b"0123456789abcdefghij\n")
     assert b"".join(written) == b"0123456789abcdefghij\n"
+
+
+def test_the_line_writer_writes_whole_lines_of_many_threads_in_pipe_sized_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[bytes] = []
+    monkeypatch.setattr(decisions.os, "write", lambda fd, data: writes.append(bytes(data)) or len(data))
+    writer = LineWriter(fd=99, interval=0.01)
+
+    def work(n: int) -> None:
+        for i in range(500):
+            assert writer.put(f'{{"thread":{n},"i":{i},"pad":"{"x" * (i % 300)}"}}\n'.encode())
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.flush()  # what runs at exit
+    assert all(len(w) <= MAX_LINE + 1 and w.endswith(b"\n") for w in writes)
+    lines = b"".join(writes).splitlines()
+    assert len(lines) == 4000 and len({line for line in lines}) == 4000
+    assert len(writes) < 4000 / 4  # many lines a write: the Check threads never wait on stderr
+    for n in range(8):  # each thread's lines in its order
+        mine = [json.loads(line)["i"] for line in lines if json.loads(line)["thread"] == n]
+        assert mine == list(range(500))
+
+
+def test_a_full_queue_drops_and_counts_instead_of_holding_memory() -> None:
+    writer = LineWriter(fd=99, interval=3600, limit=3)
+    metrics = Metrics()
+    log = DecisionLog(LogSettings(), metrics, write=writer.put)
+    for _ in range(5):
+        log.record(_request(), DENY, 0.0)
+    assert len(writer._queue) == 3
+    assert 'authz_decision_log_dropped_total{decision="deny"} 2.0' in metrics.exposition().decode()
 
 
 def test_login_and_error_decisions() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import ipaddress
 import ssl
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -248,3 +250,36 @@ def test_a_busy_metrics_address_is_a_clear_error() -> None:
             await first.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_a_check_refused_before_its_route_was_looked_up_counts_under_that_route(make_config: Any) -> None:
+    from authz.check.answer import error
+    from authz.check.request import RequestContext
+    from authz.envoy.service import Authorization
+    from authz.policy.reasons import Reason
+    from authz.runtime.state import Runtime
+    from authz.sessions.stores import MemoryStore
+
+    config = make_config(routes=[{"id": "app", "from": "http://app.localhost", "to": "http://127.0.0.1:9000"}])
+    rt = dataclasses.replace(Runtime.build(config, MemoryStore(), metrics=Metrics()), decisions=None)
+    for route_id in ("app", "nope"):
+        req = RequestContext(method="GET", host="app.localhost", path="/", raw_path="/", route_id=route_id)
+        Authorization.observe(rt, req, error(400, (Reason.BAD_REQUEST,), req), 0.0)
+    text = rt.metrics.exposition().decode()  # type: ignore[attr-defined]
+    assert _value(text, "authz_checks_total", route="app", decision="deny", reason="bad-request") == 1
+    assert _value(text, "authz_checks_total", route="unknown", decision="deny", reason="bad-request") == 1
+
+
+def test_a_flush_between_a_checks_bucket_and_its_sum_leaves_nothing_behind() -> None:
+    metrics = Metrics()
+    metrics.check("app", "allow", (), 0.002)
+    metrics.flush()
+    tally = metrics._tallies[0]
+    tally.latency["allow"][3] += 1  # a Check half recorded: its bucket, not yet its sum or count
+    metrics.flush()
+    tally.sums["allow"] += 0.5
+    tally.count += 1
+    text = metrics.exposition().decode()
+    assert _value(text, "authz_check_duration_seconds_count", decision="allow") == 2
+    assert _value(text, "authz_check_duration_seconds_sum", decision="allow") == pytest.approx(0.502)
+    assert metrics.exposition().decode() == text  # and a flush with nothing new changes nothing
