@@ -15,9 +15,16 @@ from hypothesis import settings
 
 from authz.config import Config, parse_config
 from authz.signing.keys import generate_p256_pem
+from tests.pki import Pki, make_pki
 
 # `make fuzz` runs the property tests with this profile: many more examples, no deadline.
 settings.register_profile("fuzz", max_examples=5000, deadline=None)
+
+
+@pytest.fixture(scope="session")
+def pki() -> Pki:
+    """Every certificate case of the TLS tests, made once (tests/pki.py)."""
+    return make_pki()
 
 
 @pytest.fixture(scope="session", autouse=True)

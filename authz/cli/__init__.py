@@ -1,4 +1,4 @@
-"""The `authz` command line: serve, envoy-config, check-config, keygen, policy, sessions, dev."""
+"""The `authz` command line: serve, envoy-config, check-config, keygen, certs, policy, sessions, dev."""
 
 from __future__ import annotations
 
@@ -100,6 +100,31 @@ def _keygen(args: argparse.Namespace) -> int:
     from authz.signing.keys import keygen
 
     sys.stdout.write(keygen())
+    return 0
+
+
+def _certs_dev(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from authz.dev.certs import write_dev_set
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"--out: {out} is not a directory", file=sys.stderr)
+        return 1
+    if any((out / name).exists() for name in ("ca.pem", "ca.key")) and not args.force:
+        print(
+            f"--out: {out} already holds a CA; --force replaces it (and every certificate it signed)", file=sys.stderr
+        )
+        return 1
+    try:
+        paths = write_dev_set(out, args.host)
+    except OSError as exc:
+        print(f"--out: cannot write {out}: {exc}", file=sys.stderr)
+        return 1
+    print("throwaway certificates for local use (never for production):")
+    for name, path in paths.items():
+        print(f"  {name:<13} {path}")
     return 0
 
 
@@ -213,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")
     keygen.set_defaults(run=_keygen)
+
+    certs = sub.add_parser("certs", help="certificates for local use")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    dev_certs = certs_sub.add_parser(
+        "dev", help="write a throwaway CA and server, client, authz, Envoy and upstream certificates"
+    )
+    dev_certs.add_argument("--out", required=True, metavar="DIR")
+    dev_certs.add_argument("--host", action="append", default=[], help="another DNS name for the edge's certificate")
+    dev_certs.add_argument("--force", action="store_true", help="replace a CA already in DIR")
+    dev_certs.set_defaults(run=_certs_dev)
 
     policy = sub.add_parser("policy", help="work with policies")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
