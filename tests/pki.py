@@ -37,7 +37,7 @@ def make_pki() -> Pki:
         root=root,
         intermediate=intermediate,
         other_root=other_root,
-        server=issue(root, "edge", dns=["localhost", "*.localhost"], ips=["127.0.0.1"], server=True),
+        server=issue(root, "edge", dns=["localhost", "*.localhost", "*.edge.test"], ips=["127.0.0.1"], server=True),
         client=issue(
             root,
             "alice",

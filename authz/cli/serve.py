@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -26,10 +27,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+from starlette.types import ASGIApp
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 from authz._proto.grpc.health.v1 import health_pb2_grpc
 from authz.config import Config
+from authz.config.model import InternalTls
 from authz.envoy.files import ConfigDirWriter
 from authz.envoy.http_check import HttpCheckServer
 from authz.envoy.service import Authorization, Health, ThreadedAuthorization, ThreadedHealth
@@ -41,6 +44,7 @@ from authz.ops.logs import configure_logging
 from authz.ops.metrics import NO_METRICS, Metrics, Recorder
 from authz.ops.reload import Reloader, watch
 from authz.ops.server import start_metrics_server
+from authz.ops.tls import pem_files
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 from authz.web.server import HttpServer
@@ -82,9 +86,13 @@ class GrpcServer:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.threaded)
             self.server = self.threaded
 
-    async def start(self, address: str) -> None:
+    async def start(self, address: str, tls: InternalTls | None = None) -> None:
+        """Listen on `address`: plain text, or with `tls` mutual TLS (a client certificate required)."""
         try:
-            self.server.add_insecure_port(address)
+            if tls is None:
+                self.server.add_insecure_port(address)
+            else:
+                self.server.add_secure_port(address, grpc_credentials(tls))
         except RuntimeError as exc:
             raise OSError(f"cannot listen on grpc_address {address}: {exc}") from None
         if self.transport == "aio":
@@ -98,6 +106,30 @@ class GrpcServer:
             await self.aio.stop(grace)
         else:
             await asyncio.to_thread(self.threaded.stop(grace).wait)
+
+
+def grpc_credentials(tls: InternalTls) -> grpc.ServerCredentials:
+    """authz's certificate, and a client certificate that chains to the internal CA required of
+    every caller: whoever reaches the Check port without one cannot have assertions signed."""
+    return grpc.ssl_server_credentials(
+        [(tls.key.value, tls.certificate)], root_certificates=tls.client_ca, require_client_auth=True
+    )
+
+
+async def start_sidecar(app: ASGIApp, config: Config) -> HttpServer:
+    """The web layer on http_address, over mutual TLS with `internal_tls_*` (OSError if it cannot listen)."""
+    address, tls = config.http_address, config.internal_tls
+    try:
+        if tls is None:
+            return await HttpServer.start(app, address.host, address.port)
+        with pem_files(tls.certificate, tls.key.value, tls.client_ca, "authz-sidecar-tls-") as files:
+            return await HttpServer.start(
+                app, address.host, address.port,
+                ssl_certfile=files.certificate, ssl_keyfile=files.key, ssl_ca_certs=files.client_ca,
+            )  # fmt: skip
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OSError(f"cannot listen on http_address {address}: {reason}") from None
 
 
 def check_server(holder: RuntimeHolder, transport: str) -> GrpcServer | HttpCheckServer:
@@ -116,13 +148,13 @@ async def run(
     config = holder.current.config
     grpc_server = check_server(holder, transport)
     health = grpc_server.health
-    await grpc_server.start(str(config.grpc_address))
+    await grpc_server.start(str(config.grpc_address), config.internal_tls)
     sidecar = create_app(holder, ready=lambda: health.serving)
     try:
-        http = await HttpServer.start(sidecar, config.http_address.host, config.http_address.port)
-    except OSError as exc:
+        http = await start_sidecar(sidecar, config)
+    except OSError:
         await grpc_server.stop(None)
-        raise OSError(f"cannot listen on http_address {config.http_address}: {exc.strerror}") from None
+        raise
     servers = [http]
     metrics = holder.current.metrics
     if isinstance(metrics, Metrics):
@@ -172,7 +204,7 @@ async def run_worker(holder: RuntimeHolder, stop: asyncio.Event, transport: str,
     config = holder.current.config
     address = str(config.grpc_addresses[index])
     grpc_server = check_server(holder, transport)
-    await grpc_server.start(address)
+    await grpc_server.start(address, config.internal_tls)
     gc.collect()
     gc.freeze()
     grpc_server.health.set(True)

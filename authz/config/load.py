@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from authz.config.internal import INTERNAL_KEYS, read_internal_tls
 from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
 from authz.config.ops import OPS_KEYS, read_log_settings, read_metrics
+from authz.config.tls import ROUTE_TLS_KEYS, read_certificates, read_upstream_tls
 from authz.errors import ConfigError, Problem
 from authz.policy.legacy import read_route_policy
 from authz.schema import yamlcore
@@ -22,7 +24,8 @@ from authz.schema.regex import compile_regex
 from authz.signing.keys import SigningKey, load_signing_keys
 
 GLOBAL_KEYS = (
-    "address", "insecure_server", "certificate_file", "key_file", "authenticate_service_url",
+    "address", "insecure_server", "certificate_file", "key_file", "certificates", "http_redirect_addr",
+    "authenticate_service_url",
     "shared_secret", "shared_secret_file", "cookie_secret", "cookie_secret_file", "cookie_name",
     "cookie_domain", "cookie_secure", "cookie_http_only", "cookie_same_site", "cookie_expire",
     "signing_key", "signing_key_file", "jwt_claims_headers", "jwt_issuer_format",
@@ -32,7 +35,7 @@ GLOBAL_KEYS = (
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
     "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", "envoy_config_dir",
-    *OPS_KEYS,
+    *OPS_KEYS, *INTERNAL_KEYS,
 )  # fmt: skip
 GLOBAL_LATER = {
     "databroker_storage_connection_string": "use session_store",
@@ -43,7 +46,7 @@ ROUTE_KEYS = (
     "allow_any_authenticated_user", "allowed_users", "allowed_domains", "allowed_idp_claims", "cors_allow_preflight",
     "pass_identity_headers", "set_request_headers", "remove_request_headers",
     "set_response_headers", "show_error_details", "jwt_issuer_format", "jwt_groups_filter",
-    "keep_request_headers", "allow_path_parameters", "allow_double_encoding", "jit",
+    "keep_request_headers", "allow_path_parameters", "allow_double_encoding", "jit", *ROUTE_TLS_KEYS,
 )  # fmt: skip
 ROUTE_LATER = {
     "tls_downstream_client_ca": "planned",
@@ -465,6 +468,7 @@ def _route(node: Node, index: int, cfg: dict[str, Any]) -> Route | None:
         allow_path_parameters=node.flag("allow_path_parameters"),
         allow_double_encoding=node.flag("allow_double_encoding"),
         jit=read_jit(node, cfg["read"], cfg["warnings"]),
+        tls=read_upstream_tls(node, to, cfg["base"], cfg["read"], cfg["warnings"]),
     )
     if route.keep_request_headers:
         cfg["warnings"].append(
@@ -535,7 +539,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         raw_routes = []
     warnings: list[str] = []
     shared_cfg = {"insecure": insecure, "timeout": upstream_timeout, "pass_identity_headers": pass_identity,
-                  "issuer": issuer, "auth": auth, "warnings": warnings, "read": read}  # fmt: skip
+                  "issuer": issuer, "auth": auth, "warnings": warnings, "read": read, "base": base}  # fmt: skip
     for i, item in enumerate(raw_routes or []):
         if not isinstance(item, Mapping):
             problems.append(Problem(f"routes[{i}]", f"expected a mapping, got {describe(item)}"))
@@ -589,6 +593,8 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         routes=tuple(routes),
         routes_by_id=by_id,
         idp=_identity_provider(node, read),
+        certificates=read_certificates(node, base),
+        http_redirect_addr=_address(node, "http_redirect_addr", "") if node.has("http_redirect_addr") else None,
         signout_redirect_url=_optional_url(node, "signout_redirect_url"),
         programmatic_redirect_domain_whitelist=tuple(
             d.lower() for d in node.str_list("programmatic_redirect_domain_whitelist")
@@ -609,6 +615,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     config = dataclasses.replace(
         config,
         metrics=read_metrics(node, metrics_address, read),
+        internal_tls=read_internal_tls(node, config, base, read, warnings),
         logs=read_log_settings(node, warnings),
         warnings=tuple(warnings),
     )
@@ -625,6 +632,11 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         config = dataclasses.replace(config, workers=workers)
     if metrics_address is not None and (clash := _port_clash(config, metrics_address)):
         node.error("metrics_address", f"{metrics_address} is already {clash}")
+    redirect = config.http_redirect_addr
+    if redirect is not None and config.certificate_file is None:
+        node.error("http_redirect_addr", "redirects to https: the listener needs certificate_file and key_file")
+    elif redirect is not None and (clash := _port_clash(config, redirect)):
+        node.error("http_redirect_addr", f"{redirect} is already {clash}")
     node.finish(GLOBAL_KEYS, GLOBAL_LATER)
     if problems:
         raise ConfigError(problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from authz.policy.ast import Policy
 from authz.signing.keys import SigningKey
@@ -36,6 +37,24 @@ class Upstream:
     host: str
     port: int
     path: str
+
+
+class Pem(NamedTuple):
+    """A PEM as Envoy takes it: a file it reads (`filename`) or the text itself (`inline_string`)."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """A route's TLS to its https upstreams (authz/config/tls.py)."""
+
+    custom_ca: Pem | None = None  # replaces the system CAs for this route
+    server_name: str | None = None  # SNI and the name verified; None: the first `to` host
+    skip_verify: bool = False
+    client_cert: Pem | None = None  # the edge's certificate toward the upstream
+    client_key: Pem | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +105,7 @@ class Route:
     allow_path_parameters: bool = False  # `;` in the path (refused with 400 by default)
     allow_double_encoding: bool = False  # `%25` + two hex digits in the path (refused by default)
     jit: JitOptions | None = None  # just-in-time access: a denied user may ask for a grant
+    tls: UpstreamTls = UpstreamTls()  # TLS to https upstreams
     checksum: str = ""  # of what Envoy's route is made of (not the policy): see `route_checksum`
 
 
@@ -136,6 +156,20 @@ class MetricsSettings:
     client_ca: bytes | None = None  # PEM
 
 
+@dataclass(frozen=True, slots=True)
+class InternalTls:
+    """Mutual TLS between Envoy and authz (`internal_tls_*`, authz's own keys): authz's side as
+    PEM (it serves them), Envoy's side as file paths (Envoy reads them, on its own host)."""
+
+    certificate: bytes  # PEM chain authz presents on grpc_address (every worker) and http_address
+    key: Secret  # PEM
+    client_ca: bytes  # PEM: a caller's client certificate must chain to it
+    envoy_certificate_file: str  # what the generated Envoy config presents to authz
+    envoy_key_file: str
+    ca_file: str  # what Envoy verifies authz's certificate against
+    server_name: str  # the SAN Envoy requires of authz's certificate (and its SNI, when a DNS name)
+
+
 MAX_WORKERS = 64
 
 
@@ -172,6 +206,8 @@ class Config:
     log_level: str
     routes: tuple[Route, ...]
     idp: IdentityProvider | None = None
+    certificates: tuple[tuple[str, str], ...] = ()  # more (certificate, key) files, chosen by SNI
+    http_redirect_addr: Address | None = None  # a plain-HTTP listener that redirects to https
     signout_redirect_url: str = ""
     programmatic_redirect_domain_whitelist: tuple[str, ...] = ("localhost",)
     routes_by_id: Mapping[str, Route] = field(default_factory=dict)
@@ -187,6 +223,7 @@ class Config:
     xff_num_trusted_hops: int = 0  # proxies in front of Envoy whose X-Forwarded-For entries are trusted
     use_proxy_protocol: bool = False  # the listener requires the PROXY protocol (a balancer in front)
     metrics: MetricsSettings = MetricsSettings()
+    internal_tls: InternalTls | None = None  # None: plain Envoy ↔ authz (loopback only)
     logs: LogSettings = LogSettings()
     # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
     envoy_config_dir: str | None = None

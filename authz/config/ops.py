@@ -73,7 +73,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _pem(node: Node, key: str, read: Callable[[str], str]) -> bytes | None:
+def read_pem(node: Node, key: str, read: Callable[[str], str]) -> bytes | None:
     """A PEM from `key` (base64, as Pomerium) or from the file `key_file`; never echoed."""
     value, where = node.inline_or_file(key, read)
     if value is None:
@@ -100,8 +100,8 @@ def read_metrics(node: Node, address: Address | None, read: Callable[[str], str]
     if basic is not None and (b":" not in basic or basic.startswith(b":")):
         node.error("metrics_basic_auth", "must be base64 of 'user:password' (value not shown)")
         basic = None
-    certificate, key = _pem(node, "metrics_certificate", read), _pem(node, "metrics_key", read)
-    client_ca = _pem(node, "metrics_client_ca", read)
+    certificate, key = read_pem(node, "metrics_certificate", read), read_pem(node, "metrics_key", read)
+    client_ca = read_pem(node, "metrics_client_ca", read)
     if (certificate is None) != (key is None):
         node.error("metrics_certificate", "set both metrics_certificate and metrics_key (or their _file forms)")
         certificate = key = None

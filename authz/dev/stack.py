@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,9 +81,10 @@ def wait_until(
     raise TimeoutError(f"{what}: not ready after {timeout:.0f}s")
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether GET `url` answers 200 (over TLS with `context`'s CA and client certificate, for https)."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:  # noqa: S310 - a URL we built
             return bool(response.status == 200)
     except urllib.error.HTTPError:
         return False
@@ -127,11 +129,14 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
 
-def start_authz(config_path: Path, http_port: int, log_dir: Path, timeout: float = 30.0) -> Process:
-    """`authz serve`, waited on until /healthz answers 200."""
+def start_authz(
+    config_path: Path, http_port: int, log_dir: Path, timeout: float = 30.0, tls: ssl.SSLContext | None = None
+) -> Process:
+    """`authz serve`, waited on until /healthz answers 200 (with `tls`, over https: `internal_tls_*`)."""
     proc = Process("authz", [sys.executable, "-m", "authz", "serve", "-c", str(config_path)], log_dir)
+    healthz = f"{'https' if tls else 'http'}://127.0.0.1:{http_port}/healthz"
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/healthz"), timeout, "authz serve", proc.proc)
+        wait_until(lambda: http_ok(healthz, tls), timeout, "authz serve", proc.proc)
     except (RuntimeError, TimeoutError) as exc:
         proc.stop()
         raise RuntimeError(f"{exc}\n{proc.output()}") from None

@@ -12,12 +12,14 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from authz.config import Address, Config, Route, Upstream
 from authz.config.load import STRIPPED_REQUEST_HEADERS
+from authz.config.model import InternalTls, Pem
 from authz.envoy import http_check
 
 AUTHZ_CLUSTER = "authz-grpc"
@@ -60,7 +62,7 @@ def _header_options(pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
 
 
 def _cluster(
-    name: str, endpoints: list[tuple[str, int]], *, http2: bool = False, tls_sni: str | None = None
+    name: str, endpoints: list[tuple[str, int]], *, http2: bool = False, tls: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     dns = any(not _is_ip(host) for host, _ in endpoints)
     cluster: dict[str, Any] = {
@@ -92,20 +94,8 @@ def _cluster(
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         }
-    if tls_sni is not None:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": tls_sni,
-                "common_tls_context": {
-                    "validation_context": {
-                        "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
-                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls_sni}}],
-                    }
-                },
-            },
-        }
+    if tls is not None:
+        cluster["transport_socket"] = tls
     return cluster
 
 
@@ -117,10 +107,47 @@ def cluster_name(route: Route) -> str:
     return f"route-{route.id[:32]}-{hashlib.sha256(route.id.encode()).hexdigest()[:8]}"
 
 
-def _upstream_cluster(route: Route) -> dict[str, Any]:
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"  # Debian's bundle, where the official Envoy image has it
+
+
+def _source(pem: Pem) -> dict[str, str]:
+    return {pem.kind: pem.value}
+
+
+def upstream_tls(route: Route) -> dict[str, Any] | None:
+    """The transport socket toward a route's https upstreams: SNI, the certificate verified (the
+    system CAs or `tls_custom_ca`; the name is `tls_server_name` or the `to` host) unless
+    `tls_skip_verify`, and the edge's own certificate when `tls_client_cert` is set."""
     first: Upstream = route.to[0]
-    sni = first.host if first.scheme == "https" else None
-    return _cluster(cluster_name(route), [(u.host, u.port) for u in route.to], tls_sni=sni)
+    if first.scheme != "https":
+        return None
+    tls = route.tls
+    name = tls.server_name or first.host
+    # Envoy's clients stop at TLS 1.2 unless told otherwise.
+    common: dict[str, Any] = {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
+    }
+    if not tls.skip_verify:
+        san_type = "IP_ADDRESS" if _is_ip(name) else "DNS"
+        common["validation_context"] = {
+            "trusted_ca": _source(tls.custom_ca) if tls.custom_ca else {"filename": SYSTEM_CAS},
+            "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": name}}],
+        }
+    if tls.client_cert is not None and tls.client_key is not None:
+        common["tls_certificates"] = [
+            {"certificate_chain": _source(tls.client_cert), "private_key": _source(tls.client_key)}
+        ]
+    context: dict[str, Any] = {
+        "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    if not _is_ip(name):
+        context["sni"] = name  # an IP is no server name (RFC 6066): Envoy would send it all the same
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _upstream_cluster(route: Route) -> dict[str, Any]:
+    return _cluster(cluster_name(route), [(u.host, u.port) for u in route.to], tls=upstream_tls(route))
 
 
 def sidecar_routes() -> list[dict[str, Any]]:
@@ -274,13 +301,45 @@ def authz_filters(config: Config) -> list[dict[str, Any]]:
 
 
 def authz_clusters(config: Config) -> list[dict[str, Any]]:
-    """authz's two clusters: Check (every worker an endpoint) and the sidecar."""
+    """authz's two clusters: Check (every worker an endpoint) and the sidecar; over mutual TLS
+    when the config has `internal_tls_*` (health checks go through the same TLS)."""
     sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
     http2 = config.ext_authz_transport != "http"
     grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=http2)
     if config.workers > 1:
         grpc.update(_worker_health(config.ext_authz_transport))
+    if config.internal_tls is not None:
+        grpc["transport_socket"] = internal_tls_socket(config.internal_tls, "h2" if http2 else "http/1.1")
+        sidecar["transport_socket"] = internal_tls_socket(config.internal_tls, "http/1.1")
     return [grpc, sidecar]
+
+
+def internal_tls_socket(tls: InternalTls, alpn: str) -> dict[str, Any]:
+    """Envoy's side of the mutual TLS to authz: its client certificate, and authz's certificate
+    verified against the internal CA and required to carry `server_name` (sent as SNI when it is
+    a DNS name; an IP address is matched against the certificate's IP SANs)."""
+    san_type = "IP_ADDRESS" if _is_ip(tls.server_name) else "DNS"
+    context: dict[str, Any] = {
+        "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": [alpn],
+            # Envoy's clients stop at TLS 1.2 unless told otherwise; both ends here speak 1.3.
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": tls.envoy_certificate_file},
+                    "private_key": {"filename": tls.envoy_key_file},
+                }
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": tls.ca_file},
+                "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": tls.server_name}}],
+            },
+        },
+    }
+    if san_type == "DNS":
+        context["sni"] = tls.server_name
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def route_id_config(route_id: str, checksum: str = "") -> dict[str, Any]:
@@ -338,8 +397,9 @@ def access_log() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _listener(config: Config, routing: dict[str, Any]) -> dict[str, Any]:
-    """The one listener; `routing` is the connection manager's `route_config` (inline) or `rds`."""
+def _listener(config: Config, routing: dict[str, Any], secrets_dir: str | None = None) -> dict[str, Any]:
+    """The one listener; `routing` is the connection manager's `route_config` (inline) or `rds`;
+    with `secrets_dir` its certificates come through SDS files there (they rotate)."""
     manager = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
@@ -372,21 +432,7 @@ def _listener(config: Config, routing: dict[str, Any]) -> dict[str, Any]:
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }
     if config.certificate_file and config.key_file:
-        chain["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "common_tls_context": {
-                    "alpn_protocols": ["h2", "http/1.1"],
-                    "tls_certificates": [
-                        {
-                            "certificate_chain": {"filename": config.certificate_file},
-                            "private_key": {"filename": config.key_file},
-                        }
-                    ],
-                },
-            },
-        }
+        chain["transport_socket"] = downstream_tls(config, secrets_dir)
     listener: dict[str, Any] = {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
     if config.use_proxy_protocol:
         # A balancer in front speaks the PROXY protocol (v1 or v2): the client's address comes from it.
@@ -395,6 +441,104 @@ def _listener(config: Config, routing: dict[str, Any]) -> dict[str, Any]:
             "typed_config": {"@type": _T + "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"},
         }]  # fmt: skip
     return listener
+
+
+# Mozilla's "intermediate" TLS 1.2 suites: ECDHE key exchange and AEAD ciphers only (no CBC, no
+# static RSA); TLS 1.3 has its own (all AEAD) and is negotiated first.
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+)  # fmt: skip
+SECRET_TYPE = _T + "envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def listener_certificates(config: Config) -> list[tuple[str, str]]:
+    """The listener's (certificate, key) files: `certificate_file` first, then `certificates`;
+    Envoy picks the one whose names match the client's SNI (the first when none does)."""
+    first = [(config.certificate_file, config.key_file)] if config.certificate_file and config.key_file else []
+    return [*first, *config.certificates]
+
+
+def secret_name(index: int) -> str:
+    return f"edge-certificate-{index}"
+
+
+def listener_secrets(config: Config) -> dict[str, str]:
+    """For `--out DIR`: one SDS file per listener certificate, by file name. Each names its
+    certificate and key files; Envoy watches their folder and loads a new pair the moment it is
+    moved in (a renewal, a Kubernetes Secret's symlink swap), without a restart."""
+    files = {}
+    for i, (cert, key) in enumerate(listener_certificates(config)):
+        secret = {
+            "name": secret_name(i),
+            "tls_certificate": {
+                "certificate_chain": {"filename": cert},
+                "private_key": {"filename": key},
+                "watched_directory": {"path": str(Path(cert).parent)},
+            },
+        }
+        files[f"{secret_name(i)}.yaml"] = _discovery_response(SECRET_TYPE, [secret])
+    return files
+
+
+def downstream_tls(config: Config, secrets_dir: str | None = None) -> dict[str, Any]:
+    """The listener's TLS: TLS 1.2 at least with TLS12_CIPHERS, h2 and http/1.1 by ALPN, the
+    certificates inline (read at start) or, with `secrets_dir`, through SDS files (rotating)."""
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "cipher_suites": list(TLS12_CIPHERS)},
+    }
+    pairs = listener_certificates(config)
+    if secrets_dir is None:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": cert}, "private_key": {"filename": key}} for cert, key in pairs
+        ]
+    else:
+        common["tls_certificate_sds_secret_configs"] = [
+            {"name": secret_name(i), "sds_config": _file_source(secrets_dir, f"{secret_name(i)}.yaml")}
+            for i in range(len(pairs))
+        ]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": common,
+        },
+    }
+
+
+def redirect_listener(config: Config) -> dict[str, Any] | None:
+    """`http_redirect_addr`: plain HTTP, where every request is answered 301 to the same URL over
+    https (on the TLS listener's port when it is not 443). No check runs there: nothing passes."""
+    if config.http_redirect_addr is None:
+        return None
+    redirect: dict[str, Any] = {"https_redirect": True}
+    if config.address.port != 443:
+        redirect["port_redirect"] = config.address.port
+    manager = {
+        "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "http_redirect",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "https-redirect",
+            "virtual_hosts": [
+                {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "redirect": redirect}]}
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": "authz-http-redirect",
+        "address": _socket(config.http_redirect_addr),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+        ],
+    }
 
 
 # What an HTTP check answer may carry to the client when it denies: every header authz's denials set.
@@ -421,6 +565,7 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
             "include_peer_certificate": True,
         }
     address = config.grpc_addresses[0]
+    scheme = "https" if config.internal_tls is not None else "http"  # the cluster's transport socket does the TLS
     # On an allow, Envoy sets (overwrites) on the upstream request only the headers named here:
     # everything authz may set, never what else its answer carries.
     upstream = {*IDENTITY_HEADERS, *(h for h, _ in config.jwt_claims_headers), "cookie"}
@@ -430,7 +575,7 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
         # Every header goes to the check, as with gRPC (the top-level key: authorization_request's is deprecated).
         "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
         "http_service": {
-            "server_uri": {"uri": f"http://{address}", "cluster": AUTHZ_CLUSTER, "timeout": timeout},
+            "server_uri": {"uri": f"{scheme}://{address}", "cluster": AUTHZ_CLUSTER, "timeout": timeout},
             "authorization_request": {
                 "headers_to_add": [
                     {"key": http_check.ROUTE_HEADER, "value": "%ROUTE_NAME%"},
@@ -497,12 +642,17 @@ def _worker_health(transport: str) -> dict[str, Any]:
     }
 
 
+def _listeners(config: Config, routing: dict[str, Any], secrets_dir: str | None = None) -> list[dict[str, Any]]:
+    redirect = redirect_listener(config)
+    return [_listener(config, routing, secrets_dir), *([redirect] if redirect else [])]
+
+
 def bootstrap(config: Config, admin_address: str | None = None) -> dict[str, Any]:
     """The bootstrap as plain data."""
     data: dict[str, Any] = {
         "node": {"id": "authz", "cluster": "authz"},
         "static_resources": {
-            "listeners": [_listener(config, {"route_config": route_configuration(config)})],
+            "listeners": _listeners(config, {"route_config": route_configuration(config)}),
             "clusters": [*authz_clusters(config), *upstream_clusters(config)],
         },
     }
@@ -546,7 +696,7 @@ def dynamic_bootstrap(config: Config, directory: str, admin_address: str | None 
     data: dict[str, Any] = {
         "node": {"id": "authz", "cluster": "authz"},
         "dynamic_resources": {"cds_config": _file_source(directory, CLUSTERS_FILE)},
-        "static_resources": {"listeners": [_listener(config, rds)], "clusters": authz_clusters(config)},
+        "static_resources": {"listeners": _listeners(config, rds, directory), "clusters": authz_clusters(config)},
     }
     return _with_admin(data, admin_address)
 

@@ -35,6 +35,7 @@ from authz.envoy.bootstrap import (
     ROUTES_FILE,
     clusters_in,
     clusters_routed,
+    listener_secrets,
     render_clusters,
     render_dynamic_bootstrap,
     render_routes,
@@ -158,6 +159,9 @@ def publish(
             if live:
                 _wait_for_envoy(pause, _mtime(folder / ROUTES_FILE), sleep)
             put(CLUSTERS_FILE, render_clusters(new.values()))
+        # The listener's certificates (SDS): Envoy follows their files; these say which files.
+        for name, text in listener_secrets(config).items():
+            put(name, text)
         if bootstrap:
             put(BOOTSTRAP_FILE, render_dynamic_bootstrap(config, str(folder), admin_address))
     return written

@@ -35,8 +35,10 @@ import httptools
 from authz.check.answer import Answer, error
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
+from authz.config.model import InternalTls
 from authz.envoy.service import Authorization
 from authz.errors import RequestError
+from authz.ops.tls import mutual_tls_context
 from authz.policy.reasons import Reason
 from authz.runtime.holder import RuntimeHolder
 from authz.web.pages import STATUS_TEXT
@@ -306,11 +308,15 @@ class HttpCheckServer:
         """Whether Envoy's health check finds this worker serving (see `_is_health_check`)."""
         self.serving = serving
 
-    async def start(self, address: str) -> None:
-        """Listen on host:port (OSError if it cannot: SO_REUSEADDR only, never a shared port)."""
+    async def start(self, address: str, tls: InternalTls | None = None) -> None:
+        """Listen on host:port (OSError if it cannot: SO_REUSEADDR only, never a shared port); with
+        `tls`, over mutual TLS (a client certificate from the internal CA required)."""
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         loop = asyncio.get_running_loop()
+        context = None
+        if tls is not None:
+            context = mutual_tls_context(tls.certificate, tls.key.value, tls.client_ca, alpn=("http/1.1",))
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not a live socket
@@ -320,7 +326,7 @@ class HttpCheckServer:
             sock.close()
             raise OSError(f"cannot listen on grpc_address {address}: {exc.strerror}") from None
         sock.setblocking(False)
-        self.server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        self.server = await loop.create_server(lambda: _Connection(self), sock=sock, ssl=context)
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting; let answers in flight finish for up to `grace` seconds, then close."""

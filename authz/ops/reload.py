@@ -8,9 +8,10 @@ same way (`authz_config_hash{worker}` shows each one's config).
 
     invalid config          every error logged, `authz_config_reloads_total{result="invalid"}`,
                             the old config stays in force
-    a restart-only change   `session_store`, a listen address, `workers`, the transport or the
-                            metrics listener: "needs a restart", `result="restart_needed"`, the
-                            old config stays in force (nothing of the new one is applied)
+    a restart-only change   `session_store`, a listen address, `workers`, the transport, the
+                            metrics listener or `internal_tls_*`: "needs a restart",
+                            `result="restart_needed"`, the old config stays in force (nothing
+                            of the new one is applied)
     otherwise               the new Runtime is built (the stores are kept: sessions survive as
                             long as `cookie_secret` does), swapped in atomically, and the old one
                             is closed once the requests that started on it are done
@@ -29,8 +30,9 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from authz.config import Config
+from authz.config import Config, Secret
 from authz.config.load import load_config
+from authz.config.model import InternalTls
 from authz.errors import ConfigError
 from authz.ops.logs import configure_logging
 from authz.ops.watch import WATCH_INTERVAL, watch_files
@@ -44,6 +46,7 @@ RETIRE_AFTER = 15.0  # seconds before an old Runtime's parts are closed (its las
 # Changes that a running process cannot take: what they configure is bound or opened at start.
 RESTART_ONLY = (
     "session_store", "grpc_address", "http_address", "address", "workers", "ext_authz_transport", "metrics",
+    "internal_tls",
 )  # fmt: skip
 
 
@@ -61,9 +64,21 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         before, after = getattr(old, key), getattr(new, key)
         if key == "metrics":  # compare what it binds and serves, not the Secret objects' identity
             before, after = _metrics_key(before), _metrics_key(after)
+        if key == "internal_tls":  # the server credentials are made once, when the ports are bound
+            before, after = _internal_tls_key(before), _internal_tls_key(after)
         if before != after:
-            changed.append("metrics_*" if key == "metrics" else key)
+            changed.append(_RESTART_NAMES.get(key, key))
     return changed
+
+
+_RESTART_NAMES = {"metrics": "metrics_*", "internal_tls": "internal_tls_*"}
+
+
+def _internal_tls_key(settings: InternalTls | None) -> tuple[object, ...] | None:
+    if settings is None:
+        return None
+    fields = (getattr(settings, field.name) for field in dataclasses.fields(settings))
+    return tuple(value.value if isinstance(value, Secret) else value for value in fields)
 
 
 def _metrics_key(settings: object) -> tuple[object, ...]:

@@ -11,12 +11,8 @@ import base64
 import binascii
 import contextlib
 import hmac
-import os
 import ssl
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -27,6 +23,7 @@ from starlette.routing import Route
 
 from authz.config.model import MetricsSettings
 from authz.ops.metrics import Metrics
+from authz.ops.tls import TlsFiles, pem_files
 from authz.web.server import HttpServer
 
 _CHALLENGE = {"www-authenticate": 'Basic realm="authz metrics", charset="UTF-8"', "cache-control": "no-store"}
@@ -58,30 +55,14 @@ def metrics_app(metrics: Metrics, settings: MetricsSettings) -> Starlette:
     return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
 
 
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    certificate: str
-    key: str
-    client_ca: str | None
-
-
 @contextlib.contextmanager
 def _pem_files(settings: MetricsSettings) -> Iterator[TlsFiles | None]:
-    """The TLS PEMs as owner-only files (uvicorn reads paths), removed on exit."""
+    """The TLS PEMs as owner-only files (uvicorn reads paths), removed on exit; None without TLS."""
     if settings.certificate is None or settings.key is None:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="authz-metrics-tls-") as folder:
-
-        def write(name: str, data: bytes) -> str:
-            path = Path(folder) / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            return str(path)
-
-        ca = write("ca.pem", settings.client_ca) if settings.client_ca is not None else None
-        yield TlsFiles(write("cert.pem", settings.certificate), write("key.pem", settings.key.value), ca)
+    with pem_files(settings.certificate, settings.key.value, settings.client_ca, "authz-metrics-tls-") as files:
+        yield files
 
 
 async def start_metrics_server(metrics: Metrics, settings: MetricsSettings) -> HttpServer:

@@ -16,6 +16,8 @@ import servers
 import signin
 from measure import Load
 
+from authz.dev.certs import write_dev_set
+
 REFERENCES = (
     "envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync", "python-floor-http",
 )  # fmt: skip
@@ -29,7 +31,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "authz-session-unobserved": {"metrics_address": None, "authorize_log_sample_rate": 0},
     # Metrics on and 1% of the allows logged: what a high-throughput edge runs.
     "authz-session-sampled": {"authorize_log_sample_rate": 0.01},
+    # Envoy → authz over mutual TLS (`internal_tls_*`, the keys added in `internal_tls_keys`).
+    "authz-session-mtls": {},
 }
+MUTUAL_TLS = ("authz-session-mtls",)
 WORKERS = tuple(VARIANTS)
 SCENARIOS = (*REFERENCES, *AUTHZ)
 SMOKE = ("envoy-only", "python-floor", "python-floor-http", "authz-session")  # --smoke: one of each kind
@@ -165,6 +170,8 @@ def authz_scenarios(
             "address": f"127.0.0.1:{servers.free_port()}",
             **VARIANTS[variant],
         }
+        if variant in MUTUAL_TLS:
+            config.update(internal_tls_keys(tmp))
         config = {key: value for key, value in config.items() if value is not None}  # None: a key left out
         envoy2, port2 = envoys.envoy_for(tmp, variant, config)
         procs.append(envoy2)
@@ -175,6 +182,19 @@ def authz_scenarios(
         servers.wait_until(lambda: status_of(load)[0] == 200, 15, f"{variant} ready in Envoy", authz2.popen)  # noqa: B023
         out[variant] = Scenario(variant, load, envoy2.pid, authz2.pid, (("assertion", True), ("email", True)))
     return out
+
+
+def internal_tls_keys(tmp: Path) -> dict[str, str]:
+    """A throwaway CA, authz's and Envoy's certificates (`authz certs dev`'s set) and the keys naming them."""
+    paths = write_dev_set(tmp / "internal-tls")
+    return {
+        "internal_tls_certificate_file": str(paths["authz"]),
+        "internal_tls_key_file": str(paths["authz_key"]),
+        "internal_tls_client_ca_file": str(paths["ca"]),
+        "internal_tls_envoy_certificate_file": str(paths["envoy"]),
+        "internal_tls_envoy_key_file": str(paths["envoy_key"]),
+        "internal_tls_ca_file": str(paths["ca"]),
+    }
 
 
 def status_of(load: Load, path: str | None = None) -> tuple[int, dict[str, str], str]:

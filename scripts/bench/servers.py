@@ -9,10 +9,12 @@ is left (on a 2-core host they compete with both).
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -167,9 +169,20 @@ def authz(tmp: Path, config: Path, grpc_port: int, name: str = "authz") -> Proc:
     all on CPU 1 like every ext_authz server), waited on until every worker serves (/healthz)."""
     proc = spawn(name, [sys.executable, "-m", "authz", "serve", "-c", str(config)], tmp, AUTHZ_CPU)
     wait_port(proc, grpc_port, timeout=60)
-    http = yaml.safe_load(config.read_text())["http_address"]
-    wait_until(lambda: http_ok(f"http://{http}/healthz"), 60, name, proc.popen)
+    settings = yaml.safe_load(config.read_text())
+    http, tls = settings["http_address"], _probe_tls(settings)
+    url = f"{'https' if tls else 'http'}://{http}/healthz"
+    wait_until(lambda: http_ok(url, tls), 60, name, proc.popen)
     return proc
+
+
+def _probe_tls(settings: dict[str, Any]) -> ssl.SSLContext | None:
+    """With `internal_tls_*`, the web layer wants Envoy's client certificate: the probe presents it."""
+    if "internal_tls_envoy_certificate_file" not in settings:
+        return None
+    context = ssl.create_default_context(cafile=settings["internal_tls_ca_file"])
+    context.load_cert_chain(settings["internal_tls_envoy_certificate_file"], settings["internal_tls_envoy_key_file"])
+    return context
 
 
 def idp_unavailable() -> str | None:

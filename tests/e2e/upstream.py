@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,10 @@ class Seen:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """With `tls`, it serves over TLS and records the client certificate's common name Envoy
+    presented, if any, as the header `x-seen-client-cn`."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         recorder = self
@@ -33,6 +37,11 @@ class Recorder:
                 headers: dict[str, list[str]] = {}
                 for name, value in self.headers.items():
                     headers.setdefault(name.lower(), []).append(value)
+                if isinstance(self.connection, ssl.SSLSocket):
+                    peer = self.connection.getpeercert() or {}
+                    names = [v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"]
+                    headers["x-seen-client-cn"] = names or [""]
+                    headers["x-seen-tls-version"] = [self.connection.version() or ""]
                 with recorder._lock:
                     recorder.requests.append(Seen(self.command, self.path, headers))
                 body = json.dumps({"path": self.path}).encode()
@@ -49,6 +58,8 @@ class Recorder:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
