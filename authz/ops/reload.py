@@ -32,7 +32,6 @@ from enum import StrEnum
 
 from authz.config import Config, Secret
 from authz.config.load import load_config
-from authz.config.model import InternalTls
 from authz.errors import ConfigError
 from authz.ops.logs import configure_logging
 from authz.ops.watch import WATCH_INTERVAL, watch_files
@@ -58,14 +57,15 @@ class Result(StrEnum):
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
-    """The restart-only keys whose values differ between two configs."""
+    """The restart-only keys whose values differ between two configs: what is bound at start (an
+    address, TLS on a port or not), never the credentials those listeners hold (`kept_credentials`)."""
     changed = []
     for key in RESTART_ONLY:
         before, after = getattr(old, key), getattr(new, key)
-        if key == "metrics":  # compare what it binds and serves, not the Secret objects' identity
-            before, after = _metrics_key(before), _metrics_key(after)
-        if key == "internal_tls":  # the server credentials are made once, when the ports are bound
-            before, after = _internal_tls_key(before), _internal_tls_key(after)
+        if key == "metrics":  # the listener's address, and whether it speaks TLS
+            before, after = (before.address, before.certificate is None), (after.address, after.certificate is None)
+        if key == "internal_tls":  # plain or mutual TLS on authz's ports
+            before, after = before is None, after is None
         if before != after:
             changed.append(_RESTART_NAMES.get(key, key))
     return changed
@@ -74,24 +74,24 @@ def restart_needed(old: Config, new: Config) -> list[str]:
 _RESTART_NAMES = {"metrics": "metrics_*", "internal_tls": "internal_tls_*"}
 
 
-def _internal_tls_key(settings: InternalTls | None) -> tuple[object, ...] | None:
+def kept_credentials(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """`new`, with the credentials of the listeners bound at start (the metrics listener's, the
+    internal mutual TLS's) as `old` has them, and the keys whose new values wait for a restart.
+    A renewed certificate must not hold up the rest of a reload, a revocation above all."""
+    kept: list[str] = []
+    if _credentials(old.internal_tls) != _credentials(new.internal_tls):
+        new, kept = dataclasses.replace(new, internal_tls=old.internal_tls), [*kept, "internal_tls_*"]
+    if _credentials(old.metrics) != _credentials(new.metrics):
+        new, kept = dataclasses.replace(new, metrics=old.metrics), [*kept, "metrics_*"]
+    return new, kept
+
+
+def _credentials(settings: object | None) -> tuple[object, ...] | None:
+    """A settings object's fields, with Secrets compared by value."""
     if settings is None:
         return None
-    fields = (getattr(settings, field.name) for field in dataclasses.fields(settings))
+    fields = (getattr(settings, field.name) for field in dataclasses.fields(settings))  # type: ignore[arg-type]
     return tuple(value.value if isinstance(value, Secret) else value for value in fields)
-
-
-def _metrics_key(settings: object) -> tuple[object, ...]:
-    address = getattr(settings, "address", None)
-    basic = getattr(settings, "basic_auth", None)
-    key = getattr(settings, "key", None)
-    return (
-        address,
-        basic.value if basic is not None else None,
-        getattr(settings, "certificate", None),
-        key.value if key is not None else None,
-        getattr(settings, "client_ca", None),
-    )
 
 
 class Reloader:
@@ -145,6 +145,13 @@ class Reloader:
                 )
                 metrics.reload(Result.RESTART_NEEDED)
                 return Result.RESTART_NEEDED
+            config, kept = kept_credentials(old.config, config)
+            if kept:
+                log.warning(
+                    "%s changed: the running listeners keep their certificates and credentials until a"
+                    " restart; the rest of the config is applied", ", ".join(kept),
+                    extra={"fields": {"trigger": why, "keys": kept}},
+                )  # fmt: skip
             try:
                 new = await asyncio.to_thread(_build, config, old)
             except Exception:  # a part that validates but cannot be built: keep the old config

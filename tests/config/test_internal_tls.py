@@ -16,7 +16,7 @@ from authz.config import Config
 from authz.envoy.bootstrap import AUTHZ_CLUSTER, SIDECAR_CLUSTER, authz_clusters, bootstrap, render_bootstrap
 from authz.envoy.snippet import render_snippet
 from authz.errors import ConfigError
-from authz.ops.reload import restart_needed
+from authz.ops.reload import kept_credentials, restart_needed
 from tests.envoy.test_bootstrap import envoy_validate
 from tests.internal_tls import write_internal_tls
 from tests.pki import Pki
@@ -184,8 +184,15 @@ def test_snippet_carries_the_same_clusters(make_config: Callable[..., Config], k
     assert pieces["clusters"] == authz_clusters(config)
 
 
-def test_a_change_needs_a_restart(make_config: Callable[..., Config], keys: dict[str, str]) -> None:
+def test_tls_on_or_off_needs_a_restart_and_new_credentials_wait_for_one(
+    make_config: Callable[..., Config], keys: dict[str, str]
+) -> None:
     config = make_config(**keys)
     assert restart_needed(config, make_config(**keys)) == []  # the same files read again: no change
-    assert restart_needed(config, make_config(**keys, internal_tls_server_name="localhost")) == ["internal_tls_*"]
     assert restart_needed(config, dataclasses.replace(config, internal_tls=None)) == ["internal_tls_*"]
+    # A renewed certificate (here: another server name) must not hold up the rest of a reload: the
+    # running ports keep theirs, the rest applies.
+    renewed = make_config(**keys, internal_tls_server_name="localhost", log_level="debug")
+    assert restart_needed(config, renewed) == []
+    applied, kept = kept_credentials(config, renewed)
+    assert kept == ["internal_tls_*"] and applied.internal_tls == config.internal_tls and applied.log_level == "debug"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from authz.config import Config
 from authz.config.load import load_config
 from authz.ops.metrics import Metrics
-from authz.ops.reload import Reloader, Result, restart_needed, stamp, watch
+from authz.ops.reload import Reloader, Result, kept_credentials, restart_needed, stamp, watch
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
 
@@ -38,6 +40,15 @@ def test_what_needs_a_restart(make_config: Callable[..., object], change: dict[s
     old = make_config(session_store="sqlite:///tmp/one.db")
     new = make_config(**{"session_store": "sqlite:///tmp/one.db", **change})
     assert restart_needed(old, new) == keys  # type: ignore[arg-type]
+
+
+def test_new_metrics_credentials_wait_for_a_restart_and_hold_up_nothing(make_config: Callable[..., Config]) -> None:
+    basic = {"metrics_address": "127.0.0.1:9303", "metrics_basic_auth": base64.b64encode(b"prom:one").decode()}
+    old = make_config(**basic)
+    new = make_config(**{**basic, "metrics_basic_auth": base64.b64encode(b"prom:two").decode(), "log_level": "debug"})
+    assert restart_needed(old, new) == []
+    applied, kept = kept_credentials(old, new)
+    assert kept == ["metrics_*"] and applied.metrics is old.metrics and applied.log_level == "debug"
 
 
 def test_reload_results_and_what_carries_over(write_config: Callable[..., Path], tmp_path: Path) -> None:
