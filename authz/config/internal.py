@@ -25,10 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as PublicKey
 
+from authz.config import pem
 from authz.config.model import Address, Config, InternalTls, Secret
 from authz.config.ops import is_loopback, read_pem
 from authz.schema.reader import Node
@@ -57,7 +55,7 @@ def _unspecified(host: str) -> bool:
 
 def _server_name(node: Node, explicit: str, grpc: Address) -> str:
     """The name Envoy requires on authz's certificate: `internal_tls_server_name`, else grpc_address's host."""
-    name = explicit.strip().lower().strip("[]")
+    name = pem.normalized_name(explicit)
     if name:
         return name
     if _unspecified(grpc.host):
@@ -78,31 +76,23 @@ def _san_matches(certificate: x509.Certificate, name: str) -> bool:
     try:
         return ipaddress.ip_address(name) in sans.get_values_for_type(x509.IPAddress)
     except ValueError:
-        return name in (dns.lower() for dns in sans.get_values_for_type(x509.DNSName))
-
-
-def _public_der(key: PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return any(pem.dns_matches(dns, name) for dns in sans.get_values_for_type(x509.DNSName))
 
 
 def _check_pair(node: Node, certificate: bytes, key: bytes, client_ca: bytes, server_name: str) -> bool:
     """Whether authz's PEMs parse and fit together; each problem is recorded with its key."""
-    try:
-        chain = x509.load_pem_x509_certificates(certificate)
-    except ValueError:
+    chain = pem.certificates(certificate)
+    if chain is None:
         node.error("internal_tls_certificate", "holds no readable certificate (value not shown)")
         return False
-    try:
-        x509.load_pem_x509_certificates(client_ca)
-    except ValueError:
+    if pem.certificates(client_ca) is None:
         node.error("internal_tls_client_ca", "holds no readable certificate (value not shown)")
         return False
-    try:
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    private = pem.private_key(key)
+    if private is None:
         node.error("internal_tls_key", "is not an unencrypted PEM private key (value not shown)")
         return False
-    if _public_der(private.public_key()) != _public_der(chain[0].public_key()):
+    if not pem.fits(private, chain[0]):
         node.error("internal_tls_key", "is not the key of internal_tls_certificate's first certificate")
         return False
     if not _san_matches(chain[0], server_name):

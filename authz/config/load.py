@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import re
@@ -497,7 +498,10 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     def read(name: str) -> str:
         """A file the config names (a secret, a key), remembered for the digest and for reload."""
         path = base / name
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:  # a DER certificate, a binary: an error on its key, never a traceback
+            raise OSError(errno.EILSEQ, "not a text file (PEM is text; convert DER with openssl)") from None
         files[str(path)] = text
         return text
 
@@ -505,9 +509,12 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     cert, key = node.text("certificate_file") or None, node.text("key_file") or None
     if (cert is None) != (key is None):
         node.error("certificate_file", "set both certificate_file and key_file")
-    if not insecure and cert is None:
-        node.error("insecure_server", "no TLS certificate: set certificate_file and key_file,"
+    if not insecure and cert is None and not node.has("certificates"):
+        node.error("insecure_server", "no TLS certificate: set certificate_file and key_file (or certificates),"
                    " or insecure_server: true for a plain-HTTP listener")  # fmt: skip
+    if insecure and (cert is not None or node.has("certificates")):
+        node.error("insecure_server", "a plain-HTTP listener serves no certificate: drop insecure_server: true"
+                   " to use certificate_file or certificates")  # fmt: skip
     for name in (cert, key):
         if name is not None and not (base / name).is_file():
             node.error("certificate_file" if name == cert else "key_file", f"no such file {name!r}")
@@ -593,7 +600,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         routes=tuple(routes),
         routes_by_id=by_id,
         idp=_identity_provider(node, read),
-        certificates=read_certificates(node, base),
+        certificates=read_certificates(node, base, read),
         http_redirect_addr=_address(node, "http_redirect_addr", "") if node.has("http_redirect_addr") else None,
         signout_redirect_url=_optional_url(node, "signout_redirect_url"),
         programmatic_redirect_domain_whitelist=tuple(
@@ -633,7 +640,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     if metrics_address is not None and (clash := _port_clash(config, metrics_address)):
         node.error("metrics_address", f"{metrics_address} is already {clash}")
     redirect = config.http_redirect_addr
-    if redirect is not None and config.certificate_file is None:
+    if redirect is not None and config.insecure_server:
         node.error("http_redirect_addr", "redirects to https: the listener needs certificate_file and key_file")
     elif redirect is not None and (clash := _port_clash(config, redirect)):
         node.error("http_redirect_addr", f"{redirect} is already {clash}")

@@ -45,6 +45,9 @@ class Pem(NamedTuple):
     kind: str
     value: str
 
+    def __repr__(self) -> str:  # an inline PEM may be a private key: never in a log or a traceback
+        return f"Pem({self.kind!r}, {self.value!r})" if self.kind == "filename" else "Pem('inline_string', <not shown>)"
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTls:

@@ -23,20 +23,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+from authz.config import pem
 from authz.config.model import Pem, Upstream, UpstreamTls
 from authz.schema.reader import Node, describe
 
+_SERVER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 ROUTE_TLS_KEYS = (
     "tls_custom_ca", "tls_custom_ca_file", "tls_server_name", "tls_upstream_server_name", "tls_skip_verify",
     "tls_client_cert", "tls_client_cert_file", "tls_client_key", "tls_client_key_file",
 )  # fmt: skip
 
 
-def _pem(node: Node, key: str, base: Path, read: Callable[[str], str], marker: str) -> Pem | None:
-    """`key` (base64 PEM) or `key_file` (a path), checked to hold a PEM `marker` block."""
+def _pem(node: Node, key: str, base: Path, read: Callable[[str], str]) -> tuple[Pem, bytes] | None:
+    """`key` (base64 PEM) or `key_file` (a path): where Envoy will find it, and its bytes."""
     inline, path = node.raw(key), node.raw(f"{key}_file")
     if inline is not None and path is not None:
         node.error(key, f"set either {key} or {key}_file, not both")
@@ -49,12 +53,9 @@ def _pem(node: Node, key: str, base: Path, read: Callable[[str], str], marker: s
         try:
             text = read(path)
         except OSError as exc:
-            node.error(where, f"cannot read {path!r}: {exc.strerror}")
+            node.error(where, f"cannot read {path!r}: {exc.strerror or exc}")
             return None
-        if f"-----BEGIN {marker}" not in text and not (marker == "PRIVATE KEY" and "PRIVATE KEY-----" in text):
-            node.error(where, f"{path!r} holds no PEM {marker.lower()}")
-            return None
-        return Pem("filename", str(base / path))
+        return Pem("filename", str(base / path)), text.encode()
     if inline is None:
         return None
     try:
@@ -62,34 +63,74 @@ def _pem(node: Node, key: str, base: Path, read: Callable[[str], str], marker: s
     except (binascii.Error, ValueError):
         node.error(key, "is not base64 PEM (value not shown)")
         return None
-    if "-----BEGIN " not in text:
-        node.error(key, "is not base64 PEM (value not shown)")
+    return Pem("inline_string", text), text.encode()
+
+
+def _server_name(node: Node) -> str | None:
+    """`tls_server_name` or Pomerium's newer `tls_upstream_server_name` (both read: neither is unknown)."""
+    names = {key: node.text(key) for key in ("tls_server_name", "tls_upstream_server_name") if node.has(key)}
+    if len(names) > 1:
+        node.error("tls_server_name", "set either tls_server_name or tls_upstream_server_name, not both")
+    if not names:
         return None
-    return Pem("inline_string", text)
+    key, raw = next(iter(names.items()))
+    name = pem.normalized_name(raw)
+    if not name or (not _SERVER_NAME.match(name) and not _is_ip(name)):
+        node.error(key, f"{describe(raw)} is not a host name or an IP address")
+        return None
+    return name
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def read_upstream_tls(
     node: Node, to: tuple[Upstream, ...], base: Path, read: Callable[[str], str], warnings: list[str]
 ) -> UpstreamTls:
-    """A route's TLS to its upstreams; `to` is what `_upstreams` read."""
-    custom_ca = _pem(node, "tls_custom_ca", base, read, "CERTIFICATE")
-    client_cert = _pem(node, "tls_client_cert", base, read, "CERTIFICATE")
-    client_key = _pem(node, "tls_client_key", base, read, "PRIVATE KEY")
+    """A route's TLS to its upstreams; `to` is what `_upstreams` read. Every PEM is parsed here,
+    and the client key checked against its certificate: what Envoy would refuse at start (and
+    with it every route) is a config error naming the key."""
+    custom_ca = _pem(node, "tls_custom_ca", base, read)
+    if custom_ca is not None and pem.certificates(custom_ca[1]) is None:
+        node.error(_where(node, "tls_custom_ca"), "holds no PEM certificate (value not shown)")
+        custom_ca = None
+    client_cert = _pem(node, "tls_client_cert", base, read)
+    client_key = _pem(node, "tls_client_key", base, read)
     if (client_cert is None) != (client_key is None):
         node.error("tls_client_cert", "set both tls_client_cert and tls_client_key (or their _file forms)")
         client_cert = client_key = None
-    name = node.text("tls_server_name") or node.text("tls_upstream_server_name") or None
-    if node.has("tls_server_name") and node.has("tls_upstream_server_name"):
-        node.error("tls_server_name", "set either tls_server_name or tls_upstream_server_name, not both")
+    if client_cert is not None and client_key is not None:
+        chain, key = pem.certificates(client_cert[1]), pem.private_key(client_key[1])
+        if chain is None:
+            node.error(_where(node, "tls_client_cert"), "holds no PEM certificate (value not shown)")
+        elif key is None:
+            node.error(_where(node, "tls_client_key"), "is not an unencrypted PEM private key (value not shown)")
+        elif not pem.fits(key, chain[0]):
+            node.error(_where(node, "tls_client_key"), "is not the key of tls_client_cert's first certificate")
+        if chain is None or key is None or not pem.fits(key, chain[0]):
+            client_cert = client_key = None
+    name = _server_name(node)
     skip = node.flag("tls_skip_verify")
-    tls = UpstreamTls(custom_ca=custom_ca, server_name=name, skip_verify=skip, client_cert=client_cert,
-                      client_key=client_key)  # fmt: skip
+    tls = UpstreamTls(
+        custom_ca=custom_ca[0] if custom_ca else None, server_name=name, skip_verify=skip,
+        client_cert=client_cert[0] if client_cert else None, client_key=client_key[0] if client_key else None,
+    )  # fmt: skip
     schemes = {u.scheme for u in to}
     if len(schemes) > 1:
         node.error("to", "mixes http and https upstreams: one route speaks one of them to all its upstreams")
     if tls != UpstreamTls() and schemes == {"http"}:
-        key = next(k for k in ROUTE_TLS_KEYS if node.has(k))
-        node.error(key, "has no effect: the route's upstreams are http:// (use https://)")
+        key_set = next((k for k in ROUTE_TLS_KEYS if node.has(k)), "tls_skip_verify")
+        node.error(key_set, "has no effect: the route's upstreams are http:// (use https://)")
+    hosts = sorted({u.host for u in to})
+    if schemes == {"https"} and len(hosts) > 1 and name is None and not skip:
+        # One cluster, one TLS context: every upstream is verified under one name.
+        node.error("to", f"https upstreams {', '.join(hosts)} are verified under one name: set tls_server_name"
+                         " to the name their certificates share")  # fmt: skip
     if skip and schemes == {"https"}:
         warnings.append(
             f"{node.at('tls_skip_verify')}: the upstream's certificate is NOT verified: anyone on the path"
@@ -98,8 +139,13 @@ def read_upstream_tls(
     return tls
 
 
-def read_certificates(node: Node, base: Path) -> tuple[tuple[str, str], ...]:
-    """`certificates`: more certificate and key files for the listener, chosen by SNI."""
+def _where(node: Node, key: str) -> str:
+    return f"{key}_file" if node.has(f"{key}_file") else key
+
+
+def read_certificates(node: Node, base: Path, read: Callable[[str], str]) -> tuple[tuple[str, str], ...]:
+    """`certificates`: more certificate and key files for the listener, chosen by SNI; each pair
+    parsed, and the key checked against its certificate (Envoy would not start otherwise)."""
     raw = node.raw("certificates")
     if raw is None:
         return ()
@@ -109,14 +155,26 @@ def read_certificates(node: Node, base: Path) -> tuple[tuple[str, str], ...]:
     pairs = []
     for i, item in enumerate(raw):
         where = f"certificates[{i}]"
-        if not isinstance(item, dict) or set(item) - {"cert", "key"} or not {"cert", "key"} <= set(item):
+        if not isinstance(item, dict) or set(item) != {"cert", "key"}:
             node.error(where, "expected {cert: <file>, key: <file>}")
             continue
-        paths = []
+        texts = []
         for part in ("cert", "key"):
             value = item[part]
-            if not isinstance(value, str) or not (base / value).is_file():
-                node.error(f"{where}.{part}", f"no such file {describe(value)}")
-            paths.append(str(base / str(value)))
-        pairs.append((paths[0], paths[1]))
+            try:
+                texts.append(read(str(value)).encode() if isinstance(value, str) and value else b"")
+            except OSError as exc:
+                node.error(f"{where}.{part}", f"cannot read {describe(value)}: {exc.strerror or exc}")
+                texts.append(b"")
+        if not all(texts):
+            continue
+        chain, key = pem.certificates(texts[0]), pem.private_key(texts[1])
+        if chain is None:
+            node.error(f"{where}.cert", "holds no PEM certificate")
+        elif key is None:
+            node.error(f"{where}.key", "is not an unencrypted PEM private key")
+        elif not pem.fits(key, chain[0]):
+            node.error(f"{where}.key", "is not the key of its cert")
+        else:
+            pairs.append((str(base / item["cert"]), str(base / item["key"])))
     return tuple(pairs)

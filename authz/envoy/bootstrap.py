@@ -431,7 +431,7 @@ def _listener(config: Config, routing: dict[str, Any], secrets_dir: str | None =
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }
-    if config.certificate_file and config.key_file:
+    if listener_certificates(config):
         chain["transport_socket"] = downstream_tls(config, secrets_dir)
     listener: dict[str, Any] = {"name": "authz-listener", "address": _socket(config.address), "filter_chains": [chain]}
     if config.use_proxy_protocol:
@@ -512,9 +512,8 @@ def redirect_listener(config: Config) -> dict[str, Any] | None:
     https (on the TLS listener's port when it is not 443). No check runs there: nothing passes."""
     if config.http_redirect_addr is None:
         return None
-    redirect: dict[str, Any] = {"https_redirect": True}
-    if config.address.port != 443:
-        redirect["port_redirect"] = config.address.port
+    # The port always said: with https_redirect alone Envoy keeps a port the client named (:80, :8080).
+    redirect: dict[str, Any] = {"https_redirect": True, "port_redirect": config.address.port}
     manager = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "http_redirect",

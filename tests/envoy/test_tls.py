@@ -89,12 +89,39 @@ def test_skip_verify_warns_loudly_and_verifies_nothing(make_config: Callable[...
         (_route(tls_custom_ca="x", tls_custom_ca_file="ca.pem"), "set either tls_custom_ca or tls_custom_ca_file"),
         ({**_route(tls_server_name="a"), "to": "http://127.0.0.1:1"}, "has no effect: the route's upstreams are http"),
         ({**_route(), "to": ["https://a:1", "http://b:2"]}, "mixes http and https upstreams"),
+        (
+            _route(tls_client_cert_file="envoy.pem", tls_client_key_file="edge.key"),
+            "tls_client_key_file: is not the key of tls_client_cert's first certificate",
+        ),
+        (
+            _route(tls_custom_ca=base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nMIIB\n").decode()),
+            "tls_custom_ca: holds no PEM certificate",
+        ),
+        (
+            _route(tls_client_cert_file="envoy.key", tls_client_key_file="envoy.key"),
+            "tls_client_cert_file: holds no PEM certificate",
+        ),
+        (_route(tls_server_name="foo bar"), "'foo bar' is not a host name or an IP address"),
+        (_route(tls_server_name="a", tls_upstream_server_name="a"), "set either tls_server_name or tls_upstream"),
+        ({**_route(), "to": ["https://a.internal:1", "https://b.internal:2"]}, "are verified under one name"),
+        (_route(tls_custom_ca_file="der.crt"), "tls_custom_ca_file: cannot read 'der.crt': not a text file"),
     ],
 )
 def test_bad_tls_keys_are_clear_errors(
     make_config: Callable[..., Config], files: Path, route: dict[str, Any], message: str
 ) -> None:
-    assert any(message in p for p in _problems(make_config, routes=[route])), message
+    (files / "der.crt").write_bytes(b"\x30\x82\x01\xff\xfe")
+    out = _problems(make_config, routes=[route])
+    assert any(message in p for p in out), out
+    assert not any("unknown key" in p for p in out)
+
+
+def test_an_inline_key_never_shows_in_a_repr(make_config: Callable[..., Config], pki: Pki) -> None:
+    inline = {"tls_client_cert": base64.b64encode(pki.envoy.cert_pem).decode(),
+              "tls_client_key": base64.b64encode(pki.envoy.key_pem).decode()}  # fmt: skip
+    config = make_config(routes=[_route(**inline)])
+    assert config.routes[0].tls.client_key is not None and "PRIVATE KEY" not in repr(config)
+    assert "PRIVATE KEY" in config.routes[0].tls.client_key.value  # what Envoy gets inline
 
 
 def test_the_listener_speaks_tls_1_2_and_up_with_ecdhe_aead_and_picks_certificates_by_sni(
@@ -123,11 +150,23 @@ def test_the_listener_speaks_tls_1_2_and_up_with_ecdhe_aead_and_picks_certificat
     ("overrides", "message"),
     [
         ({"http_redirect_addr": "127.0.0.1:18080"}, "http_redirect_addr: redirects to https"),
-        ({"certificates": [{"cert": "nope.pem", "key": "edge.key"}]}, "certificates[0].cert: no such file"),
+        ({"certificates": [{"cert": "nope.pem", "key": "edge.key"}]}, "certificates[0].cert: cannot read 'nope.pem'"),
         ({"certificates": ["edge.pem"]}, "certificates[0]: expected {cert: <file>, key: <file>}"),
+        ({"certificates": [{"cert": "edge.key", "key": "edge.pem"}]}, "certificates[0].cert: holds no PEM certificate"),
+        ({"certificates": [{"cert": "edge.pem", "key": "envoy.key"}]}, "certificates[0].key: is not the key of its"),
+        ({"certificate_file": "edge.pem", "key_file": "edge.key"}, "insecure_server: a plain-HTTP listener serves"),
     ],
 )
 def test_bad_listener_keys(
     make_config: Callable[..., Config], files: Path, overrides: dict[str, Any], message: str
 ) -> None:
     assert any(p.startswith(message) for p in _problems(make_config, **overrides)), message
+
+
+def test_certificates_alone_make_a_tls_listener_as_in_pomerium(make_config: Callable[..., Config], files: Path) -> None:
+    config = make_config(insecure_server=False, authenticate_service_url="https://authenticate.localhost",
+                         routes=[{**_route(), "from": "https://app.localhost"}],
+                         certificates=[{"cert": "edge.pem", "key": "edge.key"}])  # fmt: skip
+    (listener,) = bootstrap(config)["static_resources"]["listeners"]
+    common = listener["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert [c["certificate_chain"]["filename"] for c in common["tls_certificates"]] == [str(files / "edge.pem")]
