@@ -29,4 +29,5 @@ def write_internal_tls(pki: Pki, folder: Path) -> dict[str, str]:
         "internal_tls_envoy_certificate_file": "envoy.pem",
         "internal_tls_envoy_key_file": "envoy.key",
         "internal_tls_ca_file": "ca.pem",
+        "internal_tls_client_san": "envoy",  # pki.envoy's name: other certificates of the CA are refused
     }

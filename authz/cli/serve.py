@@ -72,6 +72,9 @@ class GrpcServer:
     def __init__(self, holder: RuntimeHolder, transport: str) -> None:
         self.transport = transport
         core = Authorization(holder)
+        # Over the internal mutual TLS, only Envoy's certificate may call Check (authz/envoy/peer.py).
+        tls = holder.current.config.internal_tls
+        core.pin = tls.client_san if tls is not None and tls.client_san else None
         if transport == "aio":
             self.health: Health | ThreadedHealth = Health()
             self.aio = grpc.aio.server(options=_OPTIONS)

@@ -35,6 +35,7 @@ INTERNAL_KEYS = (
     "internal_tls_certificate", "internal_tls_certificate_file", "internal_tls_key", "internal_tls_key_file",
     "internal_tls_client_ca", "internal_tls_client_ca_file", "internal_tls_envoy_certificate_file",
     "internal_tls_envoy_key_file", "internal_tls_ca_file", "internal_tls_server_name", "insecure_internal",
+    "internal_tls_client_san",
 )  # fmt: skip
 # authz's side (PEM it serves) and Envoy's side (paths Envoy reads): all of them, or none.
 AUTHZ_SIDE = ("internal_tls_certificate", "internal_tls_key", "internal_tls_client_ca")
@@ -142,11 +143,15 @@ def read_internal_tls(
     node: Node, config: Config, base: Path, read: Callable[[str], str], warnings: list[str]
 ) -> InternalTls | None:
     """The Envoy ↔ authz mutual TLS settings, or None for plain text (loopback, or allowed)."""
-    given = [key for key in (*AUTHZ_SIDE, *ENVOY_SIDE, "internal_tls_server_name") if _is_set(node, key)]
+    given = [
+        key for key in (*AUTHZ_SIDE, *ENVOY_SIDE, "internal_tls_server_name", "internal_tls_client_san")
+        if _is_set(node, key)
+    ]  # fmt: skip
     certificate, key = read_pem(node, "internal_tls_certificate", read), read_pem(node, "internal_tls_key", read)
     client_ca = read_pem(node, "internal_tls_client_ca", read)
     envoy_certificate, envoy_key, ca = _envoy_files(node, base)
     explicit_name = node.text("internal_tls_server_name")
+    client_san = pem.normalized_name(node.text("internal_tls_client_san"))
     if not given:
         _require_plain_ok(node, config, warnings)
         return None
@@ -165,6 +170,12 @@ def read_internal_tls(
         return None  # unreadable: recorded by read_pem
     if not _check_pair(node, certificate, key, client_ca, server_name):
         return None
+    if not client_san:
+        warnings.append(
+            "internal_tls_client_san is unset: any certificate internal_tls_client_ca signed can call Check"
+            " and have assertions signed; set it to the name on Envoy's client certificate, or keep that CA"
+            " for Envoy's certificate alone"
+        )
     return InternalTls(
         certificate=certificate,
         key=Secret(key),
@@ -173,4 +184,5 @@ def read_internal_tls(
         envoy_key_file=envoy_key,
         ca_file=ca,
         server_name=server_name,
+        client_san=client_san,
     )

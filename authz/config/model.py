@@ -171,6 +171,7 @@ class InternalTls:
     envoy_key_file: str
     ca_file: str  # what Envoy verifies authz's certificate against
     server_name: str  # the SAN Envoy requires of authz's certificate (and its SNI, when a DNS name)
+    client_san: str = ""  # a SAN a caller's certificate must carry (Envoy's); "": any from client_ca
 
 
 MAX_WORKERS = 64

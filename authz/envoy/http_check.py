@@ -36,6 +36,7 @@ from authz.check.answer import Answer, error
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
 from authz.config.model import InternalTls
+from authz.envoy.peer import carries, ssl_sans
 from authz.envoy.service import Authorization
 from authz.errors import RequestError
 from authz.ops.tls import mutual_tls_context
@@ -154,6 +155,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        pin = self.server.client_san
+        if pin and not carries(ssl_sans(transport.get_extra_info("peercert")), pin):
+            transport.close()  # over mutual TLS, a certificate that is not Envoy's (peer.py)
+            return
         self.transport = transport
         self.server.connections.add(self)
         sock = transport.get_extra_info("socket")
@@ -284,6 +289,7 @@ class HttpCheckServer:
         self.connections: set[_Connection] = set()
         self.server: asyncio.Server | None = None
         self.serving = False  # what /healthz and the health of this worker report
+        self.client_san = ""  # over mutual TLS: the SAN a caller's certificate must carry ("": any)
 
     def begin(self, method: str, target: str, pairs: list[tuple[bytes, bytes]]) -> Answer | Pending:
         now = self.clock()
@@ -317,6 +323,7 @@ class HttpCheckServer:
         context = None
         if tls is not None:
             context = mutual_tls_context(tls.certificate, tls.key.value, tls.client_ca, alpn=("http/1.1",))
+            self.client_san = tls.client_san
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not a live socket

@@ -22,6 +22,7 @@ from authz.check.answer import Answer, error
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
 from authz.envoy import adapter
+from authz.envoy.peer import REFUSED, carries, grpc_sans
 from authz.errors import RequestError
 from authz.ops.metrics import UNKNOWN_ROUTE, decision_of
 from authz.policy.reasons import Reason
@@ -36,6 +37,8 @@ class Authorization(pb_grpc.AuthorizationServicer):
 
     def __init__(self, holder: RuntimeHolder) -> None:
         self.holder = holder
+        # Over the internal mutual TLS: the SAN a caller's certificate must carry (peer.py); None: any.
+        self.pin: str | None = None
 
     def begin(self, request: pb.CheckRequest, now: float) -> Answer | Pending:
         """Everything that does not block; `Pending` when a store read must finish the Check."""
@@ -101,6 +104,8 @@ class Authorization(pb_grpc.AuthorizationServicer):
             return adapter.to_response(error(503, (Reason.INTERNAL_ERROR,), adapter.fallback_request(request)))
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        if self.pin is not None and not carries(grpc_sans(context), self.pin):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
         result = self.begin(request, time.time())
         if isinstance(result, Pending):
             result = await asyncio.to_thread(self.finish, result)
@@ -115,6 +120,9 @@ class ThreadedAuthorization(pb_grpc.AuthorizationServicer):
         self.core = core
 
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
+        pin = self.core.pin
+        if pin is not None and not carries(grpc_sans(context), pin):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
         return self.core.respond(request, self.core.answer(request, time.time()))
 
 

@@ -194,6 +194,7 @@ def internal_tls_keys(tmp: Path) -> dict[str, str]:
         "internal_tls_envoy_certificate_file": str(paths["envoy"]),
         "internal_tls_envoy_key_file": str(paths["envoy_key"]),
         "internal_tls_ca_file": str(paths["ca"]),
+        "internal_tls_client_san": "envoy",  # each Check's peer certificate checked, as operated
     }
 
 

@@ -196,3 +196,14 @@ def test_tls_on_or_off_needs_a_restart_and_new_credentials_wait_for_one(
     assert restart_needed(config, renewed) == []
     applied, kept = kept_credentials(config, renewed)
     assert kept == ["internal_tls_*"] and applied.internal_tls == config.internal_tls and applied.log_level == "debug"
+
+
+def test_without_a_client_san_any_certificate_of_the_ca_is_warned_about(
+    make_config: Callable[..., Config], keys: dict[str, str]
+) -> None:
+    pinned = make_config(**keys)
+    assert pinned.internal_tls is not None and pinned.internal_tls.client_san == "envoy"
+    assert not any("internal_tls_client_san" in w for w in pinned.warnings)
+    loose = make_config(**{k: v for k, v in keys.items() if k != "internal_tls_client_san"})
+    assert loose.internal_tls is not None and loose.internal_tls.client_san == ""
+    assert any("internal_tls_client_san is unset" in w for w in loose.warnings)

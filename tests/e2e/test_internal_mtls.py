@@ -19,7 +19,7 @@ import yaml
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
-from authz.dev.certs import Issued
+from authz.dev.certs import Issued, issue
 from authz.dev.stack import free_port, free_ports, start_authz, start_envoy, wait_until
 from authz.envoy.http_check import HEALTH_PATH
 from tests.internal_tls import write_internal_tls
@@ -119,12 +119,21 @@ def test_raw_grpc_client_needs_the_right_certificate(mtls: tuple[Stack, int], pk
         ),
         "plain text": None,
     }
+    # The right CA, another workload's certificate (a user's): a session, but no Check.
+    same_ca = grpc.ssl_channel_credentials(pki.root.cert_pem, pki.client.key_pem, pki.client.cert_pem)
+    # Envoy's name as a common name only, no SAN: a name is a SAN or nothing.
+    cn_only = issue(pki.root, "envoy", client=True)
+    named_cn = grpc.ssl_channel_credentials(pki.root.cert_pem, cn_only.key_pem, cn_only.cert_pem)
     for port in (first, first + 1):  # every worker
         assert _check(port, envoy).status.code == 0
         for what, credentials in refused.items():
             with pytest.raises(grpc.RpcError) as info:
                 _check(port, credentials)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE, what  # type: ignore[attr-defined]
+        for credentials in (same_ca, named_cn):
+            with pytest.raises(grpc.RpcError) as info:
+                _check(port, credentials)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
 
 
 @pytest.mark.skipif(TRANSPORT != "http", reason="Envoy's HTTP service: HTTP pass")
@@ -133,7 +142,7 @@ def test_raw_http_check_client_needs_the_right_certificate(mtls: tuple[Stack, in
     for port in (first, first + 1):
         url = f"https://127.0.0.1:{port}{HEALTH_PATH}"
         assert httpx2.get(url, verify=_context(pki, pki.envoy, tmp_path), timeout=5).status_code == 204
-        for client in (None, pki.foreign):
+        for client in (None, pki.foreign, pki.client):  # pki.client: the right CA, not Envoy's name
             with pytest.raises(httpx2.HTTPError):
                 httpx2.get(url, verify=_context(pki, client, tmp_path), timeout=5)
         with pytest.raises(httpx2.HTTPError):
