@@ -81,12 +81,15 @@ def test_no_stripped_header_reaches_a_public_or_signed_in_upstream(stack: Stack)
     port = stack.envoy_port
     for hostname, extra in (("public.localhost", []), ("private.localhost", [("Cookie", f"_pomerium={cookie}")])):
         stack.upstream.clear()
-        forged = [*_forged(), ("X-Forwarded-Proto", "https"), ("X-Request-Id", "forged-id")]
+        xfcc = ("X-Forwarded-Client-Cert", 'Hash=00;Subject="CN=admin";URI=spiffe://example.com/admin')
+        forged = [*_forged(), ("X-Forwarded-Proto", "https"), ("X-Request-Id", "forged-id"), xfcc]
         assert _send(stack, f"{hostname}:{port}", [*forged, *extra]) == 200, hostname
         seen = stack.upstream.last()
         assert _arrived(stack, seen, hostname) == set(), hostname
         # Envoy's own (use_remote_address): the client's values are replaced, not passed on.
         assert seen.one("x-forwarded-proto") == "http" and seen.one("x-request-id") != "forged-id", hostname
+        # A client's claim of a certificate never reaches the app (forward_client_cert_details: SANITIZE).
+        assert seen.one("x-forwarded-client-cert") is None, hostname
 
 
 def test_a_kept_header_arrives_and_the_others_do_not(stack: Stack) -> None:
