@@ -54,3 +54,12 @@ def dns_matches(san: str, name: str) -> bool:
         head, _, rest = name.partition(".")
         return bool(head) and rest == san[2:]
     return san == name
+
+
+def is_ip(name: str) -> bool:
+    """Whether `name` is an IP address (and no host name)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

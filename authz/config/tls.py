@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -41,25 +40,13 @@ ROUTE_TLS_KEYS = (
 
 def _pem(node: Node, key: str, base: Path, read: Callable[[str], str]) -> tuple[Pem, bytes] | None:
     """`key` (base64 PEM) or `key_file` (a path): where Envoy will find it, and its bytes."""
-    inline, path = node.raw(key), node.raw(f"{key}_file")
-    if inline is not None and path is not None:
-        node.error(key, f"set either {key} or {key}_file, not both")
+    value, where = node.inline_or_file(key, read)
+    if value is None:
         return None
-    if path is not None:
-        where = f"{key}_file"
-        if not isinstance(path, str) or not path:
-            node.error(where, f"expected a file path, got {describe(path)}")
-            return None
-        try:
-            text = read(path)
-        except OSError as exc:
-            node.error(where, f"cannot read {path!r}: {exc.strerror or exc}")
-            return None
-        return Pem("filename", str(base / path)), text.encode()
-    if inline is None:
-        return None
+    if where != key:  # read from the file: Envoy reads the same file
+        return Pem("filename", str(base / str(node.raw(where)))), str(value).encode()
     try:
-        text = base64.b64decode(str(inline).strip(), validate=True).decode("ascii")
+        text = base64.b64decode(str(value).strip(), validate=True).decode("ascii")
     except (binascii.Error, ValueError):
         node.error(key, "is not base64 PEM (value not shown)")
         return None
@@ -75,18 +62,10 @@ def _server_name(node: Node) -> str | None:
         return None
     key, raw = next(iter(names.items()))
     name = pem.normalized_name(raw)
-    if not name or (not _SERVER_NAME.match(name) and not _is_ip(name)):
+    if not name or (not _SERVER_NAME.match(name) and not pem.is_ip(name)):
         node.error(key, f"{describe(raw)} is not a host name or an IP address")
         return None
     return name
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def read_upstream_tls(

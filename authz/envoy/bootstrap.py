@@ -9,7 +9,6 @@ files in DIR, which authz/envoy/files.py writes.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from authz.config import Address, Config, Route, Upstream
 from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.config.model import InternalTls, Pem
+from authz.config.pem import is_ip
 from authz.envoy import http_check
 
 AUTHZ_CLUSTER = "authz-grpc"
@@ -49,14 +49,6 @@ def _socket(address: Address | tuple[str, int]) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _header_options(pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
     return [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs]
 
@@ -64,7 +56,7 @@ def _header_options(pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
 def _cluster(
     name: str, endpoints: list[tuple[str, int]], *, http2: bool = False, tls: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    dns = any(not _is_ip(host) for host, _ in endpoints)
+    dns = any(not is_ip(host) for host, _ in endpoints)
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STRICT_DNS" if dns else "STATIC",
@@ -128,7 +120,7 @@ def upstream_tls(route: Route) -> dict[str, Any] | None:
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
     }
     if not tls.skip_verify:
-        san_type = "IP_ADDRESS" if _is_ip(name) else "DNS"
+        san_type = "IP_ADDRESS" if is_ip(name) else "DNS"
         common["validation_context"] = {
             "trusted_ca": _source(tls.custom_ca) if tls.custom_ca else {"filename": SYSTEM_CAS},
             "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": name}}],
@@ -141,7 +133,7 @@ def upstream_tls(route: Route) -> dict[str, Any] | None:
         "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": common,
     }
-    if not _is_ip(name):
+    if not is_ip(name):
         context["sni"] = name  # an IP is no server name (RFC 6066): Envoy would send it all the same
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
@@ -318,7 +310,7 @@ def internal_tls_socket(tls: InternalTls, alpn: str) -> dict[str, Any]:
     """Envoy's side of the mutual TLS to authz: its client certificate, and authz's certificate
     verified against the internal CA and required to carry `server_name` (sent as SNI when it is
     a DNS name; an IP address is matched against the certificate's IP SANs)."""
-    san_type = "IP_ADDRESS" if _is_ip(tls.server_name) else "DNS"
+    san_type = "IP_ADDRESS" if is_ip(tls.server_name) else "DNS"
     context: dict[str, Any] = {
         "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {
