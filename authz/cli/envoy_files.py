@@ -19,7 +19,7 @@ from authz.envoy.bootstrap import BOOTSTRAP_FILE
 from authz.envoy.files import Publisher, publish
 from authz.errors import ConfigError
 from authz.ops.logs import configure_logging
-from authz.ops.watch import watch_files
+from authz.ops.watch import keep, watch_files
 
 log = logging.getLogger("authz")
 
@@ -51,9 +51,7 @@ class _Follower:
 
     def trigger(self, why: str) -> None:
         """Rewrite from a signal handler (the task is kept until it ends)."""
-        task = asyncio.get_running_loop().create_task(self.update(why))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        keep(self._tasks, self.update(why))
 
     async def update(self, why: str) -> None:
         """Load the config again and write what changed; a config that does not load changes nothing."""

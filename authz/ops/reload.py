@@ -34,7 +34,7 @@ from authz.config import Config, Secret
 from authz.config.load import load_config
 from authz.errors import ConfigError
 from authz.ops.logs import configure_logging
-from authz.ops.watch import WATCH_INTERVAL, watch_files
+from authz.ops.watch import WATCH_INTERVAL, keep, watch_files
 from authz.ops.watch import stamp as stamp  # where tests and callers have found it
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
@@ -115,9 +115,7 @@ class Reloader:
 
     def trigger(self, why: str) -> None:
         """Start a reload from a signal handler (the task is kept until it ends)."""
-        task = asyncio.get_running_loop().create_task(self.reload(why))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        keep(self._retiring, self.reload(why))
 
     async def reload(self, why: str) -> Result:
         """Read, validate, build and swap; never raises (a failure keeps the old config)."""
@@ -182,9 +180,7 @@ class Reloader:
             await asyncio.sleep(RETIRE_AFTER)
             await old.close_unshared(new)
 
-        task = asyncio.create_task(later())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        keep(self._retiring, later())
 
     async def close(self) -> None:
         for task in list(self._retiring):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 WATCH_INTERVAL = 1.0
 SETTLE = 0.2  # a writer may still be writing when its change is seen
@@ -58,3 +59,12 @@ async def watch_files(
             await asyncio.sleep(SETTLE)
             await changed()
             seen = stamps()
+
+
+def keep(tasks: set[asyncio.Task[Any]], work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run `work` as a task held in `tasks` until it ends (the loop keeps only weak references),
+    so a signal handler can start it and a shutdown can find it."""
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
