@@ -500,20 +500,28 @@ def downstream_tls(config: Config, secrets_dir: str | None = None) -> dict[str, 
 
 
 def redirect_listener(config: Config) -> dict[str, Any] | None:
-    """`http_redirect_addr`: plain HTTP, where every request is answered 301 to the same URL over
-    https (on the TLS listener's port when it is not 443). No check runs there: nothing passes."""
+    """`http_redirect_addr`: plain HTTP, where a request for a host this config serves is answered
+    301 to the same URL over https on the TLS listener's port. No check runs there: nothing passes."""
     if config.http_redirect_addr is None:
         return None
     # The port always said: with https_redirect alone Envoy keeps a port the client named (:80, :8080).
     redirect: dict[str, Any] = {"https_redirect": True, "port_redirect": config.address.port}
+    # Only the hosts this config serves are redirected: a Host a client made up gets a 404.
+    hosts = sorted({config.authenticate_host, *(route.host for route in config.routes)})
     manager = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "http_redirect",
         "codec_type": "AUTO",
         "route_config": {
             "name": "https-redirect",
+            "ignore_port_in_host_matching": True,
             "virtual_hosts": [
-                {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "redirect": redirect}]}
+                {"name": "served", "domains": hosts, "routes": [{"match": {"prefix": "/"}, "redirect": redirect}]},
+                {
+                    "name": "unknown-host",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
+                },
             ],
         },
         "http_filters": [

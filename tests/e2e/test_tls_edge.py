@@ -204,9 +204,11 @@ def test_the_certificate_is_chosen_by_sni(edge: Edge, pki: Pki) -> None:
 
 
 def test_plain_http_is_redirected_to_https(edge: Edge) -> None:
-    answer = httpx2.get(f"http://127.0.0.1:{edge.redirect_port}/a/b?c=1", headers={"host": "app.edge.test"})
+    answer = httpx2.get(f"http://127.0.0.1:{edge.redirect_port}/a/b?c=1", headers={"host": "verified.edge.test:80"})
     assert answer.status_code == 301
-    assert answer.headers["location"] == f"https://app.edge.test:{edge.port}/a/b?c=1"
+    assert answer.headers["location"] == f"https://verified.edge.test:{edge.port}/a/b?c=1"
+    # A host the config does not serve is no redirect target.
+    assert httpx2.get(f"http://127.0.0.1:{edge.redirect_port}/", headers={"host": "evil.example"}).status_code == 404
 
 
 def _get(edge: Edge, pki: Pki, host: str) -> httpx2.Response:
