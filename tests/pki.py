@@ -25,6 +25,9 @@ class Pki:
     envoy: Issued  # Envoy's client certificate toward authz and upstreams
     upstream: Issued  # an app over TLS
     crl: bytes  # root's CRL, listing `revoked`
+    intermediate_crl: bytes  # the intermediate's CRL, listing `revoked_via_intermediate`
+    revoked_via_intermediate: Issued
+    forged: Issued  # alice's names, from other_root: what anyone can make for themselves
 
 
 def make_pki() -> Pki:
@@ -33,19 +36,18 @@ def make_pki() -> Pki:
     other_root = authority("some other CA")
     now = dt.datetime.now(dt.UTC)
     revoked = issue(root, "revoked user", emails=["revoked@example.com"], client=True)
+    revoked_via_intermediate = issue(intermediate, "revoked bob", emails=["rbob@example.com"], client=True)
+    alice = {
+        "emails": ["alice@example.com"],
+        "dns": ["alice.devices.example.com"],
+        "uris": ["spiffe://example.com/alice"],
+    }
     return Pki(
         root=root,
         intermediate=intermediate,
         other_root=other_root,
         server=issue(root, "edge", dns=["localhost", "*.localhost", "*.edge.test"], ips=["127.0.0.1"], server=True),
-        client=issue(
-            root,
-            "alice",
-            emails=["alice@example.com"],
-            dns=["alice.devices.example.com"],
-            uris=["spiffe://example.com/alice"],
-            client=True,
-        ),
+        client=issue(root, "alice", **alice, client=True),
         via_intermediate=issue(intermediate, "bob", emails=["bob@example.com"], client=True),
         revoked=revoked,
         expired=issue(
@@ -62,4 +64,7 @@ def make_pki() -> Pki:
         envoy=issue(root, "envoy", dns=["envoy"], client=True),
         upstream=issue(root, "upstream", dns=["localhost", "upstream.test"], ips=["127.0.0.1"], server=True),
         crl=revocation_list(root, [revoked.cert]),
+        intermediate_crl=revocation_list(intermediate, [revoked_via_intermediate.cert]),
+        revoked_via_intermediate=revoked_via_intermediate,
+        forged=issue(other_root, "alice", **alice, client=True),
     )

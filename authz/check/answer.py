@@ -14,6 +14,7 @@ from authz.check.facts import Action, Facts, Outcome
 from authz.check.request import RequestContext, origin
 from authz.config.model import Route
 from authz.jit.model import JIT_PAGE, format_duration
+from authz.policy.certificate import parse_leaf
 from authz.policy.reasons import Reason
 from authz.runtime.state import Runtime
 from authz.signing import assertion, signed_url
@@ -165,6 +166,28 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
     return Answer(False, 302, reasons, headers, (), body, route.id)
 
 
+XFCC = "x-forwarded-client-cert"
+_NO_CERTIFICATE = {
+    "pomerium.client_cert_fingerprint": "",
+    "pomerium.client_cert_san_dns": "",
+    "pomerium.client_cert_san_email": "",
+}
+
+
+def _certificate_values(facts: Facts) -> dict[str, str]:
+    """The client certificate's header template values: empty without one, or (downstream_mtls)
+    when authz found it invalid."""
+    pem = facts.request.client_certificate
+    leaf = parse_leaf(pem) if pem and (facts.certificate is None or facts.certificate.valid) else None
+    if leaf is None:
+        return _NO_CERTIFICATE
+    return {
+        "pomerium.client_cert_fingerprint": leaf.fingerprint,
+        "pomerium.client_cert_san_dns": ",".join(leaf.dns),
+        "pomerium.client_cert_san_email": ",".join(leaf.emails),
+    }
+
+
 def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float) -> Answer:
     config, req, session, creds = rt.config, facts.request, facts.session, facts.credentials
     set_headers: list[tuple[str, str]] = []
@@ -189,6 +212,7 @@ def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float
             "pomerium.jwt": token,
             "pomerium.id_token": session.id_token if session else "",
             "pomerium.access_token": session.access_token if session else "",
+            **_certificate_values(facts),
         }
         set_headers.extend((n, _clean(render_template(v, values))) for n, v in route.set_request_headers)
     set_names = {name.lower() for name, _ in set_headers}
@@ -209,6 +233,10 @@ def _allow(rt: Runtime, route: Route, facts: Facts, outcome: Outcome, now: float
             remove.append(h)
     if creds.in_authorization:
         remove.append("authorization")
+    if facts.certificate is not None and not facts.certificate.valid:
+        # enforcement: policy let a certificate authz found invalid through: the upstream must not
+        # read Envoy's X-Forwarded-Client-Cert about it as if it had been verified.
+        remove.append(XFCC)
     if creds.other_cookies is not None:
         if creds.other_cookies:
             set_headers.append(("cookie", creds.other_cookies))
@@ -271,6 +299,8 @@ def _deny(rt: Runtime, route: Route | None, facts: Facts, outcome: Outcome) -> A
         return error(outcome.status, outcome.reasons, facts.request, route_id=facts.request.route_id)
     details = error_details(route, facts, outcome) if route.show_error_details else ()
     detail = facts.refusal or None
+    if outcome.status == 495 and facts.certificate is not None:
+        detail = facts.certificate.detail or None
     if session is not None and session.unverified_email and detail is None:
         detail = (
             f"The identity provider has not verified the email address '{session.unverified_email}', so it"

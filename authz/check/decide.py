@@ -18,6 +18,8 @@ _NOT_FOUND = Outcome(Action.DENY, 404, (Reason.ROUTE_NOT_FOUND,))
 _BAD_PATH = Outcome(Action.DENY, 400, (Reason.BAD_REQUEST,))
 _UNAUTHENTICATED = (Reason.USER_UNAUTHENTICATED,)
 _GRANTED = (Reason.JIT_GRANT_OK,)
+# A deny rule that found the client certificate missing or invalid: 495, never a sign-in (Pomerium).
+_CERTIFICATE_REASONS = frozenset({Reason.CLIENT_CERTIFICATE_REQUIRED, Reason.INVALID_CLIENT_CERTIFICATE})
 # Enum members as module globals: reading one through its class costs a metaclass lookup per Check.
 _ALLOW, _LOGIN, _DENY = Action.ALLOW, Action.LOGIN, Action.DENY
 
@@ -34,12 +36,19 @@ def decide(facts: Facts) -> Outcome:
     # A route id the config does not have: nothing to evaluate, and Pomerium's answer is a 404.
     if route is None:
         return _NOT_FOUND
+    # downstream_mtls's default deny (Pomerium appends it to every route as a deny rule): without a
+    # valid client certificate, 495 before anything else, a sign-in included.
+    certificate = facts.certificate
+    if facts.certificate_refused and certificate is not None:
+        return Outcome(_DENY, 495, (certificate.reason,))
     # A path this route's upstream may read differently (`;`, double encoding): 400, unevaluated.
     if facts.refusal:
         return _BAD_PATH
-    verdict = route.policy.evaluate(PolicyInput(facts.request, facts.session, facts.now))
-    # (Pomerium first turns a missing or invalid client certificate into a 495; that rule comes
-    # with the mutual-TLS listener, which is what makes client certificates reachable.)
+    verdict = route.policy.evaluate(PolicyInput(facts.request, facts.session, facts.now, certificate))
+    # A deny rule matched on a missing or invalid client certificate: 495, in every enforcement mode.
+    if verdict.deny and not _CERTIFICATE_REASONS.isdisjoint(verdict.deny_reasons):
+        reasons = tuple(sorted(_CERTIFICATE_REASONS & verdict.deny_reasons))
+        return Outcome(_DENY, 495, reasons, verdict)
     # A criterion on either side needed a session and there is none: signing in is the only way
     # forward, even when `allow: accept` matched, because a deny rule could not be judged.
     if verdict.login:

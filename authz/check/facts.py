@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from authz.check.clientcert import CertificateVerdict
     from authz.check.credentials import Credentials
     from authz.check.request import RequestContext
     from authz.config.model import Route
@@ -21,10 +22,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """Everything the decision needs, gathered (with all the I/O) before it is made.
-
-    A validated client certificate joins here when mutual TLS lands.
-    """
+    """Everything the decision needs, gathered (with all the I/O) before it is made."""
 
     request: RequestContext
     route: Route | None  # None: Envoy sent a route id this config does not have
@@ -34,6 +32,8 @@ class Facts:
     conflict: bool = False  # credentials of two different users opened: none counts (a planted cookie)
     refusal: str = ""  # why the route refuses this request's path with 400 ('' when it does not)
     grants: tuple[Grant, ...] = ()  # the user's grants recorded active on a `jit` route (expiry not yet compared)
+    certificate: CertificateVerdict | None = None  # authz's verdict on the client certificate (downstream_mtls)
+    certificate_refused: bool = False  # not valid, and downstream_mtls refuses such requests before any policy
 
 
 class Action(StrEnum):

@@ -15,6 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 from authz.config.internal import INTERNAL_KEYS, read_internal_tls
 from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
+from authz.config.mtls import read_downstream_mtls
 from authz.config.ops import OPS_KEYS, read_log_settings, read_metrics
 from authz.config.tls import ROUTE_TLS_KEYS, read_certificates, read_upstream_tls
 from authz.errors import ConfigError, Problem
@@ -36,6 +37,7 @@ GLOBAL_KEYS = (
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
     "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", "envoy_config_dir",
+    "downstream_mtls",
     *OPS_KEYS, *INTERNAL_KEYS,
 )  # fmt: skip
 GLOBAL_LATER = {
@@ -49,11 +51,11 @@ ROUTE_KEYS = (
     "set_response_headers", "show_error_details", "jwt_issuer_format", "jwt_groups_filter",
     "keep_request_headers", "allow_path_parameters", "allow_double_encoding", "jit", *ROUTE_TLS_KEYS,
 )  # fmt: skip
-ROUTE_LATER = {
-    "tls_downstream_client_ca": "planned",
-    "tls_downstream_client_ca_file": "planned",
-}
+ROUTE_LATER: dict[str, str] = {}
+_PER_ROUTE_CA = "per-route client CAs, deprecated by Pomerium: set downstream_mtls.ca or ca_file for the listener"
 ROUTE_UNSUPPORTED = {
+    "tls_downstream_client_ca": _PER_ROUTE_CA,
+    "tls_downstream_client_ca_file": _PER_ROUTE_CA,
     "sub_policies": "custom Rego",
     "bearer_token_format": "IdP bearer tokens",
     "kubernetes_service_account_token": "Kubernetes impersonation",
@@ -623,6 +625,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         config,
         metrics=read_metrics(node, metrics_address, read),
         internal_tls=read_internal_tls(node, config, base, read, warnings),
+        downstream_mtls=read_downstream_mtls(node, not insecure, base, read, warnings),
         logs=read_log_settings(node, warnings),
         warnings=tuple(warnings),
     )

@@ -61,6 +61,33 @@ class UpstreamTls:
 
 
 @dataclass(frozen=True, slots=True)
+class SanMatcher:
+    """One `downstream_mtls.match_subject_alt_names` entry: a SAN type and an RE2 pattern that one
+    of the leaf's SANs of that type must match in full."""
+
+    kind: str  # email | dns | uri | ip_address | user_principal_name
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class DownstreamMtls:
+    """Client certificates at the edge (`downstream_mtls`, authz/config/mtls.py)."""
+
+    ca: Pem  # the CAs a client certificate must chain to, as Envoy reads them
+    ca_pem: bytes = field(repr=False, default=b"")  # the same, for authz's own verification
+    crl: Pem | None = None
+    crl_pem: bytes = field(repr=False, default=b"")
+    enforcement: str = "policy_with_default_deny"  # | policy | reject_connection
+    match_subject_alt_names: tuple[SanMatcher, ...] = ()
+    max_verify_depth: int = 1  # as Pomerium: 1 = issued by a trusted CA itself; 0 = no limit
+
+    @property
+    def default_deny(self) -> bool:
+        """Whether a request without a valid certificate is refused (495) before any policy."""
+        return self.enforcement != "policy"
+
+
+@dataclass(frozen=True, slots=True)
 class JitOptions:
     """A route's just-in-time access (`jit:`): who approves, for how long, and whom to tell."""
 
@@ -228,6 +255,7 @@ class Config:
     use_proxy_protocol: bool = False  # the listener requires the PROXY protocol (a balancer in front)
     metrics: MetricsSettings = MetricsSettings()
     internal_tls: InternalTls | None = None  # None: plain Envoy ↔ authz (loopback only)
+    downstream_mtls: DownstreamMtls | None = None  # None: no client certificate is asked for
     logs: LogSettings = LogSettings()
     # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
     envoy_config_dir: str | None = None

@@ -38,7 +38,7 @@ ROUTE_TLS_KEYS = (
 )  # fmt: skip
 
 
-def _pem(node: Node, key: str, base: Path, read: Callable[[str], str]) -> tuple[Pem, bytes] | None:
+def pem_source(node: Node, key: str, base: Path, read: Callable[[str], str]) -> tuple[Pem, bytes] | None:
     """`key` (base64 PEM) or `key_file` (a path): where Envoy will find it, and its bytes."""
     value, where = node.inline_or_file(key, read)
     if value is None:
@@ -74,12 +74,12 @@ def read_upstream_tls(
     """A route's TLS to its upstreams; `to` is what `_upstreams` read. Every PEM is parsed here,
     and the client key checked against its certificate: what Envoy would refuse at start (and
     with it every route) is a config error naming the key."""
-    custom_ca = _pem(node, "tls_custom_ca", base, read)
+    custom_ca = pem_source(node, "tls_custom_ca", base, read)
     if custom_ca is not None and pem.certificates(custom_ca[1]) is None:
         node.error(_where(node, "tls_custom_ca"), "holds no PEM certificate (value not shown)")
         custom_ca = None
-    client_cert = _pem(node, "tls_client_cert", base, read)
-    client_key = _pem(node, "tls_client_key", base, read)
+    client_cert = pem_source(node, "tls_client_cert", base, read)
+    client_key = pem_source(node, "tls_client_key", base, read)
     if (client_cert is None) != (client_key is None):
         node.error("tls_client_cert", "set both tls_client_cert and tls_client_key (or their _file forms)")
         client_cert = client_key = None

@@ -14,6 +14,8 @@ from authz.errors import BadRequest
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _PERMISSION_DENIED = 7
+# Where the generated config's Lua filter puts the client's certificate chain (downstream_mtls).
+CLIENT_CERT_NAMESPACE = "authz.client_certificate"
 
 
 def fallback_request(check: pb.CheckRequest) -> RequestContext:
@@ -37,7 +39,10 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
         raise BadRequest("the check request lacks a method, host or path")
     headers = dict(http.headers)  # one copy; Envoy sends header names lower-cased (AttributeContext)
     source = attributes.source
-    certificate = source.certificate
+    certificate = source.certificate  # the leaf (include_peer_certificate)
+    filter_metadata = attributes.metadata_context.filter_metadata
+    if CLIENT_CERT_NAMESPACE in filter_metadata:  # the whole chain (downstream_mtls)
+        certificate = filter_metadata[CLIENT_CERT_NAMESPACE].fields["chain"].string_value
     extensions = attributes.context_extensions
     return RequestContext.build(
         method=http.method,
@@ -50,7 +55,7 @@ def to_request(check: pb.CheckRequest) -> RequestContext:
         request_id=headers.get("x-request-id") or http.id,
         route_id=extensions.get("route_id", ""),
         route_checksum=extensions.get("route_checksum", ""),
-        # Envoy sends the peer certificate URL-encoded (include_peer_certificate).
+        # Envoy sends the certificate or chain URL-encoded.
         client_certificate=unquote(certificate) if certificate else None,
     )
 

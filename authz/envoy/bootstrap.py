@@ -21,6 +21,7 @@ from authz.config.load import STRIPPED_REQUEST_HEADERS
 from authz.config.model import InternalTls, Pem
 from authz.config.pem import is_ip
 from authz.envoy import http_check
+from authz.envoy.adapter import CLIENT_CERT_NAMESPACE
 
 AUTHZ_CLUSTER = "authz-grpc"
 ROUTE_CONFIG_NAME = "authz-routes"
@@ -280,6 +281,7 @@ def authz_filters(config: Config) -> list[dict[str, Any]]:
     failing closed, and with the HTTP service the filter that drops forged internal headers."""
     return [
         *_drop_internal_headers(config),
+        *client_certificate_filters(config),
         {
             "name": EXT_AUTHZ,
             "typed_config": {
@@ -389,6 +391,18 @@ def access_log() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def client_cert_forwarding(config: Config) -> dict[str, Any]:
+    """With downstream_mtls, X-Forwarded-Client-Cert: a client's own is always dropped, and Envoy
+    sets it to the connection's certificate (hash, subject, SANs) for the upstream. Under
+    `enforcement: policy`, authz removes it from a request whose certificate it found invalid."""
+    if config.downstream_mtls is None:
+        return {}  # Envoy's default, SANITIZE: a client's XFCC is dropped, none is set
+    return {
+        "forward_client_cert_details": "SANITIZE_SET",
+        "set_current_client_cert_details": {"subject": True, "uri": True, "dns": True},
+    }
+
+
 def _listener(config: Config, routing: dict[str, Any], secrets_dir: str | None = None) -> dict[str, Any]:
     """The one listener; `routing` is the connection manager's `route_config` (inline) or `rds`;
     with `secrets_dir` its certificates come through SDS files there (they rotate)."""
@@ -411,6 +425,7 @@ def _listener(config: Config, routing: dict[str, Any], secrets_dir: str | None =
             "max_headers_count": 1000,
         },
         "access_log": [access_log()],
+        **client_cert_forwarding(config),
         **routing,
         "http_filters": [
             *authz_filters(config),
@@ -473,6 +488,67 @@ def listener_secrets(config: Config) -> dict[str, str]:
     return files
 
 
+# downstream_mtls: the client's whole certificate chain, for authz to verify (ext_authz's
+# include_peer_certificate sends the leaf only). A Lua filter copies it from the connection into
+# the request's dynamic metadata, which ext_authz sends in the CheckRequest (gRPC) or as a header
+# (HTTP). Only filters write dynamic metadata: a client cannot forge it.
+CLIENT_CERT_LUA = f"""\
+function envoy_on_request(handle)
+  local ssl = handle:connection():ssl()
+  if ssl ~= nil and ssl:peerCertificatePresented() then
+    handle:streamInfo():dynamicMetadata():set("{CLIENT_CERT_NAMESPACE}", "chain",
+      ssl:urlEncodedPemEncodedPeerCertificateChain())
+  end
+end
+"""
+_SAN_TYPES = {"email": "EMAIL", "dns": "DNS", "uri": "URI", "ip_address": "IP_ADDRESS"}
+_UPN_OID = "1.3.6.1.4.1.311.20.2.3"
+
+
+def client_certificate_filters(config: Config) -> list[dict[str, Any]]:
+    """With downstream_mtls, the Lua filter that hands the client's chain to ext_authz."""
+    if config.downstream_mtls is None:
+        return []
+    return [{
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": CLIENT_CERT_LUA},
+        },
+    }]  # fmt: skip
+
+
+def _san_matcher(kind: str, pattern: str) -> dict[str, Any]:
+    matcher: dict[str, Any] = {"matcher": {"safe_regex": {"regex": pattern}}}
+    if kind == "user_principal_name":
+        return {"san_type": "OTHER_NAME", "oid": _UPN_OID, **matcher}
+    return {"san_type": _SAN_TYPES[kind], **matcher}
+
+
+def client_validation(config: Config) -> dict[str, Any]:
+    """downstream_mtls in the listener's TLS context: Envoy asks every client for a certificate
+    issued by `ca`. In the policy modes it accepts any certificate or none (authz judges it, and
+    answers 495 with the reason); with reject_connection it requires one and verifies it as authz
+    does (CA, CRL of the leaf's issuer, SANs, depth), failing the handshake otherwise."""
+    mtls = config.downstream_mtls
+    if mtls is None:
+        return {}
+    validation: dict[str, Any] = {"trusted_ca": _source(mtls.ca)}
+    if mtls.enforcement != "reject_connection":
+        validation["trust_chain_verification"] = "ACCEPT_UNTRUSTED"
+        return {"validation_context": validation}
+    if mtls.crl is not None:
+        validation["crl"] = _source(mtls.crl)
+        validation["only_verify_leaf_cert_crl"] = True
+    if mtls.match_subject_alt_names:
+        validation["match_typed_subject_alt_names"] = [
+            _san_matcher(m.kind, m.pattern) for m in mtls.match_subject_alt_names
+        ]
+    if mtls.max_verify_depth:
+        validation["max_verify_depth"] = mtls.max_verify_depth
+    return {"validation_context": validation, "require_client_certificate": True}
+
+
 def downstream_tls(config: Config, secrets_dir: str | None = None) -> dict[str, Any]:
     """The listener's TLS: TLS 1.2 at least with TLS12_CIPHERS, h2 and http/1.1 by ALPN, the
     certificates inline (read at start) or, with `secrets_dir`, through SDS files (rotating)."""
@@ -490,13 +566,16 @@ def downstream_tls(config: Config, secrets_dir: str | None = None) -> dict[str, 
             {"name": secret_name(i), "sds_config": _file_source(secrets_dir, f"{secret_name(i)}.yaml")}
             for i in range(len(pairs))
         ]
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "common_tls_context": common,
-        },
+    validation = client_validation(config)
+    if "validation_context" in validation:
+        common["validation_context"] = validation["validation_context"]
+    context: dict[str, Any] = {
+        "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": common,
     }
+    if validation.get("require_client_certificate"):
+        context["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def redirect_listener(config: Config) -> dict[str, Any] | None:
@@ -551,6 +630,15 @@ def _exact(names: Iterable[str]) -> dict[str, Any]:
     return {"patterns": [{"exact": name, "ignore_case": True} for name in sorted(set(names))]}
 
 
+def client_certificate_source(config: Config) -> dict[str, Any]:
+    """How a gRPC Check receives the client's certificate: its whole chain in dynamic metadata under
+    downstream_mtls (from the Lua filter), else the leaf (`include_peer_certificate`), for the
+    `client_certificate` criteria."""
+    if config.downstream_mtls is not None:
+        return {"metadata_context_namespaces": [CLIENT_CERT_NAMESPACE]}
+    return {"include_peer_certificate": True}
+
+
 def _ext_authz_service(config: Config) -> dict[str, Any]:
     """How the ext_authz filter calls authz: gRPC (context extensions carry the route id), or
     Envoy's HTTP service (`ext_authz_transport: http`), to which Envoy adds the route id, the
@@ -560,10 +648,13 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
         return {
             "transport_api_version": "V3",
             "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": timeout},
-            # The client's certificate (TLS listeners), for `client_certificate` criteria.
-            "include_peer_certificate": True,
+            **client_certificate_source(config),
         }
     address = config.grpc_addresses[0]
+    # The client's chain (downstream_mtls, from the Lua filter), else its certificate: URL-encoded PEM.
+    certificate = "%DOWNSTREAM_PEER_CERT%"
+    if config.downstream_mtls is not None:
+        certificate = f"%DYNAMIC_METADATA({CLIENT_CERT_NAMESPACE}:chain)%"
     scheme = "https" if config.internal_tls is not None else "http"  # the cluster's transport socket does the TLS
     # On an allow, Envoy sets (overwrites) on the upstream request only the headers named here:
     # everything authz may set, never what else its answer carries.
@@ -580,7 +671,7 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
                     {"key": http_check.ROUTE_HEADER, "value": "%ROUTE_NAME%"},
                     {"key": http_check.CHECKSUM_HEADER, "value": "%METADATA(ROUTE:authz:checksum)%"},
                     {"key": http_check.SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-                    {"key": http_check.CERTIFICATE_HEADER, "value": "%DOWNSTREAM_PEER_CERT%"},
+                    {"key": http_check.CERTIFICATE_HEADER, "value": certificate},
                 ],
             },
             "authorization_response": {

@@ -7,6 +7,8 @@ YAML document whose top-level keys say where each piece goes:
   clusters        into `static_resources.clusters` (authz's Check and its web pages)
   virtual_hosts   into the `route_config`: the authenticate host, all of it to authz's pages
   routes          first in every virtual host authz protects: its pages there, ext_authz off
+  listener        with downstream_mtls: the client-certificate settings of the listener's TLS
+                  context and connection manager
   per_route       merged into each route authz protects: its name and `typed_per_filter_config`, so
                   the Check names the route (`route_id`), its own headers to remove, and on a `jit`
                   route `max_stream_duration`; without the id, set `route_matching: host_path`
@@ -33,6 +35,8 @@ from authz.envoy.bootstrap import (
     authz_clusters,
     authz_filters,
     checksum_metadata,
+    client_cert_forwarding,
+    client_validation,
     route_id_config,
     sidecar_routes,
 )
@@ -56,6 +60,15 @@ HEADER = """\
 # and route_config.ignore_port_in_host_matching: true (or every domain also with its port): authz's
 # sign-in URLs carry the port of authenticate_service_url and of each route's `from`.
 # Only Envoy may reach authz's ports: whoever reaches the Check port can have assertions signed.
+"""
+
+
+MTLS_HEADER = """\
+# downstream_mtls: `listener` holds the client-certificate settings: validation_context (and
+# require_client_certificate, with reject_connection) go into your listener's DownstreamTlsContext
+# (validation_context under common_tls_context); forward_client_cert_details and
+# set_current_client_cert_details into its HttpConnectionManager. The Lua filter in http_filters
+# hands the client's whole chain to authz: keep it before ext_authz.
 """
 
 
@@ -90,6 +103,11 @@ def snippet(config: Config) -> dict[str, Any]:
         "virtual_hosts": [authenticate_virtual_host(config)],
         "routes": sidecar_routes(),
         "per_route": {route.id: _per_route(route) for route in config.routes},
+        **(
+            {"listener": {**client_validation(config), **client_cert_forwarding(config)}}
+            if config.downstream_mtls
+            else {}
+        ),
         "remove_headers": {
             # On every protected route (a route's own set_request_headers and keep_request_headers excepted).
             "every_route": list(STRIPPED_REQUEST_HEADERS),
@@ -102,4 +120,5 @@ def snippet(config: Config) -> dict[str, Any]:
 
 def render_snippet(config: Config) -> str:
     """The pieces as one commented YAML document."""
-    return HEADER + yaml.dump(snippet(config), Dumper=_Dumper, sort_keys=False, explicit_start=True)
+    header = HEADER + (MTLS_HEADER if config.downstream_mtls is not None else "")
+    return header + yaml.dump(snippet(config), Dumper=_Dumper, sort_keys=False, explicit_start=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from authz.policy.reasons import Reason
 
 if TYPE_CHECKING:
+    from authz.check.clientcert import CertificateVerdict
     from authz.check.request import RequestContext
     from authz.sessions.session import Session
 
@@ -32,11 +33,13 @@ def outcomes(passed: Reason, failed: Reason) -> tuple[Result, Result]:
 
 @dataclass(frozen=True, slots=True)
 class PolicyInput:
-    """Everything a policy may look at: the request, the session (or None) and the time."""
+    """Everything a policy may look at: the request, the session (or None), the time, and under
+    `downstream_mtls` authz's verdict on the client certificate."""
 
     request: RequestContext
     session: Session | None
     now: datetime
+    certificate: CertificateVerdict | None = None  # None: no downstream_mtls (nothing was verified)
 
 
 class Criterion(Protocol):

@@ -1,5 +1,6 @@
 """Client certificate criteria: `client_certificate` (fingerprint, spki_hash, san_*) and
-`invalid_client_certificate`, evaluated on the leaf certificate (PEM) in the request context."""
+`invalid_client_certificate`, evaluated on the leaf certificate (PEM) in the request context and,
+under `downstream_mtls`, on authz's verdict on its chain (authz/check/clientcert.py)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ class ClientCertificate:
 
     def evaluate(self, inp: PolicyInput) -> Result:
         leaf = parse_leaf(inp.request.client_certificate) if inp.request.client_certificate else None
+        # Under downstream_mtls only a certificate that passed authz's checks can match: anyone can
+        # make a self-signed one with any SAN, which the policy modes let through the handshake.
+        if inp.certificate is not None and not inp.certificate.valid:
+            leaf = None
         ok = leaf is not None and all(
             (
                 self.fingerprints is None or leaf.fingerprint in self.fingerprints,
@@ -92,11 +97,15 @@ class ClientCertificate:
 
 @dataclass(frozen=True, slots=True)
 class InvalidClientCertificate:
-    """True unless a valid certificate was presented (parseable and within its validity period)."""
+    """True unless a valid certificate was presented: under `downstream_mtls`, authz's verdict
+    (chain, validity, CRL, SANs); without it, one that parses and is within its validity period."""
 
     name = "invalid_client_certificate"
 
     def evaluate(self, inp: PolicyInput) -> Result:
+        verdict = inp.certificate
+        if verdict is not None:
+            return not verdict.valid, frozenset({verdict.reason})
         if not inp.request.client_certificate:
             return True, frozenset({Reason.CLIENT_CERTIFICATE_REQUIRED})
         leaf = parse_leaf(inp.request.client_certificate)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from authz.check.clientcert import ClientCertificates
 from authz.check.routing import RouteTable
 from authz.config import Config, Route
 from authz.config.load import STRIPPED_REQUEST_HEADERS
@@ -80,6 +81,7 @@ class Runtime:
     route_table: RouteTable | None = None  # route_matching: host_path: routes by host and path
     metrics: Recorder = NO_METRICS  # the process's metrics (they outlive a reload's Runtime)
     decisions: DecisionLog | None = None  # None: built by `build` (a Runtime made by hand logs nothing)
+    client_certs: ClientCertificates | None = None  # downstream_mtls: verifies presented chains
 
     @classmethod
     def build(
@@ -135,6 +137,7 @@ class Runtime:
             route_table=RouteTable.build(config.routes) if config.route_matching == "host_path" else None,
             metrics=metrics,
             decisions=DecisionLog(config.logs, metrics),
+            client_certs=ClientCertificates(config.downstream_mtls) if config.downstream_mtls else None,
         )
 
     @property

@@ -30,9 +30,10 @@ STATUS_TEXT = {
     401: "Unauthenticated",
     403: "Forbidden",
     404: "Not Found",
+    495: "Client Certificate Required",  # a valid client certificate, as Pomerium answers (nginx's 495)
     503: "Service Unavailable",
 }
-GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 503: 14}
+GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 495: 16, 503: 14}
 HTML = "text/html; charset=utf-8"
 # No site may frame a page of authz's (its forms must not be clicked through from under another page).
 FRAME_DENIED = (("x-frame-options", "DENY"), ("content-security-policy", "frame-ancestors 'none'"))

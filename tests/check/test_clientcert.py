@@ -1,0 +1,176 @@
+"""authz's own verdict on a presented client certificate chain (downstream_mtls), case by case."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from authz.check.clientcert import NOT_PRESENTED, ClientCertificates
+from authz.config.model import DownstreamMtls, Pem, SanMatcher
+from authz.dev.certs import Issued, issue
+from authz.policy.reasons import Reason
+from tests.pki import Pki
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _verifier(pki: Pki, depth: int = 1, sans: tuple[SanMatcher, ...] = (), crl: bool = True) -> ClientCertificates:
+    crls = pki.crl + pki.intermediate_crl if crl else b""
+    return ClientCertificates(
+        DownstreamMtls(
+            ca=Pem("filename", "ca.pem"),
+            ca_pem=pki.root.cert_pem,
+            crl=Pem("filename", "crl.pem") if crl else None,
+            crl_pem=crls,
+            max_verify_depth=depth,
+            match_subject_alt_names=sans,
+        )
+    )
+
+
+def _chain(*certs: Issued) -> str:
+    return "".join(c.cert_pem.decode() for c in certs)
+
+
+def test_a_certificate_from_the_ca_is_valid(pki: Pki) -> None:
+    verdict = _verifier(pki).verify(_chain(pki.client), NOW)
+    assert verdict.valid and verdict.presented and verdict.reason == Reason.VALID_CLIENT_CERTIFICATE
+
+
+def test_none_presented_is_required_not_invalid(pki: Pki) -> None:
+    assert _verifier(pki).verify(None, NOW) is NOT_PRESENTED
+    assert NOT_PRESENTED.reason == Reason.CLIENT_CERTIFICATE_REQUIRED and not NOT_PRESENTED.valid
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("expired", "expired on"),
+        ("foreign", "not issued by a certificate authority this site trusts"),
+        ("forged", "not issued by a certificate authority this site trusts"),
+        ("revoked", "has been revoked"),
+    ],
+)
+def test_each_bad_certificate_is_invalid_with_its_reason(pki: Pki, case: str, words: str) -> None:
+    verdict = _verifier(pki).verify(_chain(getattr(pki, case)), NOW)
+    assert verdict.presented and not verdict.valid
+    assert verdict.reason == Reason.INVALID_CLIENT_CERTIFICATE
+    assert words in verdict.detail
+
+
+def test_an_intermediate_needs_max_verify_depth_2(pki: Pki) -> None:
+    chain = _chain(pki.via_intermediate, pki.intermediate)
+    refused = _verifier(pki, depth=1).verify(chain, NOW)
+    assert not refused.valid and "max_verify_depth 1" in refused.detail
+    assert _verifier(pki, depth=2).verify(chain, NOW).valid
+    assert _verifier(pki, depth=0).verify(chain, NOW).valid  # 0: no limit
+    # A certificate without SANs is a client certificate all the same (Envoy accepts them).
+    assert _verifier(pki).verify(_chain(issue(pki.root, "cn only", client=True)), NOW).valid
+    # Without the intermediate in the chain it cannot be built.
+    assert not _verifier(pki, depth=2).verify(_chain(pki.via_intermediate), NOW).valid
+    # The intermediate's own CRL revokes its leaves.
+    revoked = _verifier(pki, depth=2).verify(_chain(pki.revoked_via_intermediate, pki.intermediate), NOW)
+    assert not revoked.valid and "revoked" in revoked.detail
+
+
+def test_a_crl_is_checked_only_when_signed_by_the_issuer(pki: Pki) -> None:
+    from authz.dev.certs import revocation_list
+
+    # A CRL that names root as issuer but is signed by another key revokes nothing.
+    impostor = Issued(pki.root.cert, pki.other_root.key)
+    fake = revocation_list(impostor, [pki.client.cert])
+    verifier = ClientCertificates(DownstreamMtls(ca=Pem("filename", "ca.pem"), ca_pem=pki.root.cert_pem, crl_pem=fake))
+    assert verifier.verify(_chain(pki.client), NOW).valid
+    assert _verifier(pki, crl=False).verify(_chain(pki.revoked), NOW).valid  # no CRL, no revocation
+
+
+def test_subject_alt_names_match_in_full_as_re2(pki: Pki) -> None:
+    sans = (SanMatcher("email", r".*@example\.com"),)
+    assert _verifier(pki, sans=sans).verify(_chain(pki.client), NOW).valid
+    wrong = _verifier(pki, sans=sans).verify(_chain(pki.wrong_san), NOW)
+    assert not wrong.valid and "subject alternative name" in wrong.detail
+    # Anchored at both ends, as Envoy's safe_regex: "example.com" alone matches no email.
+    assert not _verifier(pki, sans=(SanMatcher("email", "example.com"),)).verify(_chain(pki.client), NOW).valid
+    for kind, pattern in (("dns", r"[a-z]+\.devices\.example\.com"), ("uri", r"spiffe://example\.com/.+")):
+        assert _verifier(pki, sans=(SanMatcher(kind, pattern),)).verify(_chain(pki.client), NOW).valid
+    # Any one of several matchers is enough.
+    either = (SanMatcher("uri", "nothing"), SanMatcher("email", "alice@example\\.com"))
+    assert _verifier(pki, sans=either).verify(_chain(pki.client), NOW).valid
+
+
+def _with_other_sans(pki: Pki, names: list[x509.GeneralName]) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upn user")]))
+        .issuer_name(pki.root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(hours=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.root.key.public_key()), critical=False)
+        .sign(pki.root.key, hashes.SHA256())
+    )
+    return Issued(cert, key)
+
+
+def test_user_principal_names_and_ip_addresses(pki: Pki) -> None:
+    name = b"carol@corp.example"
+    upn = x509.OtherName(x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3"), bytes([0x0C, len(name)]) + name)
+    holder = _with_other_sans(pki, [upn, x509.IPAddress(ipaddress.ip_address("10.1.2.3"))])
+    chain = _chain(holder)
+    assert _verifier(pki, sans=(SanMatcher("user_principal_name", r"carol@corp\.example"),)).verify(chain, NOW).valid
+    assert _verifier(pki, sans=(SanMatcher("ip_address", r"10\.1\.2\.\d+"),)).verify(chain, NOW).valid
+    assert not _verifier(pki, sans=(SanMatcher("email", ".*"),)).verify(chain, NOW).valid
+
+
+def test_garbage_is_invalid_never_an_exception(pki: Pki) -> None:
+    verifier = _verifier(pki)
+    for chain in ("x", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "\x00" * 10, "é" * 100):
+        verdict = verifier.verify(chain, NOW)
+        assert verdict.presented and not verdict.valid
+    assert "too long" in verifier.verify("A" * (65 * 1024), NOW).detail
+    many = _chain(*[pki.client] * 11)
+    assert "more than 10" in verifier.verify(many, NOW).detail
+    # A server-only certificate from the trusted CA is no client certificate.
+    assert not verifier.verify(_chain(pki.server), NOW).valid
+
+
+def test_a_cached_verdict_ends_when_the_certificate_does(pki: Pki) -> None:
+    soon = NOW + dt.timedelta(seconds=30)
+    short = issue(pki.root, "short", emails=["s@example.com"], client=True, not_after=soon)
+    verifier = _verifier(pki)
+    chain = _chain(short)
+    assert verifier.verify(chain, NOW).valid
+    assert verifier.verify(chain, NOW + dt.timedelta(seconds=10)).valid  # from the cache
+    late = verifier.verify(chain, soon + dt.timedelta(seconds=1))
+    assert not late.valid and "expired" in late.detail
+    early = issue(pki.root, "early", client=True, not_before=NOW + dt.timedelta(seconds=60))
+    assert not verifier.verify(_chain(early), NOW).valid
+    assert verifier.verify(_chain(early), NOW + dt.timedelta(seconds=61)).valid
+
+
+def test_the_url_encoded_chain_envoy_sends_is_read_after_unquoting(pki: Pki) -> None:
+    from authz._proto.envoy.service.auth.v3 import external_auth_pb2 as pb
+    from authz.envoy.adapter import CLIENT_CERT_NAMESPACE, to_request
+
+    check = pb.CheckRequest()
+    http = check.attributes.request.http
+    http.method, http.host, http.path = "GET", "app.example.com", "/"
+    chain = _chain(pki.via_intermediate, pki.intermediate)
+    fields = check.attributes.metadata_context.filter_metadata[CLIENT_CERT_NAMESPACE].fields
+    fields["chain"].string_value = quote(chain)
+    check.attributes.source.certificate = quote(pki.client.cert_pem.decode())  # ignored: the chain wins
+    assert to_request(check).client_certificate == chain
+    del check.attributes.metadata_context.filter_metadata[CLIENT_CERT_NAMESPACE]
+    assert to_request(check).client_certificate == pki.client.cert_pem.decode()
