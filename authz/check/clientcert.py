@@ -16,6 +16,7 @@ certificate involved starts or stops being valid; a reload builds a new `ClientC
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ from authz.schema.regex import compile_regex
 MAX_CHAIN_TEXT = 64 * 1024  # a longer "chain" is refused unread
 MAX_CHAIN_CERTIFICATES = 10
 CACHE_SIZE = 4096
+CACHE_KEY_TEXT = 4096  # chains longer than this are cached under their SHA-256
 _UPN = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's user principal name (an otherName)
 # The library's web PKI profile, except that a client certificate need not have SANs (many carry a
 # common name only, and Envoy accepts them): `match_subject_alt_names` is what requires them.
@@ -132,7 +134,9 @@ class ClientCertificates:
         if not chain:
             return NOT_PRESENTED
         t = now.timestamp()
-        hit = self._cache.get(chain)
+        # A long chain is cached under its digest: the cache stays small whatever clients present.
+        key = chain if len(chain) <= CACHE_KEY_TEXT else hashlib.sha256(chain.encode("utf-8", "replace")).hexdigest()
+        hit = self._cache.get(key)
         if hit is not None and hit[1] <= t < hit[2]:
             return hit[0]
         verdict, moments = self._verify(chain, now)
@@ -140,7 +144,7 @@ class ClientCertificates:
         after = min((m for m in moments if m > t), default=math.inf)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()  # many distinct chains: start over rather than grow
-        self._cache[chain] = (verdict, before, after)
+        self._cache[key] = (verdict, before, after)
         return verdict
 
     def _verify(self, chain: str, now: datetime) -> tuple[CertificateVerdict, list[float]]:

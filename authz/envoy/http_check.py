@@ -28,7 +28,6 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from urllib.parse import unquote
 
 import httptools
 
@@ -36,6 +35,7 @@ from authz.check.answer import Answer, error
 from authz.check.gather import Pending
 from authz.check.request import RequestContext
 from authz.config.model import InternalTls
+from authz.envoy.adapter import decode_certificate
 from authz.envoy.peer import carries, ssl_sans
 from authz.envoy.service import Authorization
 from authz.errors import RequestError
@@ -101,7 +101,7 @@ def request_context(method: str, target: str, pairs: list[tuple[bytes, bytes]]) 
         request_id=headers.get("x-request-id", ""),
         route_id=route_id,
         route_checksum=checksum,
-        client_certificate=unquote(certificate) if certificate else None,
+        client_certificate=decode_certificate(certificate) if certificate else None,
     )
 
 

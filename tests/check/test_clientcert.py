@@ -174,3 +174,16 @@ def test_the_url_encoded_chain_envoy_sends_is_read_after_unquoting(pki: Pki) -> 
     assert to_request(check).client_certificate == chain
     del check.attributes.metadata_context.filter_metadata[CLIENT_CERT_NAMESPACE]
     assert to_request(check).client_certificate == pki.client.cert_pem.decode()
+
+
+def test_the_verdict_cache_stays_bounded(pki: Pki) -> None:
+    from authz.check import clientcert
+
+    verifier = _verifier(pki)
+    for i in range(clientcert.CACHE_SIZE + 10):
+        verifier.verify(f"not a certificate {i}", NOW)
+    assert len(verifier._cache) <= clientcert.CACHE_SIZE
+    long_chain = _chain(pki.via_intermediate, pki.intermediate) + "\n" * clientcert.CACHE_KEY_TEXT
+    assert _verifier(pki, depth=2).verify(long_chain, NOW).valid
+    verifier.verify(long_chain, NOW)
+    assert all(len(key) <= clientcert.CACHE_KEY_TEXT for key in verifier._cache)
