@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 ENVOY_OLDEST := 1.36.2
 OLDEST := $(VENV)/envoy-$(ENVOY_OLDEST)
 # What depends on how Envoy reads and forwards hosts, paths and headers: the recipes, route
-# matching, trusted hops, header stripping and path handling.
+# matching, trusted hops, header stripping and path handling; and how it hands over client
+# certificates (its Lua API, validation settings and X-Forwarded-Client-Cert).
 HEADER_TESTS := tests/e2e/test_recipe_*.py tests/e2e/test_route_matching.py tests/e2e/test_trusted_hops.py \
-	tests/e2e/hostile/test_strip_headers.py tests/e2e/hostile/test_paths.py
+	tests/e2e/hostile/test_strip_headers.py tests/e2e/hostile/test_paths.py tests/e2e/test_client_certificates.py
 
 $(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
