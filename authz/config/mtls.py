@@ -24,6 +24,7 @@ both inline.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -98,8 +99,17 @@ def read_downstream_mtls(
     elif ca is not None and pem.certificates(ca[1]) is None:
         sub.error("ca_file" if sub.has("ca_file") else "ca", "holds no PEM certificate (value not shown)")
     crl = pem_source(sub, "crl", base, read)
-    if crl is not None and revocation_lists(crl[1]) is None:
-        sub.error("crl_file" if sub.has("crl_file") else "crl", "holds no readable PEM CRL (X509 CRL)")
+    crl_key = "crl_file" if sub.has("crl_file") else "crl"
+    lists = revocation_lists(crl[1]) if crl is not None else []
+    if lists is None:
+        sub.error(crl_key, "holds no readable PEM CRL (X509 CRL)")
+    now = datetime.now(UTC)
+    for stale in [c for c in lists or [] if c.next_update_utc is not None and c.next_update_utc < now]:
+        warnings.append(
+            f"{sub.at(crl_key)}: the CRL of {stale.issuer.rfc4514_string()} was due for renewal on"
+            f" {stale.next_update_utc:%Y-%m-%d %H:%M} UTC: authz keeps using it, and with reject_connection"
+            " Envoy refuses every certificate of that CA until a fresh one is loaded"
+        )
     enforcement = sub.choice("enforcement", "policy_with_default_deny", ENFORCEMENT)
     depth = sub.integer("max_verify_depth", 1)
     if not 0 <= depth <= 16:

@@ -165,3 +165,27 @@ def test_the_per_route_client_ca_points_at_downstream_mtls(
     routes = [{**tls["routes"][0], "tls_downstream_client_ca_file": "ca.pem"}]
     problems = _problems(make_config, **{**tls, "routes": routes})
     assert any("tls_downstream_client_ca_file" in p and "downstream_mtls.ca" in p for p in problems)
+
+
+def test_a_crl_past_its_next_update_is_a_warning(
+    make_config: Callable[..., Config], tls: dict[str, Any], tmp_path: Path, pki: Pki
+) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    now = dt.datetime.now(dt.UTC)
+    stale = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(pki.root.cert.subject)
+        .last_update(now - dt.timedelta(days=3))
+        .next_update(now - dt.timedelta(days=1))
+        .sign(pki.root.key, hashes.SHA256())
+    )
+    (tmp_path / "stale.pem").write_bytes(stale.public_bytes(serialization.Encoding.PEM))
+    config = make_config(**tls, downstream_mtls={"ca_file": "ca.pem", "crl_file": "stale.pem"})
+    # Envoy (reject_connection) answers every certificate of that CA with "certificate expired".
+    assert any("CN=test root CA was due for renewal" in w and "refuses every certificate" in w for w in config.warnings)
+    fresh = make_config(**tls, downstream_mtls={"ca_file": "ca.pem", "crl_file": "crl.pem"})
+    assert not any("due for renewal" in w for w in fresh.warnings)
