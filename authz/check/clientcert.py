@@ -19,14 +19,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
-from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import Criticality, ExtensionPolicy, Policy, PolicyBuilder, Store, VerificationError
 
 from authz.config.model import DownstreamMtls
 from authz.config.mtls import revocation_lists
@@ -38,17 +40,39 @@ MAX_CHAIN_CERTIFICATES = 10
 CACHE_SIZE = 4096
 CACHE_KEY_TEXT = 4096  # chains longer than this are cached under their SHA-256
 _UPN = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's user principal name (an otherName)
-# The library's web PKI profile, except that a client certificate need not have SANs (many carry a
-# common name only, and Envoy accepts them): `match_subject_alt_names` is what requires them.
-_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
-_LEAF_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+
+
+def _signs_certificates(policy: Policy, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("a CA's key usage does not allow signing certificates")
+
+
+def _is_a_ca(policy: Policy, cert: x509.Certificate, constraints: x509.BasicConstraints) -> None:
+    if not constraints.ca:
+        raise ValueError("basicConstraints does not say CA")
+
+
+# The library's web PKI profile, loosened to what the CAs people make with OpenSSL produce and
+# Envoy (BoringSSL) accepts: a CA without a key usage extension (openssl's default v3_ca), a
+# basicConstraints that is not marked critical, no authority key identifier; a client certificate
+# without SANs (`match_subject_alt_names` is what requires them). What stays: a CA must say it is
+# one, its path length holds, a leaf that lists usages must list clientAuth, and version 1
+# certificates are refused (the library has no switch for them).
+_CA_POLICY = (
+    ExtensionPolicy.webpki_defaults_ca()
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _signs_certificates)
+    .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _is_a_ca)
+    .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+)
+_LEAF_POLICY = (
+    ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
 )
 _SAN_TYPES: dict[str, Any] = {
     "email": x509.RFC822Name,
     "dns": x509.DNSName,
     "uri": x509.UniformResourceIdentifier,
-    "ip_address": x509.IPAddress,
 }
 
 
@@ -76,24 +100,39 @@ def _invalid(why: str) -> CertificateVerdict:
     return CertificateVerdict(True, False, Reason.INVALID_CLIENT_CERTIFICATE, f"The client certificate {why}.")
 
 
-def _upn_values(sans: x509.SubjectAlternativeName) -> list[str]:
-    """User principal names: otherNames whose value is a DER UTF8String."""
-    values = []
-    for other in sans.get_values_for_type(x509.OtherName):
-        der = other.value if other.type_id == _UPN else b""
-        if len(der) >= 2 and der[0] == 0x0C and der[1] < 0x80 and len(der) == 2 + der[1]:
-            values.append(der[2:].decode("utf-8", "replace"))
-    return values
+def _utf8_string(der: bytes) -> str | None:
+    """The text of a DER UTF8String (short or long length form), or None for anything else."""
+    if len(der) < 2 or der[0] != 0x0C:
+        return None
+    size, start = der[1], 2
+    if size & 0x80:
+        count = size & 0x7F
+        if not 1 <= count <= 3 or len(der) < 2 + count:
+            return None
+        size, start = int.from_bytes(der[2 : 2 + count], "big"), 2 + count
+    if len(der) != start + size:
+        return None
+    return der[start:].decode("utf-8", "replace")
+
+
+def _ip_text(address: IPv4Address | IPv6Address | IPv4Network | IPv6Network) -> str:
+    """An IP SAN as Envoy writes it (inet_ntop: `::ffff:10.0.0.1` for an IPv4-mapped address)."""
+    if isinstance(address, IPv6Address):
+        return socket.inet_ntop(socket.AF_INET6, address.packed)
+    return str(address)
 
 
 def san_values(cert: x509.Certificate, kind: str) -> list[str]:
-    """The certificate's SANs of one `match_subject_alt_names` type, as text."""
+    """The certificate's SANs of one `match_subject_alt_names` type, as text, as Envoy reads them."""
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
     if kind == "user_principal_name":
-        return _upn_values(sans)
+        others = sans.get_values_for_type(x509.OtherName)
+        return [text for o in others if o.type_id == _UPN and (text := _utf8_string(o.value)) is not None]
+    if kind == "ip_address":
+        return [_ip_text(a) for a in sans.get_values_for_type(x509.IPAddress)]
     return [str(v) for v in sans.get_values_for_type(_SAN_TYPES[kind])]
 
 
@@ -139,7 +178,10 @@ class ClientCertificates:
         hit = self._cache.get(key)
         if hit is not None and hit[1] <= t < hit[2]:
             return hit[0]
-        verdict, moments = self._verify(chain, now)
+        try:
+            verdict, moments = self._verify(chain, now)
+        except Exception:  # a hostile chain (a malformed extension): invalid, never a 503
+            verdict, moments = _invalid("could not be read as X.509"), []
         before = max((m for m in moments if m <= t), default=-math.inf)
         after = min((m for m in moments if m > t), default=math.inf)
         if len(self._cache) >= CACHE_SIZE:
@@ -192,6 +234,11 @@ class ClientCertificates:
             )
         if "not valid at validation time" in message:
             return _invalid("chains through a CA certificate that is expired or not yet valid")
+        if "must be an X509v3 certificate" in message:
+            return _invalid(
+                "is (or chains through) an X.509 version 1 certificate, with no extensions: reissue it as"
+                " version 3 (with openssl x509 -req, pass -extfile with at least extendedKeyUsage=clientAuth)"
+            )
         if "candidates exhausted" in message and "no interior errors" in message:
             return _invalid("is not issued by a certificate authority this site trusts")
         return _invalid(f"is not valid for client authentication here ({_library_reason(message)})")

@@ -103,6 +103,13 @@ def read_downstream_mtls(
     lists = revocation_lists(crl[1]) if crl is not None else []
     if lists is None:
         sub.error(crl_key, "holds no readable PEM CRL (X509 CRL)")
+    anchors = (pem.certificates(ca[1]) or []) if ca is not None else []
+    for crl_list in lists or []:
+        issuers = [a for a in anchors if a.subject == crl_list.issuer]
+        # A CRL of an intermediate is checked against the intermediate a client presents; one of a
+        # CA listed here must carry that CA's signature, or it would revoke nothing.
+        if issuers and not any(crl_list.is_signature_valid(a.public_key()) for a in issuers):  # type: ignore[arg-type]
+            sub.error(crl_key, f"the CRL of {crl_list.issuer.rfc4514_string()} is not signed by that CA's key")
     now = datetime.now(UTC)
     for stale in [c for c in lists or [] if c.next_update_utc is not None and c.next_update_utc < now]:
         warnings.append(

@@ -125,7 +125,8 @@ class Process:
         return self.proc.returncode
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # after stop(): what it wrote is on disk already
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
 

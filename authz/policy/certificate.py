@@ -38,9 +38,32 @@ class Leaf:
     not_after: datetime
 
 
-@lru_cache(maxsize=1024)
+_END = "-----END CERTIFICATE-----"
+_CACHED_PEM = 16 * 1024  # a first certificate longer than this is parsed, not cached
+
+
 def parse_leaf(pem: str) -> Leaf | None:
-    """The first certificate of a PEM string, or None if there is none or it does not parse."""
+    """The first certificate of a PEM string (a chain's leaf), or None if there is none or it, its
+    key or its SANs do not parse. Cached by that certificate's text alone: what a chain carries
+    after it cannot grow the cache."""
+    end = pem.find(_END)
+    first = pem[: end + len(_END)] if end >= 0 else pem
+    return _parse_first(first) if len(first) <= _CACHED_PEM else _parse_uncached(first)
+
+
+@lru_cache(maxsize=1024)
+def _parse_first(pem: str) -> Leaf | None:
+    return _parse_uncached(pem)
+
+
+def _parse_uncached(pem: str) -> Leaf | None:
+    try:
+        return _read_leaf(pem)
+    except Exception:  # a hostile certificate (a malformed key or extension) is none, never a 503
+        return None
+
+
+def _read_leaf(pem: str) -> Leaf | None:
     try:
         cert = x509.load_pem_x509_certificate(pem.strip().encode())
     except ValueError:
@@ -76,11 +99,11 @@ class ClientCertificate:
     name = "client_certificate"
 
     def evaluate(self, inp: PolicyInput) -> Result:
-        leaf = parse_leaf(inp.request.client_certificate) if inp.request.client_certificate else None
         # Under downstream_mtls only a certificate that passed authz's checks can match: anyone can
         # make a self-signed one with any SAN, which the policy modes let through the handshake.
-        if inp.certificate is not None and not inp.certificate.valid:
-            leaf = None
+        pem = inp.request.client_certificate
+        trusted = inp.certificate is None or inp.certificate.valid
+        leaf = parse_leaf(pem) if pem and trusted else None
         ok = leaf is not None and all(
             (
                 self.fingerprints is None or leaf.fingerprint in self.fingerprints,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from authz.check.clientcert import NOT_PRESENTED, ClientCertificates
 from authz.config.model import DownstreamMtls, Pem, SanMatcher
@@ -187,3 +191,108 @@ def test_the_verdict_cache_stays_bounded(pki: Pki) -> None:
     assert _verifier(pki, depth=2).verify(long_chain, NOW).valid
     verifier.verify(long_chain, NOW)
     assert all(len(key) <= clientcert.CACHE_KEY_TEXT for key in verifier._cache)
+
+
+def _custom(
+    pki: Pki,
+    extensions: list[tuple[x509.ExtensionType, bool]],
+    issuer: Issued | None = None,
+    version_1: bool = False,
+) -> Issued:
+    """A certificate with exactly these extensions, signed by `issuer` (root by default)."""
+    signer = issuer or pki.root
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "custom")]))
+        .issuer_name(signer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(hours=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return Issued(builder.sign(signer.key, hashes.SHA256()), key)
+
+
+CLIENT_EKU = (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+
+
+def test_cas_made_as_openssl_makes_them_are_accepted(pki: Pki) -> None:
+    # openssl's default v3_ca: basicConstraints (critical) and key identifiers, no key usage.
+    ca = _custom(pki, [(x509.BasicConstraints(ca=True, path_length=None), True)])
+    leaf = _custom(pki, [CLIENT_EKU, (x509.SubjectAlternativeName([x509.RFC822Name("o@example.com")]), False)], ca)
+    assert _verifier(pki, depth=2).verify(_chain(leaf, ca), NOW).valid
+    # A basicConstraints not marked critical, as some CAs have it.
+    loose = _custom(pki, [(x509.BasicConstraints(ca=True, path_length=None), False)])
+    assert _verifier(pki, depth=2).verify(_chain(_custom(pki, [CLIENT_EKU], loose), loose), NOW).valid
+    # What stays refused: a CA whose key usage forbids signing certificates, a leaf acting as a CA,
+    # a path length exceeded, a leaf whose usages lack clientAuth.
+    no_sign = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    signer = _custom(pki, [(x509.BasicConstraints(ca=True, path_length=None), True), (no_sign, True)])
+    assert not _verifier(pki, depth=2).verify(_chain(_custom(pki, [CLIENT_EKU], signer), signer), NOW).valid
+    not_ca = _custom(pki, [CLIENT_EKU, (x509.BasicConstraints(ca=False, path_length=None), True)])
+    assert not _verifier(pki, depth=2).verify(_chain(_custom(pki, [CLIENT_EKU], not_ca), not_ca), NOW).valid
+    below = _custom(pki, [(x509.BasicConstraints(ca=True, path_length=None), True)], pki.intermediate)
+    deep = _chain(_custom(pki, [CLIENT_EKU], below), below, pki.intermediate)
+    assert "max_verify_depth" not in _verifier(pki, depth=0).verify(deep, NOW).detail  # refused: path length 0
+    assert not _verifier(pki, depth=0).verify(deep, NOW).valid
+    server_only = (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+    assert not _verifier(pki).verify(_chain(_custom(pki, [server_only])), NOW).valid
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_version_1_certificate_is_refused_with_how_to_reissue_it(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_bytes(pki.root.cert_pem)
+    (tmp_path / "ca.key").write_bytes(pki.root.key_pem)
+    run = functools.partial(subprocess.run, cwd=tmp_path, check=True, capture_output=True)
+    run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", "c.key", "-out", "c.csr", "-subj", "/CN=v1 user"])  # fmt: skip
+    # What a tutorial's `openssl x509 -req` gives without -extfile: a version 1 certificate.
+    run(["openssl", "x509", "-req", "-in", "c.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-days", "1", "-out", "v1.pem"])  # fmt: skip
+    (tmp_path / "ext.cnf").write_text("extendedKeyUsage=clientAuth\nsubjectAltName=email:v3@example.com\n")
+    run(["openssl", "x509", "-req", "-in", "c.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-days", "1", "-extfile", "ext.cnf", "-out", "v3.pem"])  # fmt: skip
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)  # openssl starts them at this second
+    v1 = _verifier(pki).verify((tmp_path / "v1.pem").read_text(), now)
+    assert not v1.valid and "version 1" in v1.detail and "-extfile" in v1.detail
+    assert _verifier(pki).verify((tmp_path / "v3.pem").read_text(), now).valid
+
+
+def test_sans_are_read_as_envoy_reads_them(pki: Pki) -> None:
+    name = ("u" * 150 + "@corp.example").encode()  # over 127 bytes: DER's long length form
+    upn = x509.OtherName(x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3"), bytes([0x0C, 0x81, len(name)]) + name)
+    mapped = x509.IPAddress(ipaddress.ip_address("::ffff:10.0.0.1"))
+    holder = _chain(_custom(pki, [CLIENT_EKU, (x509.SubjectAlternativeName([upn, mapped]), False)]))
+    assert _verifier(pki, sans=(SanMatcher("user_principal_name", r"u+@corp\.example"),)).verify(holder, NOW).valid
+    assert _verifier(pki, sans=(SanMatcher("ip_address", r"::ffff:10\.0\.0\.1"),)).verify(holder, NOW).valid
+
+
+MALFORMED_SANS = {
+    "an IP of 5 bytes": b"\x30\x07\x87\x05\x01\x02\x03\x04\x05",
+    "a DNS name not in IA5": b"\x30\x05\x82\x03\xc3\xa9x",
+    "truncated": b"\x30\x03\x82\x01",
+}
+
+
+@pytest.mark.parametrize("der", MALFORMED_SANS.values(), ids=MALFORMED_SANS.keys())
+def test_a_malformed_extension_is_an_invalid_certificate_never_an_exception(pki: Pki, der: bytes) -> None:
+    from authz.check.request import RequestContext
+    from authz.policy.ast import PolicyInput
+    from authz.policy.certificate import ClientCertificate, InvalidClientCertificate, parse_leaf
+
+    bad = _custom(pki, [CLIENT_EKU, (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, der), False)])
+    chain = _chain(bad)
+    sans = (SanMatcher("email", ".*"),)
+    verdict = _verifier(pki, sans=sans).verify(chain, NOW)
+    assert not verdict.valid
+    parse_leaf(chain)  # no traceback, no 503: a leaf whose SANs do not parse is none (or has none)
+    request = RequestContext.build(method="GET", host="a.example", target="/", client_certificate=chain)
+    matcher = ClientCertificate(san_email=None, fingerprints=frozenset({"0" * 64}))
+    for certificate in (verdict, None):  # with downstream_mtls, and evaluated on the PEM alone
+        inp = PolicyInput(request, None, NOW, certificate)
+        assert matcher.evaluate(inp)[0] is False
+        InvalidClientCertificate().evaluate(inp)
+    assert InvalidClientCertificate().evaluate(PolicyInput(request, None, NOW, verdict))[0] is True

@@ -189,3 +189,27 @@ def test_a_crl_past_its_next_update_is_a_warning(
     assert any("CN=test root CA was due for renewal" in w and "refuses every certificate" in w for w in config.warnings)
     fresh = make_config(**tls, downstream_mtls={"ca_file": "ca.pem", "crl_file": "crl.pem"})
     assert not any("due for renewal" in w for w in fresh.warnings)
+
+
+def test_a_regex_envoy_would_refuse_is_a_config_error(make_config: Callable[..., Config], tls: dict[str, Any]) -> None:
+    names = "|".join(["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "oscar"])
+    big = f"({names}|mallory|peggy|trent|victor|walter)@(example|corp)\\.com"
+    mtls = {"ca_file": "ca.pem", "match_subject_alt_names": [{"email": big}]}
+    assert any(
+        "RE2 program size" in p and "over the 100 Envoy accepts" in p
+        for p in _problems(make_config, **tls, downstream_mtls=mtls)
+    )
+    # The same rule for a route's `regex`, which Envoy compiles the same way.
+    routes = [{**tls["routes"][0], "regex": f"/({big})"}]
+    assert any("RE2 program size" in p for p in _problems(make_config, **{**tls, "routes": routes}))
+
+
+def test_a_crl_not_signed_by_its_ca_is_a_config_error(
+    make_config: Callable[..., Config], tls: dict[str, Any], tmp_path: Path, pki: Pki
+) -> None:
+    from authz.dev.certs import Issued, revocation_list
+
+    impostor = revocation_list(Issued(pki.root.cert, pki.other_root.key), [pki.client.cert])
+    (tmp_path / "forged-crl.pem").write_bytes(impostor)
+    problems = _problems(make_config, **tls, downstream_mtls={"ca_file": "ca.pem", "crl_file": "forged-crl.pem"})
+    assert any("the CRL of CN=test root CA is not signed by that CA's key" in p for p in problems)
