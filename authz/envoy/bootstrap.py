@@ -18,7 +18,7 @@ import yaml
 
 from authz.config import Address, Config, Route, Upstream
 from authz.config.load import STRIPPED_REQUEST_HEADERS
-from authz.config.model import InternalTls, Pem
+from authz.config.model import DownstreamMtls, InternalTls, Pem
 from authz.config.pem import is_ip
 from authz.envoy import http_check
 from authz.envoy.adapter import CLIENT_CERT_NAMESPACE
@@ -473,7 +473,8 @@ def secret_name(index: int) -> str:
 def listener_secrets(config: Config) -> dict[str, str]:
     """For `--out DIR`: one SDS file per listener certificate, by file name. Each names its
     certificate and key files; Envoy watches their folder and loads a new pair the moment it is
-    moved in (a renewal, a Kubernetes Secret's symlink swap), without a restart."""
+    moved in (a renewal, a Kubernetes Secret's symlink swap), without a restart. With
+    downstream_mtls's CA (and CRL) in files, one more for them, followed the same way."""
     files = {}
     for i, (cert, key) in enumerate(listener_certificates(config)):
         secret = {
@@ -485,6 +486,12 @@ def listener_secrets(config: Config) -> dict[str, str]:
             },
         }
         files[f"{secret_name(i)}.yaml"] = _discovery_response(SECRET_TYPE, [secret])
+    mtls = config.downstream_mtls
+    if mtls is not None and _watched_client_ca(mtls):
+        # The CA's folder is watched: a new CA or CRL moved in there (keep them in one folder) is read.
+        validation = {**_validation_context(mtls), "watched_directory": {"path": str(Path(mtls.ca.value).parent)}}
+        secret = {"name": CLIENT_CA_SECRET, "validation_context": validation}
+        files[f"{CLIENT_CA_SECRET}.yaml"] = _discovery_response(SECRET_TYPE, [secret])
     return files
 
 
@@ -525,18 +532,11 @@ def _san_matcher(kind: str, pattern: str) -> dict[str, Any]:
     return {"san_type": _SAN_TYPES[kind], **matcher}
 
 
-def client_validation(config: Config) -> dict[str, Any]:
-    """downstream_mtls in the listener's TLS context: Envoy asks every client for a certificate
-    issued by `ca`. In the policy modes it accepts any certificate or none (authz judges it, and
-    answers 495 with the reason); with reject_connection it requires one and verifies it as authz
-    does (CA, CRL of the leaf's issuer, SANs, depth), failing the handshake otherwise."""
-    mtls = config.downstream_mtls
-    if mtls is None:
-        return {}
+def _validation_context(mtls: DownstreamMtls) -> dict[str, Any]:
     validation: dict[str, Any] = {"trusted_ca": _source(mtls.ca)}
     if mtls.enforcement != "reject_connection":
         validation["trust_chain_verification"] = "ACCEPT_UNTRUSTED"
-        return {"validation_context": validation}
+        return validation
     if mtls.crl is not None:
         validation["crl"] = _source(mtls.crl)
         validation["only_verify_leaf_cert_crl"] = True
@@ -546,7 +546,34 @@ def client_validation(config: Config) -> dict[str, Any]:
         ]
     if mtls.max_verify_depth:
         validation["max_verify_depth"] = mtls.max_verify_depth
-    return {"validation_context": validation, "require_client_certificate": True}
+    return validation
+
+
+CLIENT_CA_SECRET = "edge-client-ca"  # noqa: S105 - an SDS resource name (the client CA), no secret
+
+
+def _watched_client_ca(mtls: DownstreamMtls | None) -> bool:
+    """Whether the client CA (and CRL) are files Envoy can follow through SDS."""
+    return mtls is not None and mtls.ca.kind == "filename" and (mtls.crl is None or mtls.crl.kind == "filename")
+
+
+def client_validation(config: Config, secrets_dir: str | None = None) -> dict[str, Any]:
+    """downstream_mtls in the listener's TLS context: Envoy asks every client for a certificate
+    issued by `ca`. In the policy modes it accepts any certificate or none (authz judges it, and
+    answers 495 with the reason); with reject_connection it requires one and verifies it as authz
+    does (CA, CRL of the leaf's issuer, SANs, depth), failing the handshake otherwise. With
+    `secrets_dir` and the CA and CRL in files, through an SDS file (`listener_secrets`), so a new CA
+    or CRL is loaded without a restart."""
+    mtls = config.downstream_mtls
+    if mtls is None:
+        return {}
+    out: dict[str, Any] = {"validation_context": _validation_context(mtls)}
+    if secrets_dir is not None and _watched_client_ca(mtls):
+        source = _file_source(secrets_dir, f"{CLIENT_CA_SECRET}.yaml")
+        out = {"validation_context_sds_secret_config": {"name": CLIENT_CA_SECRET, "sds_config": source}}
+    if mtls.enforcement == "reject_connection":
+        out["require_client_certificate"] = True
+    return out
 
 
 def downstream_tls(config: Config, secrets_dir: str | None = None) -> dict[str, Any]:
@@ -566,9 +593,10 @@ def downstream_tls(config: Config, secrets_dir: str | None = None) -> dict[str, 
             {"name": secret_name(i), "sds_config": _file_source(secrets_dir, f"{secret_name(i)}.yaml")}
             for i in range(len(pairs))
         ]
-    validation = client_validation(config)
-    if "validation_context" in validation:
-        common["validation_context"] = validation["validation_context"]
+    validation = client_validation(config, secrets_dir)
+    for key in ("validation_context", "validation_context_sds_secret_config"):
+        if key in validation:
+            common[key] = validation[key]
     context: dict[str, Any] = {
         "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": common,

@@ -213,3 +213,27 @@ def test_a_crl_not_signed_by_its_ca_is_a_config_error(
     (tmp_path / "forged-crl.pem").write_bytes(impostor)
     problems = _problems(make_config, **tls, downstream_mtls={"ca_file": "ca.pem", "crl_file": "forged-crl.pem"})
     assert any("the CRL of CN=test root CA is not signed by that CA's key" in p for p in problems)
+
+
+def test_with_out_the_ca_and_crl_come_through_a_watched_sds_file(
+    make_config: Callable[..., Config], tls: dict[str, Any], tmp_path: Path, pki: Pki
+) -> None:
+    from authz.envoy.bootstrap import CLIENT_CA_SECRET, dynamic_bootstrap, listener_secrets
+
+    config = make_config(**tls, downstream_mtls={"ca_file": "ca.pem", "crl_file": "crl.pem",
+                                                 "enforcement": "reject_connection"})  # fmt: skip
+    listener = dynamic_bootstrap(config, str(tmp_path / "out"))["static_resources"]["listeners"][0]
+    common = listener["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert "validation_context" not in common
+    assert common["validation_context_sds_secret_config"]["name"] == CLIENT_CA_SECRET
+    secret = yaml.safe_load(listener_secrets(config)[f"{CLIENT_CA_SECRET}.yaml"])["resources"][0]
+    validation = secret["validation_context"]
+    assert validation["watched_directory"] == {"path": str(tmp_path)}
+    assert validation["crl"] == {"filename": str(tmp_path / "crl.pem")} and validation["max_verify_depth"] == 1
+    # An inline CA cannot be followed: it stays in the listener.
+    inline = make_config(**tls, downstream_mtls={"ca": base64.b64encode(pki.root.cert_pem).decode()})
+    assert f"{CLIENT_CA_SECRET}.yaml" not in listener_secrets(inline)
+    common = dynamic_bootstrap(inline, str(tmp_path / "out"))["static_resources"]["listeners"][0]["filter_chains"][0][
+        "transport_socket"
+    ]["typed_config"]["common_tls_context"]
+    assert "validation_context" in common

@@ -32,9 +32,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from authz.config import load_config
-from authz.dev.certs import Issued
-from authz.dev.stack import Process, free_port, start_authz, start_envoy
-from authz.envoy.bootstrap import render_bootstrap
+from authz.dev.certs import Issued, revocation_list
+from authz.dev.stack import Process, free_port, start_authz, start_envoy, wait_until
+from authz.envoy.files import publish
 from tests.pki import Pki
 
 from .conftest import base_config
@@ -127,10 +127,11 @@ def edge(request: pytest.FixtureRequest, pki: Pki, tmp_path_factory: pytest.Temp
     }
     config_path = tmp / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    (tmp / "envoy.yaml").write_text(render_bootstrap(load_config(config_path), f"127.0.0.1:{admin_port}"))
+    # As `authz envoy-config --out DIR`: the client CA and CRL through an SDS file Envoy follows.
+    publish(load_config(config_path), tmp / "envoy", admin_address=f"127.0.0.1:{admin_port}")
     started: list[Process] = [start_authz(config_path, http_port, tmp)]
     try:
-        started.append(start_envoy(tmp / "envoy.yaml", admin_port, tmp))
+        started.append(start_envoy(tmp / "envoy" / "envoy.yaml", admin_port, tmp))
         yield Edge(mode, depth, port, tmp, upstream)
     finally:
         for process in reversed(started):
@@ -265,3 +266,24 @@ def test_the_upstream_reads_the_verified_certificate_never_a_forged_one(edge: Ed
         seen = edge.upstream.last()
         assert seen.one("x-forwarded-client-cert") is None
         assert seen.one("x-cert-fingerprint") in (None, "")
+
+
+def test_a_new_crl_is_followed_without_restarting_envoy(edge: Edge, pki: Pki) -> None:
+    """Last in the module: it revokes the valid certificate, then restores the CRL."""
+    if edge.mode != "reject_connection" or edge.depth != 2:
+        pytest.skip("once, where Envoy itself checks the CRL")
+    crl = edge.folder / "crl.pem"
+    original = crl.read_bytes()
+
+    def replace(data: bytes) -> None:  # as a CRL publisher does: a new file moved in
+        (edge.folder / ".crl.new").write_bytes(data)
+        os.replace(edge.folder / ".crl.new", crl)
+
+    assert _status(_get(edge, pki, "client", "public.edge.test")) == 200
+    try:
+        replace(revocation_list(pki.root, [pki.revoked.cert, pki.client.cert]) + pki.intermediate_crl)
+        # Envoy reads it (the handshake fails) and authz reloads it: no restart of either.
+        wait_until(lambda: _get(edge, pki, "client", "public.edge.test") == REFUSED, 10, "the new CRL in Envoy")
+    finally:
+        replace(original)
+    wait_until(lambda: _status(_get(edge, pki, "client", "public.edge.test")) == 200, 10, "the CRL restored")
