@@ -87,7 +87,7 @@ class RequestContext:
     route_checksum: str = ""  # the checksum of the route Envoy matched, when its config sends one
     hostname: str = ""
     port: int | None = None
-    client_certificate: str | None = None  # the leaf certificate (PEM) of an mTLS connection
+    client_certificate: str | None = None  # PEM: the leaf, or under downstream_mtls the whole chain (leaf first)
     # Found by `build`, refused by the route unless it allows them (see `path_refusal`). A `;` counts
     # raw or as %3B: some upstreams split parameters off after decoding.
     has_path_parameters: bool = False
