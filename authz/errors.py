@@ -5,6 +5,7 @@ AuthzError                      every fault authz raises on purpose
 ├── InvalidSession              a session credential that does not open (tampered, expired, foreign)
 └── RequestError                a request answered with an error page: carries status and reason
     ├── BadRequest              400 bad-request: the client sent something authz refuses
+    ├── StoreUnavailable        503 store-unavailable: the session store (Redis) is out of reach
     └── IdpError                a step with the identity provider failed
         ├── InvalidIdToken      400 invalid-id-token: the ID token failed verification
         ├── IdpRefused          the IdP answered with an OAuth `error` (kept in `.error`):
@@ -81,6 +82,14 @@ class Busy(RequestError):
 
     status = 503
     reason = Reason.INTERNAL_ERROR
+
+
+class StoreUnavailable(RequestError):
+    """The session store (Redis) did not answer in time or refused the connection: a 503 page,
+    never an allow and never a change reported done."""
+
+    status = 503
+    reason = Reason.STORE_UNAVAILABLE
 
 
 class IdpError(RequestError):

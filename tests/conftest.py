@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,9 @@ from hypothesis import settings
 from authz.config import Config, parse_config
 from authz.signing.keys import generate_p256_pem
 from tests.pki import Pki, make_pki
+from tests.redis_server import BINARY as REDIS_BINARY
+from tests.redis_server import MISSING as REDIS_MISSING
+from tests.redis_server import RedisServer
 
 # `make fuzz` runs the property tests with this profile: many more examples, no deadline.
 settings.register_profile("fuzz", max_examples=5000, deadline=None)
@@ -25,6 +28,20 @@ settings.register_profile("fuzz", max_examples=5000, deadline=None)
 def pki() -> Pki:
     """Every certificate case of the TLS tests, made once (tests/pki.py)."""
     return make_pki()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole session (tests/redis_server.py); skipped with the reason
+    when it is not installed, unless AUTHZ_REQUIRE_REDIS is set (`make test` sets it where it
+    could install it), and then its absence fails."""
+    if REDIS_BINARY is None:
+        if os.environ.get("AUTHZ_REQUIRE_REDIS"):
+            pytest.fail(REDIS_MISSING)
+        pytest.skip(REDIS_MISSING)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

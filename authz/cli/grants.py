@@ -32,7 +32,7 @@ def _open(config: Config) -> GrantStore | None:
     if url.startswith("sqlite://") and not Path(url[len("sqlite://") :]).exists():
         print(f"no store at {url[len('sqlite://') :]} yet", file=sys.stderr)
         return None
-    return open_grant_store(url)
+    return open_grant_store(url, config.redis)
 
 
 def run(

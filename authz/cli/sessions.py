@@ -44,7 +44,7 @@ def _open(config: Config) -> SessionStore | None:
         # Opening would create it, owned by whoever runs this command (perhaps root, not the server).
         print(f"no session store at {url[len('sqlite://') :]} yet", file=sys.stderr)
         return None
-    return open_store(url, secret=config.cookie_secret.value)
+    return open_store(url, secret=config.cookie_secret.value, redis=config.redis)
 
 
 def list_sessions(config: Config, user_id: str | None, now: float) -> int:

@@ -17,6 +17,7 @@ from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
 from authz.config.mtls import read_downstream_mtls
 from authz.config.ops import OPS_KEYS, read_log_settings, read_metrics
+from authz.config.store import STORE_KEYS, read_session_store
 from authz.config.tls import ROUTE_TLS_KEYS, read_certificates, read_upstream_tls
 from authz.errors import ConfigError, Problem
 from authz.policy.legacy import read_route_policy
@@ -32,16 +33,19 @@ GLOBAL_KEYS = (
     "cookie_domain", "cookie_secure", "cookie_http_only", "cookie_same_site", "cookie_expire",
     "signing_key", "signing_key_file", "jwt_claims_headers", "jwt_issuer_format",
     "pass_identity_headers", "grpc_address", "http_address", "grpc_client_timeout",
-    "default_upstream_timeout", "session_store", "log_level", "routes", "idp_provider",
+    "default_upstream_timeout", "log_level", "routes", "idp_provider",
     "idp_provider_url", "idp_client_id", "idp_client_secret", "idp_client_secret_file", "idp_scopes",
     "idp_request_params", "idp_timeout", "signout_redirect_url", "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
     "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", "envoy_config_dir",
     "downstream_mtls",
-    *OPS_KEYS, *INTERNAL_KEYS,
+    *OPS_KEYS, *INTERNAL_KEYS, *STORE_KEYS,
 )  # fmt: skip
-GLOBAL_LATER = {
-    "databroker_storage_connection_string": "use session_store",
+GLOBAL_LATER: dict[str, str] = {}
+_STORE = "authz keeps sessions in session_store: sqlite:///path on one host, redis://host for replicas"
+GLOBAL_UNSUPPORTED = {
+    "databroker_storage_type": _STORE,
+    "databroker_storage_connection_string": _STORE,
 }  # fmt: skip
 ROUTE_KEYS = (
     "id", "from", "to", "prefix", "path", "regex", "prefix_rewrite", "preserve_host_header",
@@ -203,20 +207,6 @@ def _claims_headers(node: Node) -> tuple[tuple[str, str], ...]:
         if not _TOKEN.match(header):
             node.error(f"jwt_claims_headers.{header}", "is not a valid header name")
     return tuple((header.lower(), claim) for header, claim in pairs)
-
-
-def _session_store(node: Node, base_dir: Path) -> str:
-    value = node.text("session_store", f"sqlite://{base_dir / 'authz.db'}")
-    if value == "memory:":
-        return value
-    if value.startswith("sqlite://") and len(value) > len("sqlite://"):
-        path = Path(value[len("sqlite://") :])
-        return f"sqlite://{path if path.is_absolute() else base_dir / path}"
-    if value.startswith("redis://"):
-        node.error("session_store", "redis:// is not supported yet (use memory: or sqlite:///path)")
-    else:
-        node.error("session_store", f"expected memory: or sqlite:///path, got {describe(value)}")
-    return "memory:"
 
 
 def _signing_keys(node: Node, read: Callable[[str], str]) -> tuple[SigningKey, ...]:
@@ -571,6 +561,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
             problems.append(Problem(f"routes[{route.index}]", f"duplicate route id (same as routes[{first}])"))
         by_id[route.id] = route
 
+    session_store, redis = read_session_store(node, base, read, warnings)
     config = Config(
         source=source,
         address=_address(node, "address", "127.0.0.1:8080"),
@@ -596,7 +587,8 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         http_address=_address(node, "http_address", "127.0.0.1:9192"),
         grpc_client_timeout=grpc_timeout,
         default_upstream_timeout=upstream_timeout,
-        session_store=_session_store(node, base),
+        session_store=session_store,
+        redis=redis,
         session_cache_ttl=_session_cache_ttl(node),
         log_level=node.choice("log_level", "info", ["debug", "info", "warn", "warning", "error"]),
         routes=tuple(routes),
@@ -647,7 +639,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         node.error("http_redirect_addr", "redirects to https: the listener needs certificate_file and key_file")
     elif redirect is not None and (clash := _port_clash(config, redirect)):
         node.error("http_redirect_addr", f"{redirect} is already {clash}")
-    node.finish(GLOBAL_KEYS, GLOBAL_LATER)
+    node.finish(GLOBAL_KEYS, GLOBAL_LATER, GLOBAL_UNSUPPORTED)
     if problems:
         raise ConfigError(problems)
     digest = hashlib.sha256(json.dumps([digest_of, sorted(files.items())]).encode()).hexdigest()

@@ -201,6 +201,24 @@ class InternalTls:
     client_san: str = ""  # a SAN a caller's certificate must carry (Envoy's); "": any from client_ca
 
 
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """A redis:// or rediss:// `session_store` (authz/config/store.py)."""
+
+    url: str  # without the password: safe to log and print
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: Secret | None
+    tls: bool  # rediss://
+    ca_file: str | None = None  # None: the system CAs
+    cert_file: str | None = None  # a client certificate toward Redis
+    key_file: str | None = None
+    key_prefix: str = "authz:"
+    timeout: float = 1.0  # seconds a Redis call may take before Redis counts as down
+
+
 MAX_WORKERS = 64
 
 
@@ -232,7 +250,7 @@ class Config:
     http_address: Address
     grpc_client_timeout: float
     default_upstream_timeout: float
-    session_store: str
+    session_store: str  # the URL (a Redis one without its password)
     session_cache_ttl: float  # seconds a Check trusts a session it read; 0: every Check reads the store
     log_level: str
     routes: tuple[Route, ...]
@@ -256,6 +274,7 @@ class Config:
     metrics: MetricsSettings = MetricsSettings()
     internal_tls: InternalTls | None = None  # None: plain Envoy ↔ authz (loopback only)
     downstream_mtls: DownstreamMtls | None = None  # None: no client certificate is asked for
+    redis: RedisSettings | None = None  # a redis:// or rediss:// session_store
     logs: LogSettings = LogSettings()
     # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
     envoy_config_dir: str | None = None

@@ -23,7 +23,7 @@ from authz.check.gather import Pending
 from authz.check.request import RequestContext
 from authz.envoy import adapter
 from authz.envoy.peer import REFUSED, carries, grpc_sans
-from authz.errors import RequestError
+from authz.errors import RequestError, StoreUnavailable
 from authz.ops.metrics import UNKNOWN_ROUTE, decision_of
 from authz.policy.reasons import Reason
 from authz.runtime.holder import RuntimeHolder
@@ -58,6 +58,9 @@ class Authorization(pb_grpc.AuthorizationServicer):
         rt = self.holder.current
         try:
             result = run.begin(rt, req, now)
+        except StoreUnavailable:  # logged once by the store when it went down
+            rt.metrics.store_error("session")
+            result = error(503, (Reason.STORE_UNAVAILABLE,), req)
         except Exception:
             log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
             result = error(503, (Reason.INTERNAL_ERROR,), req)
@@ -67,6 +70,9 @@ class Authorization(pb_grpc.AuthorizationServicer):
         """Complete a pending Check; blocks on the store, so never call it on an event loop."""
         try:
             result = run.finish(pending)
+        except StoreUnavailable:
+            pending.rt.metrics.store_error("session")
+            result = error(503, (Reason.STORE_UNAVAILABLE,), pending.request)
         except Exception:
             pending.rt.metrics.store_error("session")  # finishing is the store read
             log.exception("check failed; answering 503", extra={"fields": {"request_id": pending.request.request_id}})

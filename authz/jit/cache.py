@@ -9,6 +9,7 @@ another worker is seen within the bound, as a sign-out is.
 
 from __future__ import annotations
 
+import json
 import threading
 
 from authz.jit.model import Grant
@@ -59,3 +60,18 @@ class GrantCache:
         with self._lock:
             self._writes += 1
             self._entries.clear()
+
+    def invalidate(self, message: str) -> None:
+        """A change elsewhere, pushed by the Redis store: `g:["route","user"]`, or `*` for anything."""
+        if message == "*":
+            self.clear()
+            return
+        kind, _, pair = message.partition(":")
+        if kind != "g":
+            return
+        try:
+            route, user = json.loads(pair)
+        except (ValueError, TypeError):
+            self.clear()  # unreadable: forget everything rather than keep what it may have named
+            return
+        self.forget(str(route), str(user))

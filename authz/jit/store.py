@@ -15,10 +15,14 @@ import sqlite3
 import threading
 from collections.abc import Collection
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from authz.jit.model import Delivery, Event, Grant, Record, Status
 from authz.sessions.stores import create_private
+
+if TYPE_CHECKING:
+    from authz.config.model import RedisSettings
+    from authz.sessions.redis_link import RedisLink
 
 MAX_LISTED = 1000  # grants in one listing, newest first
 MAX_TRAIL = 500  # audit records in one trail, newest first
@@ -407,10 +411,15 @@ class SQLiteGrantStore:
             self._db.close()
 
 
-def open_grant_store(url: str) -> GrantStore:
-    """The grant store beside the session store a validated `session_store` value names."""
+def open_grant_store(url: str, redis: RedisSettings | None = None, link: RedisLink | None = None) -> GrantStore:
+    """The grant store beside the session store a validated `session_store` value names (on the
+    session store's Redis connection, `link`, when it has one)."""
     if url == "memory:":
         return MemoryGrantStore()
     if url.startswith("sqlite://"):
         return SQLiteGrantStore(url[len("sqlite://") :])
+    if redis is not None:
+        from authz.jit.redis_store import RedisGrantStore
+
+        return RedisGrantStore(redis, link=link)
     raise ValueError(f"unsupported grant store {url!r}")

@@ -32,6 +32,7 @@ from enum import StrEnum
 
 from authz.config import Config, Secret
 from authz.config.load import load_config
+from authz.config.model import RedisSettings
 from authz.errors import ConfigError
 from authz.ops.logs import configure_logging
 from authz.ops.watch import WATCH_INTERVAL, keep, watch_files
@@ -45,7 +46,7 @@ RETIRE_AFTER = 15.0  # seconds before an old Runtime's parts are closed (its las
 # Changes that a running process cannot take: what they configure is bound or opened at start.
 RESTART_ONLY = (
     "session_store", "grpc_address", "http_address", "address", "workers", "ext_authz_transport", "metrics",
-    "internal_tls",
+    "internal_tls", "redis",
 )  # fmt: skip
 
 
@@ -66,12 +67,20 @@ def restart_needed(old: Config, new: Config) -> list[str]:
             before, after = (before.address, before.certificate is None), (after.address, after.certificate is None)
         if key == "internal_tls":  # plain or mutual TLS on authz's ports
             before, after = before is None, after is None
+        if key == "redis":  # the connection settings, the password's value among them
+            before, after = _redis_key(before), _redis_key(after)
         if before != after:
             changed.append(_RESTART_NAMES.get(key, key))
     return changed
 
 
-_RESTART_NAMES = {"metrics": "metrics_*", "internal_tls": "internal_tls_*"}
+_RESTART_NAMES = {"metrics": "metrics_*", "internal_tls": "internal_tls_*", "redis": "session_store_*"}
+
+
+def _redis_key(settings: RedisSettings | None) -> object:
+    if settings is None:
+        return None
+    return dataclasses.replace(settings, password=None), settings.password.value if settings.password else None
 
 
 def kept_credentials(old: Config, new: Config) -> tuple[Config, list[str]]:

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     ROUTE_NOT_FOUND = "route-not-found"
     BAD_REQUEST = "bad-request"
     INTERNAL_ERROR = "internal-error"
+    STORE_UNAVAILABLE = "store-unavailable"
     # the identity provider, during sign-in, refresh or sign-out
     INVALID_ID_TOKEN = "invalid-id-token"  # noqa: S105 - a reason, not a secret
     IDP_ACCESS_DENIED = "idp-access-denied"
@@ -100,6 +101,10 @@ EXPLAIN: dict[Reason, str] = {
     Reason.ROUTE_NOT_FOUND: "No route is configured for this address.",
     Reason.BAD_REQUEST: "The request could not be interpreted safely.",
     Reason.INTERNAL_ERROR: "The access gate could not decide; nothing was let through.",
+    Reason.STORE_UNAVAILABLE: (
+        "The access gate cannot reach its session store just now, so it cannot tell who you are;"
+        " nothing was let through and nothing was changed. Try again in a moment."
+    ),
     Reason.INVALID_ID_TOKEN: "The identity provider's ID token did not pass verification.",
     Reason.IDP_ACCESS_DENIED: "The identity provider refused the sign-in.",
     Reason.IDP_REFUSED: "The identity provider refused a step of the sign-in.",

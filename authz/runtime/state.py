@@ -23,6 +23,7 @@ from authz.ops.metrics import NO_METRICS, Recorder
 from authz.sessions import codec as handle_codec
 from authz.sessions.cache import MISS, CachedStore, Miss
 from authz.sessions.codec import HandleCodec
+from authz.sessions.redis_store import RedisStore
 from authz.sessions.sealing import Sealer, derive_key
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import SessionStore, open_store
@@ -95,15 +96,20 @@ class Runtime:
         """Build every part from a validated config; `store`, `oidc` and `grants` may be injected (tests)."""
         secret = config.cookie_secret.value
         if store is None:
-            store = open_store(config.session_store, secret=secret)
+            store = open_store(config.session_store, secret=secret, redis=config.redis)
+        link = store.link if isinstance(store, RedisStore) else None
         cache = CachedStore(store, config.session_cache_ttl) if store.blocking and config.session_cache_ttl else None
         if grants is None and any(r.jit is not None for r in config.routes):
-            grants = open_grant_store(config.session_store)
+            grants = open_grant_store(config.session_store, config.redis, link)
         grant_cache = (
             GrantCache(grants, config.session_cache_ttl)
             if grants is not None and grants.blocking and config.session_cache_ttl
             else None
         )
+        if link is not None:  # other replicas' writes reach these caches at once
+            for listener in (cache, grant_cache):
+                if listener is not None:
+                    link.watch(listener)
         if oidc is None and config.idp is not None:
             oidc = OidcClient(config.idp, f"{config.authenticate_service_url}/oauth2/callback", metrics=metrics)
         return cls(

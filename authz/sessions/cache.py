@@ -4,7 +4,8 @@ An entry — a session, or the fact that there is none — is trusted for `ttl` 
 read; then the store is asked again. What this process writes through the cache (a sign-in, a
 refresh, a sign-out, a revocation) replaces or drops the entry at once; what another worker or
 replica writes is seen within `ttl`: that is the documented bound on how long a session revoked
-elsewhere keeps working here. A cached session is still checked against its own `expires_at` with
+elsewhere keeps working here. With Redis, other replicas' writes are pushed (`invalidate`) and the
+bound only covers a lost message. A cached session is still checked against its own `expires_at` with
 the request's `now`, so it never outlives its expiry by a second.
 
 The cache holds the sessions read in the last `ttl` seconds (each write drops up to four entries
@@ -108,6 +109,24 @@ class CachedStore:
             self._writes += 1
             self._entries.clear()
 
+    def forget_user(self, user_id: str) -> None:
+        """Drop every entry of a user's sessions (their sessions were revoked)."""
+        with self._lock:
+            self._writes += 1
+            for sid in [sid for sid, (_, s) in self._entries.items() if s is not None and s.user_id == user_id]:
+                del self._entries[sid]
+
+    def invalidate(self, message: str) -> None:
+        """A write elsewhere, pushed by the store (authz/sessions/redis_link.py): `s:{id}` a session
+        changed or ended, `u:{user}` a user's sessions were revoked, `*` anything may have."""
+        kind, _, name = message.partition(":")
+        if kind == "s":
+            self.forget(name)
+        elif kind == "u":
+            self.forget_user(name)
+        elif message == "*":
+            self.clear()
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -128,10 +147,7 @@ class CachedStore:
 
     def delete_user(self, user_id: str) -> int:
         ended = self.inner.delete_user(user_id)
-        with self._lock:
-            self._writes += 1
-            for sid in [sid for sid, (_, s) in self._entries.items() if s is not None and s.user_id == user_id]:
-                del self._entries[sid]
+        self.forget_user(user_id)
         return ended
 
     # -- everything else is the store's ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Session stores: `memory:` for one process, `sqlite:///path` shared by the workers of a host.
+"""Session stores: `memory:` for one process, `sqlite:///path` shared by the workers of a host
+(`redis://…`, shared by replicas, is authz/sessions/redis_store.py).
 
 Besides sessions, a store keeps single-use markers (login `state` and handoffs may be redeemed
 once), refresh leases (only one worker refreshes a session's IdP tokens at a time: refresh
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from authz.config.model import RedisSettings
 from authz.sessions.sealing import AtRestSealer
 from authz.sessions.session import Session
 
@@ -176,7 +178,7 @@ class MemoryStore:
 
     def try_lease(self, session_id: str, owner: str, until: float, now: float | None = None) -> bool:
         holder = self._leases.get(session_id)
-        if holder is not None and holder[0] != owner and holder[1] > _now(now):
+        if session_id not in self._sessions or (holder is not None and holder[0] != owner and holder[1] > _now(now)):
             return False
         self._leases[session_id] = (owner, until)
         return True
@@ -441,10 +443,14 @@ class SQLiteStore:
             self._db.close()
 
 
-def open_store(url: str, *, secret: bytes) -> SessionStore:
+def open_store(url: str, *, secret: bytes, redis: RedisSettings | None = None) -> SessionStore:
     """The store named by a validated `session_store` value; `secret` (cookie_secret) seals at rest."""
     if url == "memory:":
         return MemoryStore()
     if url.startswith("sqlite://"):
         return SQLiteStore(url[len("sqlite://") :], secret=secret)
+    if redis is not None:
+        from authz.sessions.redis_store import RedisStore  # the redis client loads only when used
+
+        return RedisStore(redis, secret=secret)
     raise ValueError(f"unsupported session store {url!r}")

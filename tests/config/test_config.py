@@ -61,9 +61,12 @@ def test_unknown_keys_suggest(make_config: Callable[..., Config]) -> None:
     assert "cookie_nmae: unknown key (did you mean 'cookie_name'?)" in out
 
 
-def test_later_keys_are_rejected_not_ignored(make_config: Callable[..., Config]) -> None:
+def test_pomerium_keys_without_a_counterpart_are_rejected_not_ignored(make_config: Callable[..., Config]) -> None:
     out = problems(make_config, databroker_storage_connection_string="x")
-    assert out == ["databroker_storage_connection_string: not supported yet (use session_store)"]
+    assert out == [
+        "databroker_storage_connection_string: is a Pomerium feature not supported (authz keeps sessions in"
+        " session_store: sqlite:///path on one host, redis://host for replicas)"
+    ]
 
 
 def _route(**extra: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Grant stores, memory and SQLite alike: compare-and-set changes, one pending request per route
+"""Grant stores, memory, SQLite and Redis alike: compare-and-set changes, one pending request per route
 and user, the audit trail, the outbox and the lease."""
 
 from __future__ import annotations
@@ -11,14 +11,20 @@ from pathlib import Path
 import pytest
 
 from authz.jit.model import Delivery, Event, Grant, Record, Status
+from authz.jit.redis_store import RedisGrantStore
 from authz.jit.store import GrantStore, MemoryGrantStore, SQLiteGrantStore, open_grant_store
+from tests.redis_server import RedisServer
 
 NOW = 1_800_000_000
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GrantStore]:
-    made: GrantStore = MemoryGrantStore() if request.param == "memory" else SQLiteGrantStore(tmp_path / "a.db")
+    made: GrantStore
+    if request.param == "redis":
+        made = RedisGrantStore(request.getfixturevalue("redis_server").settings())
+    else:
+        made = MemoryGrantStore() if request.param == "memory" else SQLiteGrantStore(tmp_path / "a.db")
     yield made
     made.close()
 
@@ -132,7 +138,29 @@ def test_open_grant_store_follows_the_session_store(tmp_path: Path) -> None:
     assert isinstance(open_grant_store("memory:"), MemoryGrantStore)
     assert isinstance(open_grant_store(f"sqlite://{tmp_path / 'x.db'}"), SQLiteGrantStore)
     with pytest.raises(ValueError, match="unsupported"):
-        open_grant_store("redis://x")
+        open_grant_store("redis://x")  # a Redis URL comes with its settings
+
+
+def test_two_redis_clients_are_one_store(redis_server: RedisServer) -> None:
+    """Two replicas: a pending request made through one blocks a second through the other, an
+    approval through one is read by the other, and of two racing approvals exactly one wins."""
+    settings = redis_server.settings()
+    one, two = open_grant_store(settings.url, settings), RedisGrantStore(settings)
+    try:
+        grant = _grant()
+        assert one.add(grant, _record(grant), None)
+        assert not two.add(_grant("g2"), _record(_grant("g2")), None)
+        active = replace(grant, status=Status.ACTIVE, expires_at=NOW + 600)
+        wins = [
+            store.change(Status.PENDING, active, _record(active, Event.APPROVED, "amy"), None) for store in (two, one)
+        ]
+        assert wins == [True, False]
+        assert [g.id for g in one.active("app", "bob")] == ["g1"]
+        assert [r.event for r in one.history("g1")] == [Event.REQUESTED, Event.APPROVED]
+        assert two.try_lease("jit", "w2", NOW + 10, NOW) and not one.try_lease("jit", "w1", NOW + 10, NOW)
+    finally:
+        one.close()
+        two.close()
 
 
 def test_opening_the_session_file_again_keeps_its_locks(tmp_path: Path) -> None:

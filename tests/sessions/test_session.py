@@ -9,7 +9,7 @@ import pytest
 from authz.errors import InvalidSession
 from authz.sessions.codec import HandleCodec
 from authz.sessions.session import Session, SessionHandle
-from authz.sessions.stores import MemoryStore, SQLiteStore, open_store
+from authz.sessions.stores import open_store
 
 NOW = 1_800_000_000
 SECRET = os.urandom(32)
@@ -60,19 +60,6 @@ def test_domain_handles_cover_subdomains(codec: HandleCodec) -> None:
         codec.open(token, "evilexample.com", NOW)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_stores(kind: str, tmp_path: Path) -> None:
-    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db", secret=SECRET)
-    session = Session("s1", "u1", "a@b.c", "A", ("g",), {"k": ["v"]}, NOW, NOW + 10)
-    store.put(session)
-    assert store.get("s1", NOW) == session
-    assert store.get("s1", NOW + 10) is None
-    assert store.get("missing", NOW) is None
-    store.delete("s1")
-    assert store.get("s1", NOW) is None
-    store.close()
-
-
 def test_sqlite_is_shared_between_connections(tmp_path: Path) -> None:
     first = open_store(f"sqlite://{tmp_path / 'x.db'}", secret=SECRET)
     second = open_store(f"sqlite://{tmp_path / 'x.db'}", secret=SECRET)
@@ -85,23 +72,6 @@ def test_sqlite_is_shared_between_connections(tmp_path: Path) -> None:
 def test_session_repr_hides_tokens() -> None:
     session = Session("s", "u", id_token="secret-id-token", access_token="secret-access")
     assert "secret" not in repr(session)
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_single_use_claims_and_leases(kind: str, tmp_path: Path) -> None:
-    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db", secret=SECRET)
-    assert store.claim_once("state:a", NOW + 60, NOW)
-    assert not store.claim_once("state:a", NOW + 60, NOW + 30)
-    assert store.claim_once("state:a", NOW + 200, NOW + 61)  # expired markers may be reused
-    store.put(Session("s1", "u1", refresh_token="r", token_expires_at=NOW + 30, expires_at=NOW + 3600))
-    store.put(Session("s2", "u2", token_expires_at=NOW + 30, expires_at=NOW + 3600))  # no refresh token
-    assert [s.id for s in store.due_for_refresh(NOW + 60)] == ["s1"]
-    assert store.due_for_refresh(NOW + 10) == []
-    assert store.try_lease("s1", "worker-a", NOW + 30, NOW)
-    assert not store.try_lease("s1", "worker-b", NOW + 30, NOW + 10)
-    assert store.try_lease("s1", "worker-a", NOW + 60, NOW + 10)  # the holder may extend
-    assert store.try_lease("s1", "worker-b", NOW + 90, NOW + 61)  # after expiry, anyone
-    store.close()
 
 
 @pytest.mark.parametrize(

@@ -1,25 +1,21 @@
-"""Stores at rest (owner-only files, sealed IdP tokens, rows from before sealing), listing and
-revoking a user's sessions, and the single-use stash."""
+"""The SQLite store at rest: owner-only files, sealed IdP tokens and stashed values, rows from before
+sealing, and a take that is atomic across connections (what every store does: test_store_contract.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import sqlite3
 import stat
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from authz.sessions import stores
-from authz.sessions.cache import CachedStore
 from authz.sessions.sealing import AtRestSealer
 from authz.sessions.session import Session
-from authz.sessions.stores import TOKENS_AT_REST, MemoryStore, SessionStore, SQLiteStore
+from authz.sessions.stores import TOKENS_AT_REST, SQLiteStore
 
 NOW = 1_800_000_000
 SECRET = os.urandom(32)
@@ -37,10 +33,6 @@ def mode(path: Path) -> int:
 
 def raw_bytes(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))
-
-
-def make(kind: str, tmp_path: Path) -> SessionStore:
-    return MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db", secret=SECRET)
 
 
 def test_database_and_created_directories_are_owner_only(tmp_path: Path) -> None:
@@ -129,75 +121,6 @@ def test_a_plain_token_that_looks_sealed_is_still_plain(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_list_and_revoke_a_users_sessions(kind: str, tmp_path: Path) -> None:
-    store = make(kind, tmp_path)
-    store.put(signed_in("b-newer", "u1", NOW + 5))
-    store.put(signed_in("a-older", "u1", NOW))
-    store.put(signed_in("c", "u2", NOW + 1))
-    store.put(Session("gone", "u1", issued_at=NOW - 10, expires_at=NOW - 1))
-    assert [s.id for s in store.sessions(now=NOW)] == ["a-older", "c", "b-newer"]
-    listed = list(store.sessions("u1", NOW))
-    assert [s.id for s in listed] == ["a-older", "b-newer"]
-    assert all(not (s.id_token or s.access_token or s.refresh_token) for s in listed)  # never tokens
-    assert listed[0].email == "u1@example.com" and listed[0].issued_at == NOW
-    assert store.delete_user("u1") == 3  # the expired one goes too
-    assert store.get("a-older", NOW) is None and store.get("b-newer", NOW) is None
-    assert store.get("c", NOW) is not None
-    assert store.delete_user("u1") == 0
-    store.close()
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "cached"])
-def test_update_writes_only_a_session_still_stored(kind: str, tmp_path: Path) -> None:
-    inner = make("sqlite" if kind == "cached" else kind, tmp_path)
-    store: SessionStore = CachedStore(inner, ttl=10) if kind == "cached" else inner
-    store.put(signed_in("s1"))
-    assert store.get("s1", NOW) is not None  # cached, when there is a cache
-    renewed = dataclasses.replace(signed_in("s1"), access_token="AT-2", token_expires_at=NOW + 300)
-    assert store.update(renewed) is True
-    assert store.get("s1", NOW) == renewed and store.due_for_refresh(NOW + 60) == []
-    store.delete("s1")
-    assert store.update(renewed) is False  # a revoked session is never written back
-    assert store.get("s1", NOW) is None and inner.get("s1", NOW) is None
-    store.close()
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_stash_is_single_use_and_expires(kind: str, tmp_path: Path) -> None:
-    store = make(kind, tmp_path)
-    long_url = "https://app.example.com/" + "x" * 8192
-    store.stash("attempt-1", long_url, NOW + 600)
-    assert store.take("attempt-1", NOW) == long_url
-    assert store.take("attempt-1", NOW) is None  # a second take finds nothing
-    store.stash("attempt-2", "v", NOW + 600)
-    assert store.take("attempt-2", NOW + 600) is None  # expired
-    assert store.take("attempt-2", NOW) is None  # and gone
-    assert store.take("never", NOW) is None
-    store.stash("s1", "v", NOW + 600)
-    store.put(signed_in("s1"))
-    assert store.claim_once("s1", NOW + 600, NOW)  # namespaces apart: sessions, markers, stash
-    assert store.get("s1", NOW) is not None
-    assert store.take("s1", NOW) == "v"
-    store.close()
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_the_stash_is_bounded(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stores, "MAX_STASHED", 3)
-    store = make(kind, tmp_path)
-    at = time.time()
-    assert not store.stash("huge", "x" * (stores.MAX_STASH_VALUE + 1), at + 600)
-    assert store.stash("short-lived", "v", at + 0.2)
-    assert all(store.stash(f"k{i}", "v", at + 600) for i in range(2))
-    assert not store.stash("one-more", "v", at + 600)  # full: refused, nothing evicted
-    assert store.stash("k0", "again", at + 600)  # replacing a held key takes no more room
-    time.sleep(0.25)
-    assert store.stash("one-more", "v", at + 600)  # the expired one made room
-    assert [store.take(k, time.time()) for k in ("huge", "k0", "k1", "one-more")] == [None, "again", "v", "v"]
-    store.close()
-
-
 def test_stashed_values_are_sealed_at_rest(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SQLiteStore(path, secret=SECRET)
@@ -244,13 +167,3 @@ def test_at_rest_sealer_format() -> None:
             sealer.open(value, context)
     with pytest.raises(ValueError):
         AtRestSealer(SECRET, b"another-purpose").open(sealed, "row-1")
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_ping_answers_while_the_store_does(kind: str, tmp_path: Path) -> None:
-    store = make(kind, tmp_path)
-    store.ping()
-    store.close()
-    if kind == "sqlite":
-        with pytest.raises(sqlite3.ProgrammingError):
-            store.ping()  # closed: /readyz says so
