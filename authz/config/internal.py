@@ -23,19 +23,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
 from authz.config import pem
 from authz.config.model import Address, Config, InternalTls, Secret
 from authz.config.ops import is_loopback, read_pem
-from authz.schema.reader import Node
+from authz.schema.reader import Node, describe
 
 INTERNAL_KEYS = (
     "internal_tls_certificate", "internal_tls_certificate_file", "internal_tls_key", "internal_tls_key_file",
     "internal_tls_client_ca", "internal_tls_client_ca_file", "internal_tls_envoy_certificate_file",
     "internal_tls_envoy_key_file", "internal_tls_ca_file", "internal_tls_server_name", "insecure_internal",
-    "internal_tls_client_san",
+    "internal_tls_client_san", "authorize_service_url", "authorize_service_urls",
 )  # fmt: skip
 # authz's side (PEM it serves) and Envoy's side (paths Envoy reads): all of them, or none.
 AUTHZ_SIDE = ("internal_tls_certificate", "internal_tls_key", "internal_tls_client_ca")
@@ -186,3 +187,51 @@ def read_internal_tls(
         server_name=server_name,
         client_san=client_san,
     )
+
+
+def read_authorize_urls(node: Node, config: Config, warnings: list[str]) -> tuple[Address, ...]:
+    """`authorize_service_url(s)` (Pomerium's keys): where Envoy dials authz, one URL per replica,
+    as `http://host:port` (or `https://` with internal_tls_*). Each replica runs `workers` Check
+    ports from that port up and its sidecar on http_address's port, as this config does. Empty:
+    Envoy dials grpc_address (one replica, on this host)."""
+    single, several = node.raw("authorize_service_url"), node.raw("authorize_service_urls")
+    if single is not None and several is not None:
+        node.error("authorize_service_url", "set either authorize_service_url or authorize_service_urls, not both")
+        return ()
+    key = "authorize_service_url" if single is not None else "authorize_service_urls"
+    values = [single] if single is not None else node.str_list("authorize_service_urls")
+    if not values:
+        return ()
+    scheme = "https" if config.internal_tls is not None else "http"
+    found: list[Address] = []
+    for i, value in enumerate(values):
+        where = key if single is not None else f"{key}[{i}]"
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+            port = parts.port if parts else None
+        except ValueError:
+            parts, port = None, None
+        if parts is None or not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+            node.error(where, f"expected {scheme}://host:port, got {describe(value)}")
+            continue
+        if parts.scheme != scheme:
+            why = "internal_tls_* is set" if scheme == "https" else "https:// needs internal_tls_*"
+            node.error(where, f"must be {scheme}://host:port ({why}), got {describe(value)}")
+            continue
+        address = Address(parts.hostname, port)
+        if address in found:
+            node.error(where, f"{address} is listed twice")
+            continue
+        found.append(address)
+    exposed = [a for a in found if not is_loopback(a.host)]
+    if exposed and config.internal_tls is None:
+        if node.flag("insecure_internal"):
+            warnings.append(
+                f"insecure_internal: Envoy calls authz at {', '.join(map(str, exposed))} in plain text;"
+                " whoever reaches those ports can have assertions signed for any user"
+            )
+        else:
+            node.error(
+                key, f"Envoy would call {exposed[0]} in plain text: set internal_tls_* or insecure_internal: true"
+            )
+    return tuple(found)

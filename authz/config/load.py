@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from authz.config.internal import INTERNAL_KEYS, read_internal_tls
+from authz.config.internal import INTERNAL_KEYS, read_authorize_urls, read_internal_tls
 from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
 from authz.config.mtls import read_downstream_mtls
@@ -627,6 +627,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     else:
         config = dataclasses.replace(config, xff_num_trusted_hops=hops)
     config = dataclasses.replace(config, envoy_config_dir=_envoy_config_dir(node, base))
+    config = dataclasses.replace(config, authorize_service_urls=read_authorize_urls(node, config, warnings))
     workers = node.integer("workers", 1)
     if (problem := config.workers_problem(workers)) is not None:
         node.error("workers", problem)
@@ -643,4 +644,4 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     if problems:
         raise ConfigError(problems)
     digest = hashlib.sha256(json.dumps([digest_of, sorted(files.items())]).encode()).hexdigest()
-    return dataclasses.replace(config, files=tuple(sorted(files)), digest=digest)
+    return dataclasses.replace(config, files=tuple(sorted(files)), digest=digest, warnings=tuple(warnings))

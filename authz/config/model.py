@@ -275,6 +275,9 @@ class Config:
     internal_tls: InternalTls | None = None  # None: plain Envoy ↔ authz (loopback only)
     downstream_mtls: DownstreamMtls | None = None  # None: no client certificate is asked for
     redis: RedisSettings | None = None  # a redis:// or rediss:// session_store
+    # Pomerium's authorize_service_url(s): the replicas Envoy dials (each with `workers` Check ports
+    # and its sidecar on http_address's port); empty: grpc_address's host, this replica alone.
+    authorize_service_urls: tuple[Address, ...] = ()
     logs: LogSettings = LogSettings()
     # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
     envoy_config_dir: str | None = None
@@ -285,6 +288,20 @@ class Config:
     def grpc_addresses(self) -> tuple[Address, ...]:
         """Where each worker serves Check: grpc_address, then the next ports up, one per worker."""
         return tuple(Address(self.grpc_address.host, self.grpc_address.port + i) for i in range(self.workers))
+
+    @property
+    def check_endpoints(self) -> tuple[Address, ...]:
+        """Where Envoy sends Checks: every worker of every replica."""
+        if not self.authorize_service_urls:
+            return self.grpc_addresses
+        return tuple(Address(r.host, r.port + i) for r in self.authorize_service_urls for i in range(self.workers))
+
+    @property
+    def sidecar_endpoints(self) -> tuple[Address, ...]:
+        """Where Envoy sends sign-in, callbacks and the published documents: every replica's sidecar."""
+        if not self.authorize_service_urls:
+            return (self.http_address,)
+        return tuple(Address(r.host, self.http_address.port) for r in self.authorize_service_urls)
 
     def workers_problem(self, workers: int) -> str | None:
         """Why this config cannot run `workers` processes, or None."""

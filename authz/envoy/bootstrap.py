@@ -295,13 +295,16 @@ def authz_filters(config: Config) -> list[dict[str, Any]]:
 
 
 def authz_clusters(config: Config) -> list[dict[str, Any]]:
-    """authz's two clusters: Check (every worker an endpoint) and the sidecar; over mutual TLS
-    when the config has `internal_tls_*` (health checks go through the same TLS)."""
-    sidecar = _cluster(SIDECAR_CLUSTER, [(config.http_address.host, config.http_address.port)])
+    """authz's two clusters: Check (every worker of every replica an endpoint) and the sidecar
+    (every replica's); over mutual TLS when the config has `internal_tls_*` (health checks go
+    through the same TLS)."""
+    sidecar = _cluster(SIDECAR_CLUSTER, [(a.host, a.port) for a in config.sidecar_endpoints])
     http2 = config.ext_authz_transport != "http"
-    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.grpc_addresses], http2=http2)
-    if config.workers > 1:
-        grpc.update(_worker_health(config.ext_authz_transport))
+    grpc = _cluster(AUTHZ_CLUSTER, [(a.host, a.port) for a in config.check_endpoints], http2=http2)
+    if len(config.check_endpoints) > 1:
+        grpc.update(_endpoint_health(config.ext_authz_transport))
+    if len(config.sidecar_endpoints) > 1:
+        sidecar.update(_endpoint_health("sidecar"))
     if config.internal_tls is not None:
         grpc["transport_socket"] = internal_tls_socket(config.internal_tls, "h2" if http2 else "http/1.1")
         sidecar["transport_socket"] = internal_tls_socket(config.internal_tls, "http/1.1")
@@ -672,13 +675,14 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
     Envoy's HTTP service (`ext_authz_transport: http`), to which Envoy adds the route id, the
     client's address and certificate itself, replacing any a client sent (authz/envoy/http_check.py)."""
     timeout = _seconds(config.grpc_client_timeout)
+    retry = _check_retry(config)
     if config.ext_authz_transport != "http":
         return {
             "transport_api_version": "V3",
-            "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": timeout},
+            "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": timeout, **retry},
             **client_certificate_source(config),
         }
-    address = config.grpc_addresses[0]
+    address = config.check_endpoints[0]
     # The client's chain (downstream_mtls, from the Lua filter), else its certificate: URL-encoded PEM.
     certificate = "%DOWNSTREAM_PEER_CERT%"
     if config.downstream_mtls is not None:
@@ -706,7 +710,35 @@ def _ext_authz_service(config: Config) -> dict[str, Any]:
                 "allowed_upstream_headers": _exact(upstream),
                 "allowed_client_headers": _exact(_DENIAL_HEADERS),
             },
+            **retry,
         },
+    }
+
+
+def _check_retry(config: Config) -> dict[str, Any]:
+    """With several Check endpoints: a Check that got no answer (no connection, a refused or reset
+    stream, gRPC UNAVAILABLE from a replica shutting down) is sent once or twice more, each time to
+    another endpoint. An answer is never retried: a denial (any status over HTTP) is final."""
+    if len(config.check_endpoints) < 2:
+        return {}
+    conditions = "connect-failure,refused-stream,reset"
+    if config.ext_authz_transport != "http":
+        conditions += ",unavailable"
+    return {
+        "retry_policy": {
+            "retry_on": conditions,
+            "num_retries": 2,
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }
+            ],
+            "host_selection_retry_max_attempts": 5,
+        }
     }
 
 
@@ -728,16 +760,18 @@ def _drop_internal_headers(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def _worker_health(transport: str) -> dict[str, Any]:
-    """For several workers: Envoy asks each one's health every 2 s (also while idle: grpc.health.v1,
-    or GET /.authz/health expecting 204 over HTTP) and sends Checks only to those serving, never to
-    a stopped or draining one (no panic routing: with none serving, Checks fail closed); a worker
-    whose connections fail is ejected at once."""
+def _endpoint_health(kind: str) -> dict[str, Any]:
+    """For several workers or replicas: Envoy asks each one's health every 2 s (also while idle:
+    grpc.health.v1; over the HTTP transport GET /.authz/health expecting 204; the sidecar's
+    GET /healthz) and sends requests only to those serving, never to a stopped or draining one (no
+    panic routing: with none serving, Checks fail closed); one whose connections fail is ejected at once."""
     probe: dict[str, Any] = {"grpc_health_check": {}}
-    if transport == "http":
+    if kind == "http":
         probe = {
             "http_health_check": {"path": http_check.HEALTH_PATH, "expected_statuses": [{"start": 204, "end": 205}]}
         }
+    elif kind == "sidecar":
+        probe = {"http_health_check": {"path": "/healthz"}}
     return {
         "health_checks": [
             {

@@ -102,7 +102,9 @@ def test_grant_changes_are_pushed(redis_server: RedisServer) -> None:
         grant = Grant("g1", "app", "bob", "bob@example.com", Status.PENDING, "incident", 600, now)
         assert one.add(grant, Record("g1", "app", Event.REQUESTED, "bob", now), None)
         assert cache.load("app", "bob", now) == ()
-        active = Grant("g1", "app", "bob", "bob@example.com", Status.ACTIVE, "incident", 600, now, "amy", now, now + 600)
+        active = Grant(
+            "g1", "app", "bob", "bob@example.com", Status.ACTIVE, "incident", 600, now, "amy", now, now + 600
+        )
         assert one.change(Status.PENDING, active, Record("g1", "app", Event.APPROVED, "amy", now), None)
         eventually(lambda: cache.peek("app", "bob", time.time()) is MISS, timeout=1.0)
         assert cache.load("app", "bob", now) == (active,)
@@ -111,7 +113,9 @@ def test_grant_changes_are_pushed(redis_server: RedisServer) -> None:
         two.close()
 
 
-def test_redis_down_fails_fast_and_recovers(caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_redis_down_fails_fast_and_recovers(
+    caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     server = RedisServer(tmp_path_factory.mktemp("redis-faults"))
     store = RedisStore(server.settings(timeout=0.5), secret=SECRET)
     try:
