@@ -34,9 +34,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persist: bool = False) -> None:
         assert BINARY is not None, MISSING
         self.directory = directory
+        self.persist = persist  # every write on disk before it is acknowledged: a restart keeps the data
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -48,7 +49,8 @@ class RedisServer:
     def start(self) -> None:
         assert BINARY is not None
         self.process = subprocess.Popen(
-            [BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
              "--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=os.setpgrp,
         )  # fmt: skip

@@ -783,7 +783,8 @@ def _endpoint_health(kind: str) -> dict[str, Any]:
                 **probe,
             }
         ],
-        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        # Health changes reach the workers' balancers at once (Envoy merges them for 1 s by default).
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"},
         "outlier_detection": {
             "consecutive_local_origin_failure": 1,
             "split_external_local_origin_errors": True,
