@@ -785,9 +785,16 @@ def _endpoint_health(kind: str) -> dict[str, Any]:
         ],
         # Health changes reach the workers' balancers at once (Envoy merges them for 1 s by default).
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"},
+        # Ejection only when an endpoint cannot be reached, never for what it answers: over HTTP a
+        # denial may be a 5xx (a 503 while the session store is down), and ejecting every replica
+        # for it would turn one store outage into Envoy's own 503 for every request, signed in or not.
         "outlier_detection": {
             "consecutive_local_origin_failure": 1,
             "split_external_local_origin_errors": True,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_failure_percentage": 0,
             "interval": "1s",
             "base_ejection_time": "2s",
             "max_ejection_percent": 100,

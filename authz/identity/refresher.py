@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
-from authz.errors import IdpError, IdpRefused, InvalidIdToken
+from authz.errors import IdpError, IdpRefused, InvalidIdToken, StoreUnavailable
 from authz.identity.claims import Identity, merge_identity, with_identity
 from authz.identity.idtoken import stored_claims
 from authz.identity.oidc import Metadata, OidcClient, Tokens
@@ -245,6 +245,8 @@ async def refresh_loop(
             backoff, client = Backoff(), rt.oidc
         try:
             await refresh_pass(rt, owner, backoff, clock)
+        except StoreUnavailable:
+            pass  # logged once by the store; sessions are refreshed again when it answers
         except Exception:
             log.exception("refresh pass failed")
         with contextlib.suppress(TimeoutError):

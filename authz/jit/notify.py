@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import httpx2
 
+from authz.errors import StoreUnavailable
 from authz.jit import service
 from authz.jit.model import Delivery
 from authz.runtime.holder import RuntimeHolder
@@ -118,6 +119,8 @@ async def jit_loop(
         while not stop.is_set():
             try:
                 await one_pass(holder.current, client, owner, clock)
+            except StoreUnavailable:
+                pass  # the store logs going down and coming back once each; the next pass tries again
             except Exception:
                 log.exception("the just-in-time pass failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -52,6 +52,9 @@ def test_every_worker_of_every_replica_is_an_endpoint(
     for cluster in (check, sidecar):
         assert cluster["health_checks"] and cluster["outlier_detection"]["consecutive_local_origin_failure"] == 1
         assert cluster["common_lb_config"]["healthy_panic_threshold"]["value"] == 0  # none serving: fail closed
+        assert cluster["common_lb_config"]["update_merge_window"] == "0s"  # health changes apply at once
+        outliers = cluster["outlier_detection"]
+        assert outliers["enforcing_consecutive_5xx"] == outliers["enforcing_success_rate"] == 0  # not for answers
     assert sidecar["health_checks"][0]["http_health_check"]["path"] == "/healthz"
     text = render_bootstrap(config)
     filters = yaml.safe_load(text)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]

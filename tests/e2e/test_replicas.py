@@ -405,6 +405,18 @@ def test_redis_stopped_and_restarted_under_load(replicas: Replicas) -> None:
         assert page.status_code == 503
         if replicas.config["ext_authz_transport"] == "grpc":  # Envoy's HTTP service drops a 5xx answer's body
             assert "session store" in page.text
+        # While Redis is down a sign-out is never reported done, and a new sign-in is a clear 503.
+        out = client.get(replicas.url("private.localhost", "/.pomerium/sign_out"))
+        if out.status_code == 200:  # the confirmation page; its form is what ends the session
+            (confirm,) = forms(out.text)
+            out = client.post(out.url.join(str(confirm["action"])), data=confirm["fields"])  # type: ignore[arg-type]
+        assert out.status_code == 503 and "session store" in out.text, out.text[:300]
+        with browser() as newcomer:
+            start = newcomer.get(replicas.url("private.localhost", "/"))
+            assert start.status_code == 200, [(r.status_code, str(r.url)) for r in [*start.history, start]]
+            landed = idp_login(newcomer, start, "bob")
+            steps = [(r.status_code, str(r.url)) for r in [*landed.history, landed]]
+            assert landed.status_code == 503 and "session store" in landed.text, steps
         replicas.redis.start()
         restarted = time.monotonic()
         until(lambda: load.of("alice", restarted)[-3:] == [200] * 3, timeout=15)

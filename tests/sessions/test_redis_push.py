@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from authz.config.model import RedisSettings
+from authz.config.model import RedisSettings, Secret
 from authz.errors import StoreUnavailable
 from authz.jit.cache import GrantCache
 from authz.jit.model import Event, Grant, Record, Status
@@ -150,14 +150,32 @@ def _answers(store: RedisStore) -> bool:
         return False
 
 
-def test_an_unreachable_redis_is_unavailable_within_the_timeout() -> None:
-    settings = RedisSettings(url="redis://127.0.0.1/0", host="127.0.0.1", port=free_port(), db=0, username=None,
-                             password=None, tls=False, timeout=0.5)  # fmt: skip
+def test_an_unreachable_redis_is_unavailable_within_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    password = Secret(b"hunter2-in-no-log")
+    settings = RedisSettings(url="redis://authz@127.0.0.1/0", host="127.0.0.1", port=free_port(), db=0,
+                             username="authz", password=password, tls=False, timeout=0.5)  # fmt: skip
     store = RedisStore(settings, secret=SECRET)
     try:
         start = time.monotonic()
-        with pytest.raises(StoreUnavailable):
+        with caplog.at_level(logging.DEBUG), pytest.raises(StoreUnavailable):
             store.get("s1")
         assert time.monotonic() - start < 2
+        assert "is unreachable" in caplog.text and "hunter2" not in caplog.text
+    finally:
+        store.close()
+
+
+def test_a_slow_redis_is_bounded_by_the_timeout(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.settings(timeout=0.3), secret=SECRET)
+    try:
+        store.put(session("s1"))
+        redis_server.client().client_pause(1500)  # every other client's commands wait 1.5 s
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.get("s1")
+        assert time.monotonic() - start < 1.0
+        time.sleep(1.6)
+        eventually(lambda: _answers(store), timeout=10)
+        assert store.get("s1") is not None
     finally:
         store.close()
