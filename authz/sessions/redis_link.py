@@ -34,9 +34,20 @@ log = logging.getLogger("authz.sessions")
 
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
-# What says Redis cannot serve now (not a bug in a command): no connection, no answer in time, a
-# replica that was primary before a failover (READONLY), a server still loading its data.
-_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
+# What says Redis cannot serve now (not a bug in a command): no connection (a wrong password
+# included), no answer in time, a replica that was primary before a failover (READONLY), a server
+# still loading its data or cut from its primary, a full one (OOM), and a primary refusing writes
+# it could not replicate (NOREPLICAS, with min-replicas-to-write).
+_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+)
+_DOWN_REPLIES = ("NOREPLICAS",)
 CLEAR_ALL = "*"
 
 
@@ -102,6 +113,11 @@ class RedisLink:
         except _DOWN as exc:
             self._failed(exc)
             raise StoreUnavailable("the session store is unreachable") from None
+        except redis.ResponseError as exc:
+            if not any(reply in str(exc) for reply in _DOWN_REPLIES):  # a pipeline's error quotes its command
+                raise
+            self._failed(exc)
+            raise StoreUnavailable("the session store refuses writes") from None
         if self._backoff:
             self._recovered()
         return result

@@ -3,7 +3,9 @@ route config, and the check each must pass before it is measured."""
 
 from __future__ import annotations
 
+import base64
 import secrets
+import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -16,7 +18,10 @@ import servers
 import signin
 from measure import Load
 
+from authz.config import parse_config
 from authz.dev.certs import write_dev_set
+from authz.sessions.redis_store import RedisStore
+from authz.sessions.stores import SQLiteStore
 
 REFERENCES = (
     "envoy-only", "envoy-jwt-authn", "ext-authz-limit", "python-floor", "python-floor-sync", "python-floor-http",
@@ -33,6 +38,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "authz-session-sampled": {"authorize_log_sample_rate": 0.01},
     # Envoy → authz over mutual TLS (`internal_tls_*`, the keys added in `internal_tls_keys`).
     "authz-session-mtls": {},
+    # Sessions in a redis-server of its own (on CPU 0, beside Envoy), alice's copied there.
+    "authz-session-redis": {},
 }
 MUTUAL_TLS = ("authz-session-mtls",)
 WORKERS = tuple(VARIANTS)
@@ -172,6 +179,8 @@ def authz_scenarios(
         }
         if variant in MUTUAL_TLS:
             config.update(internal_tls_keys(tmp))
+        if variant == "authz-session-redis":
+            config["session_store"] = redis_copy(tmp, base, procs)
         config = {key: value for key, value in config.items() if value is not None}  # None: a key left out
         envoy2, port2 = envoys.envoy_for(tmp, variant, config)
         procs.append(envoy2)
@@ -182,6 +191,29 @@ def authz_scenarios(
         servers.wait_until(lambda: status_of(load)[0] == 200, 15, f"{variant} ready in Envoy", authz2.popen)  # noqa: B023
         out[variant] = Scenario(variant, load, envoy2.pid, authz2.pid, (("assertion", True), ("email", True)))
     return out
+
+
+def redis_copy(tmp: Path, base: dict[str, Any], procs: list[Any]) -> str:
+    """A redis-server (Debian's, nothing persisted) holding a copy of the SQLite store's sessions."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("authz-session-redis needs redis-server (apt-get install redis-server)")
+    port = servers.free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)]
+    proc = servers.spawn("redis-server", argv, tmp, servers.ENVOY_CPU)
+    procs.append(proc)
+    servers.wait_port(proc, port)
+    url = f"redis://127.0.0.1:{port}/0"
+    secret = base64.b64decode(base["cookie_secret"])
+    source = SQLiteStore(base["session_store"][len("sqlite://") :], secret=secret)
+    target = RedisStore(parse_config({**base, "session_store": url}).redis, secret=secret)  # type: ignore[arg-type]
+    for listed in source.sessions():
+        found = source.get(listed.id)
+        if found is not None:
+            target.put(found)
+    source.close()
+    target.close()
+    return url
 
 
 def internal_tls_keys(tmp: Path) -> dict[str, str]:

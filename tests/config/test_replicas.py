@@ -65,6 +65,9 @@ def test_every_worker_of_every_replica_is_an_endpoint(
     assert {"connect-failure", "refused-stream", "reset"} <= conditions
     assert not conditions & {"5xx", "gateway-error", "retriable-4xx", "retriable-status-codes"}  # never a denial
     assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+    # Envoy uses max_interval as the per-try timeout here: shorter than the Check timeout, a slow
+    # Check under load would be cut and sent again.
+    assert retry["retry_back_off"]["max_interval"] == "10s"  # grpc_client_timeout's default
     envoy_validate(text, tmp_path)
 
 

@@ -179,3 +179,20 @@ def test_a_slow_redis_is_bounded_by_the_timeout(redis_server: RedisServer) -> No
         assert store.get("s1") is not None
     finally:
         store.close()
+
+
+def test_a_primary_refusing_unreplicated_writes_is_unavailable(redis_server: RedisServer) -> None:
+    """With min-replicas-to-write and no replica in reach, Redis refuses writes (NOREPLICAS): a
+    sign-out then answers 503, as with Redis down, never as done."""
+    store = RedisStore(redis_server.settings(), secret=SECRET)
+    admin = redis_server.client()
+    store.put(session("s1"))
+    admin.config_set("min-replicas-to-write", 1)
+    try:
+        for write in (lambda: store.delete("s1"), lambda: store.put(session("s2")), lambda: store.delete_user("u1")):
+            store.link._backoff = 0.0  # each write tried, not refused by the back-off of the one before
+            with pytest.raises(StoreUnavailable):
+                write()
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+        store.close()
