@@ -15,15 +15,22 @@ import pytest
 from authz.cli import main
 from authz.config import load_config
 from authz.jit import service
-from authz.jit.store import SQLiteGrantStore
+from authz.jit.store import open_grant_store
 from tests.jit.test_service import BOB, jit_routes
 
 
-@pytest.fixture
-def config(write_config: Callable[..., Path], tmp_path: Path) -> Path:
-    path = write_config(routes=jit_routes(), session_store=f"sqlite://{tmp_path / 'authz.db'}")
-    store = SQLiteGrantStore(tmp_path / "authz.db")
-    service.request_access(load_config(path), store, BOB, "app", "20m", "incident 7", time.time())
+@pytest.fixture(params=["sqlite", "redis"])
+def config(request: pytest.FixtureRequest, write_config: Callable[..., Path], tmp_path: Path) -> Path:
+    """The CLI on a host's SQLite file, and on the Redis every replica shares."""
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        store_keys = {"session_store": server.url, "session_store_key_prefix": server.settings().key_prefix}
+    else:
+        store_keys = {"session_store": f"sqlite://{tmp_path / 'authz.db'}"}
+    path = write_config(routes=jit_routes(), **store_keys)
+    loaded = load_config(path)
+    store = open_grant_store(loaded.session_store, loaded.redis)
+    service.request_access(loaded, store, BOB, "app", "20m", "incident 7", time.time())
     store.close()
     return path
 

@@ -3,7 +3,6 @@ and a clear refusal for stores this command cannot reach."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 import time
@@ -11,23 +10,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from authz.cli import main
+from authz.config import load_config
 from authz.sessions.session import Session
-from authz.sessions.stores import SQLiteStore
+from authz.sessions.stores import SessionStore, open_store
 
 NOW = int(time.time())
 
 
-def _store(config: Path) -> SQLiteStore:
-    data = yaml.safe_load(config.read_text())
-    return SQLiteStore(data["session_store"][len("sqlite://") :], secret=base64.b64decode(data["cookie_secret"]))
+def _store(config: Path) -> SessionStore:
+    loaded = load_config(config)
+    return open_store(loaded.session_store, secret=loaded.cookie_secret.value, redis=loaded.redis)
 
 
-@pytest.fixture
-def config(write_config: Callable[..., Path], tmp_path: Path) -> Path:
-    path = write_config(session_store=f"sqlite://{tmp_path / 'state' / 'sessions.db'}")
+@pytest.fixture(params=["sqlite", "redis"])
+def config(request: pytest.FixtureRequest, write_config: Callable[..., Path], tmp_path: Path) -> Path:
+    """The CLI on a host's SQLite file, and on the Redis every replica shares."""
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        path = write_config(session_store=server.url, session_store_key_prefix=server.settings().key_prefix)
+    else:
+        path = write_config(session_store=f"sqlite://{tmp_path / 'state' / 'sessions.db'}")
     store = _store(path)
     for sid, user, issued in (("alpha-111111", "u-1", NOW - 20), ("bravo-222222", "u-1", NOW - 10),
                               ("charlie-3333", "u-2", NOW - 5)):  # fmt: skip
