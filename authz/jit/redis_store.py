@@ -30,7 +30,7 @@ import redis
 from authz.config.model import RedisSettings
 from authz.jit.model import Delivery, Grant, Record, Status
 from authz.jit.store import MAX_LISTED, MAX_TRAIL, _record, _record_row
-from authz.sessions.redis_link import RedisLink
+from authz.sessions.redis_link import LEASE_LUA, RedisLink
 
 log = logging.getLogger("authz.jit")
 SCHEMA = 1
@@ -83,17 +83,14 @@ return 1
 """
 )
 # KEYS: lease; ARGV: owner, until, now
-_LEASE = """
-local held = redis.call('GET', KEYS[1])
-if held then
-  local space = string.find(held, ' ', 1, true)
-  if string.sub(held, 1, space - 1) ~= ARGV[1] and tonumber(string.sub(held, space + 1)) > tonumber(ARGV[3]) then
-    return 0
-  end
-end
+_LEASE = (
+    LEASE_LUA
+    + """
+if held_by_another(KEYS[1], ARGV[1], ARGV[3]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
 return 1
 """
+)
 
 
 def _mget(keys: list[str], r: redis.Redis) -> Any:

@@ -49,6 +49,16 @@ _DOWN = (
 )
 _DOWN_REPLIES = ("NOREPLICAS",)
 CLEAR_ALL = "*"
+# A lease is "owner until": `held_by_another(key, owner, now)` is true while someone else's is live
+# (Redis expires it too, but by its own clock; `now` is the caller's, as in the other stores).
+LEASE_LUA = """
+local function held_by_another(key, owner, now)
+  local held = redis.call('GET', key)
+  if not held then return false end
+  local space = string.find(held, ' ', 1, true)
+  return string.sub(held, 1, space - 1) ~= owner and tonumber(string.sub(held, space + 1)) > tonumber(now)
+end
+"""
 
 
 class Listener(Protocol):

@@ -31,7 +31,7 @@ import redis
 
 from authz.config.model import RedisSettings
 from authz.sessions import stores
-from authz.sessions.redis_link import RedisLink
+from authz.sessions.redis_link import LEASE_LUA, RedisLink
 from authz.sessions.sealing import AtRestSealer
 from authz.sessions.session import Session
 from authz.sessions.stores import _SEALED_TOKENS, _TOKEN_FIELDS, STASH_AT_REST, TOKENS_AT_REST
@@ -72,18 +72,14 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 # try_lease: KEYS session, lease; ARGV owner, until, now, ttl ms
-_LEASE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local held = redis.call('GET', KEYS[2])
-if held then
-  local space = string.find(held, ' ', 1, true)
-  if string.sub(held, 1, space - 1) ~= ARGV[1] and tonumber(string.sub(held, space + 1)) > tonumber(ARGV[3]) then
-    return 0
-  end
-end
+_LEASE = (
+    LEASE_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 or held_by_another(KEYS[2], ARGV[1], ARGV[3]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[4])
 return 1
 """
+)
 # stash: KEYS value, stash set; ARGV value, ttl ms, key, now, expires_at, max
 _STASH = """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])

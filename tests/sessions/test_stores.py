@@ -1,5 +1,5 @@
 """The SQLite store at rest: owner-only files, sealed IdP tokens and stashed values, rows from before
-sealing, and a take that is atomic across connections (what every store does: test_store_contract.py)."""
+sealing (what every store does, a take atomic across connections among it: test_store_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import stat
-import threading
 from pathlib import Path
 
 import pytest
@@ -127,31 +126,6 @@ def test_stashed_values_are_sealed_at_rest(tmp_path: Path) -> None:
     store.stash("k", "https://app.example.com/?api_key=SECRET-IN-URL", NOW + 600)
     store.close()
     assert b"SECRET-IN-URL" not in raw_bytes(path)
-
-
-def test_take_is_atomic_across_connections(tmp_path: Path) -> None:
-    first = SQLiteStore(tmp_path / "s.db", secret=SECRET)
-    second = SQLiteStore(tmp_path / "s.db", secret=SECRET)
-    keys = [f"attempt-{i}" for i in range(200)]
-    for key in keys:
-        first.stash(key, key.upper(), NOW + 600)
-    taken: dict[int, list[str]] = {0: [], 1: []}
-    start = threading.Barrier(2)
-
-    def race(index: int, store: SQLiteStore) -> None:
-        start.wait()
-        for key in keys:
-            if (value := store.take(key, NOW)) is not None:
-                taken[index].append(value)
-
-    threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate((first, second))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(taken[0] + taken[1]) == sorted(k.upper() for k in keys)  # each value exactly once
-    first.close()
-    second.close()
 
 
 def test_at_rest_sealer_format() -> None:
