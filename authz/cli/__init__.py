@@ -1,4 +1,4 @@
-"""The `authz` command line: serve, envoy-config, check-config, keygen, certs, policy, sessions, dev."""
+"""The `authz` command line: serve, envoy-config, check-config, keygen, jwks, certs, policy, sessions, grants, dev."""
 
 from __future__ import annotations
 
@@ -99,8 +99,34 @@ def _with_workers(config: Config, workers: int | None) -> Config | None:
 def _keygen(args: argparse.Namespace) -> int:
     from authz.signing.keys import keygen
 
-    sys.stdout.write(keygen())
+    sys.stdout.write(keygen("RS256" if args.rsa else "ES256"))
     return 0
+
+
+def _jwks(args: argparse.Namespace) -> int:
+    import json
+
+    from authz.signing.keys import jwks_document, public_pems
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if args.pem:
+        sys.stdout.write(public_pems(config.signing_keys))
+    else:
+        sys.stdout.write(json.dumps(jwks_document(config.signing_keys), indent=2) + "\n")
+    return 0
+
+
+def version() -> str:
+    """The installed distribution's version ("unknown" when run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("authz")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _certs_dev(args: argparse.Namespace) -> int:
@@ -200,6 +226,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authz", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"authz {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check-config", help="validate a config file")
@@ -237,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     keygen = sub.add_parser("keygen", help="print new secrets and a signing key as YAML")
+    keygen.add_argument("--rsa", action="store_true", help="an RSA key (RS256) instead of P-256 (ES256)")
     keygen.set_defaults(run=_keygen)
+
+    jwks = sub.add_parser("jwks", help="print the published signing keys (the JWKS upstreams verify against)")
+    jwks.add_argument("-c", "--config", required=True)
+    jwks.add_argument("--pem", action="store_true", help="public keys as PEM, for an upstream's key file")
+    jwks.set_defaults(run=_jwks)
 
     certs = sub.add_parser("certs", help="certificates for local use")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)

@@ -110,10 +110,31 @@ def generate_p256_pem() -> bytes:
     )
 
 
-def keygen() -> str:
+def generate_rsa_pem(bits: int = 2048) -> bytes:
+    """A new RSA private key (RS256, for upstreams that accept nothing else) as PKCS#8 PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def keygen(algorithm: Literal["ES256", "RS256"] = "ES256") -> str:
     """YAML lines with fresh `shared_secret`, `cookie_secret` and `signing_key` values."""
+    pem = generate_rsa_pem() if algorithm == "RS256" else generate_p256_pem()
     return (
         f"shared_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
         f"cookie_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
-        f"signing_key: {base64.b64encode(generate_p256_pem()).decode()}\n"
+        f"signing_key: {base64.b64encode(pem).decode()}\n"
     )
+
+
+def public_pems(keys: tuple[SigningKey, ...]) -> str:
+    """Every key's public half as PEM, the signing key first, each after a `kid:` line (PEM readers
+    skip text outside the markers): for an upstream that takes a key file instead of a JWKS URL."""
+    blocks = []
+    for key in keys:
+        pem = key.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        blocks.append(f"kid: {key.kid} ({key.algorithm})\n{pem.decode()}")
+    return "".join(blocks)
