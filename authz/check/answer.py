@@ -21,7 +21,7 @@ from authz.signing import assertion, signed_url
 from authz.web import binding, cookies, pages
 from authz.web.csrf import form_token
 from authz.web.negotiate import Format, is_browser, response_format
-from authz.web.pages import FRAME_DENIED, GRPC_STATUS
+from authz.web.pages import GRPC_STATUS, HSTS, PAGE_HEADERS
 
 _TEMPLATE = re.compile(r"\$\$|\$\{\s*([A-Za-z0-9_.]+)\s*\}|\$([A-Za-z_][A-Za-z0-9_.]*[A-Za-z0-9_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -99,7 +99,9 @@ def error(
     if req.request_id:
         headers.append(("x-request-id", req.request_id))
     if fmt is Format.HTML:
-        headers += FRAME_DENIED
+        headers += PAGE_HEADERS
+    if req.scheme == "https":  # browsers ignore it over plain HTTP (RFC 6797 §8.1)
+        headers.append(HSTS)
     if fmt is Format.GRPC:
         headers += [
             ("grpc-status", str(GRPC_STATUS.get(status, 2))),
@@ -160,7 +162,8 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
         ("location", url),
         ("content-type", "text/html; charset=utf-8"),
         ("cache-control", "no-store"),
-        *FRAME_DENIED,
+        *PAGE_HEADERS,
+        *((HSTS,) if req.scheme == "https" else ()),
         *(("set-cookie", line) for line in set_cookies),
     )
     return Answer(False, 302, reasons, headers, (), body, route.id)

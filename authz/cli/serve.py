@@ -47,6 +47,7 @@ from authz.ops.server import start_metrics_server
 from authz.ops.tls import pem_files
 from authz.runtime.holder import RuntimeHolder
 from authz.runtime.state import Runtime
+from authz.web.pages import HSTS
 from authz.web.server import HttpServer
 from authz.web.sidecar import create_app
 
@@ -122,12 +123,14 @@ def grpc_credentials(tls: InternalTls) -> grpc.ServerCredentials:
 async def start_sidecar(app: ASGIApp, config: Config) -> HttpServer:
     """The web layer on http_address, over mutual TLS with `internal_tls_*` (OSError if it cannot listen)."""
     address, tls = config.http_address, config.internal_tls
+    # Browsers reach these pages through Envoy's listener: HSTS when that listener is TLS.
+    extra = () if config.insecure_server else (HSTS,)
     try:
         if tls is None:
-            return await HttpServer.start(app, address.host, address.port)
+            return await HttpServer.start(app, address.host, address.port, extra_headers=extra)
         with pem_files(tls.certificate, tls.key.value, tls.client_ca, "authz-sidecar-tls-") as files:
             return await HttpServer.start(
-                app, address.host, address.port,
+                app, address.host, address.port, extra_headers=extra,
                 ssl_certfile=files.certificate, ssl_keyfile=files.key, ssl_ca_certs=files.client_ca,
             )  # fmt: skip
     except (OSError, ssl.SSLError) as exc:

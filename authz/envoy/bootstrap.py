@@ -653,7 +653,8 @@ def redirect_listener(config: Config) -> dict[str, Any] | None:
 # What an HTTP check answer may carry to the client when it denies: every header authz's denials set.
 _DENIAL_HEADERS = (
     "content-type", "cache-control", "location", "set-cookie", "x-request-id", "x-frame-options",
-    "content-security-policy", "grpc-status", "grpc-message",
+    "content-security-policy", "x-content-type-options", "referrer-policy", "strict-transport-security",
+    "grpc-status", "grpc-message",
 )  # fmt: skip
 
 

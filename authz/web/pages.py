@@ -11,7 +11,9 @@ account, split at the slots once, which a call fills in, escaped as autoescaping
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -35,8 +37,6 @@ STATUS_TEXT = {
 }
 GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 495: 16, 503: 14}
 HTML = "text/html; charset=utf-8"
-# No site may frame a page of authz's (its forms must not be clicked through from under another page).
-FRAME_DENIED = (("x-frame-options", "DENY"), ("content-security-policy", "frame-ancestors 'none'"))
 
 _ENV = Environment(
     loader=PackageLoader("authz.web", "templates"),
@@ -50,6 +50,26 @@ _ENV = Environment(
 # into every render's context was a third of the cost of a 302 body.
 _ENV.globals.clear()
 _LAYOUT = _ENV.get_template("base.html")
+
+
+def _style_source() -> str:
+    """The CSP source of the layout's one inline stylesheet: its SHA-256, as rendered (no page has
+    any other style, script, image, font or frame)."""
+    rendered = _LAYOUT.render(heading="", content="")
+    css = rendered.split("<style>", 1)[1].split("</style>", 1)[0]
+    return f"'sha256-{base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()}'"
+
+
+# Nothing but that stylesheet loads on authz's pages: no script at all (inline or not), no plugin,
+# no <base>; and no site may frame them (their forms must not be clicked through from under another page).
+CONTENT_SECURITY_POLICY = f"default-src 'none'; style-src {_style_source()}; base-uri 'none'; frame-ancestors 'none'"
+FRAME_DENIED = (("x-frame-options", "DENY"), ("content-security-policy", CONTENT_SECURITY_POLICY))
+# What every page of authz's carries (the sidecar's server adds them to every answer; the Check to
+# its HTML ones): the above, no content sniffing, and no Referer from pages whose URLs carry codes.
+PAGE_HEADERS = (*FRAME_DENIED, ("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"))
+# A year, for this host only: includeSubDomains or preload would bind every name under the parent
+# domain, which is not authz's to decide. Sent only where the client's connection was TLS.
+HSTS = ("strict-transport-security", "max-age=31536000")
 _ERROR = _ENV.get_template("error.html")
 _PAGES = {
     name: _ENV.get_template(f"{name}.html") for name in ("user", "sign_out", "signed_out", "jit", "jit_requested")

@@ -15,9 +15,10 @@ uvicorn runs its h11 implementation (forced: httptools would ignore the head lim
 and: no forwarded-header trust (`proxy_headers=False`: client address and scheme are the
 socket's), no `Server` and no `Date` header (as before), on every answer (uvicorn's default
 headers, so its own 503s carry them too) `x-content-type-options: nosniff`, and no framing by any
-site (`x-frame-options: DENY`, CSP `frame-ancestors 'none'`: the sign-out and account pages hold
-forms a framing page must not click through) and `referrer-policy: no-referrer` (sign-in and
-handoff URLs carry one-time values), no access log, logging left to
+site and no script or resource but the layout's stylesheet (`x-frame-options: DENY`, the CSP of
+pages.py: the sign-out and account pages hold forms a framing page must not click through),
+`referrer-policy: no-referrer` (sign-in and handoff URLs carry one-time values), HSTS when Envoy's
+listener is TLS (`extra_headers`, from serve.py), no access log, logging left to
 authz (`log_config=None`; uvicorn's own lines only from warning up), no lifespan, no websockets, and
 no signal handling: authz's handlers drain (and will reload) both servers, so uvicorn must never
 replace them or re-raise a signal on exit; `close()` stops it. The sockets are bound here, so a
@@ -36,14 +37,14 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from authz.web.pages import FRAME_DENIED
+from authz.web.pages import PAGE_HEADERS
 
 MAX_HEAD = 32 * 1024
 IDLE_TIMEOUT = 30
 CONCURRENCY = 1000
 BACKLOG = 2048
 SHUTDOWN_GRACE = 5
-SECURITY_HEADERS = (("x-content-type-options", "nosniff"), *FRAME_DENIED, ("referrer-policy", "no-referrer"))
+SECURITY_HEADERS = PAGE_HEADERS
 
 
 class _Http11(H11Protocol):
@@ -120,6 +121,7 @@ class HttpServer:
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
         ssl_ca_certs: str | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> HttpServer:
         """Bind host:port (OSError if it cannot) and serve `app` there, over TLS when given a
         certificate (and requiring client certificates from `ssl_ca_certs`); returns once listening."""
@@ -138,7 +140,7 @@ class HttpServer:
             proxy_headers=False,
             server_header=False,
             date_header=False,
-            headers=list(SECURITY_HEADERS),
+            headers=[*SECURITY_HEADERS, *extra_headers],
             access_log=False,
             log_config=None,
             log_level="warning",

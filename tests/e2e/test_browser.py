@@ -70,13 +70,21 @@ def test_browser_login_cookie_flags_and_sign_out(secure_stack: Stack, page: Any,
     assert page.url == stack.url("second.localhost", "/")
     assert not [u for u in visited if urlsplit(u).port == idp_port]
 
+    refused: list[str] = []  # what the Content-Security-Policy blocked, as Chromium reports it
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
     page.goto(stack.url("private.localhost", "/.pomerium/"))
     assert "Alice Example" in page.content()
+    # The layout's stylesheet applies under the strict CSP (its hash is the one the policy names).
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(243, 244, 246)"
     page.goto(stack.url("private.localhost", "/.pomerium/sign_out"))  # a GET only asks
     assert "Sign out of <b>private.localhost</b>?" in page.content()
     page.click("button[type=submit]")  # confirm: the form POSTs with its CSRF token
     page.wait_for_url(stack.url("authenticate.localhost", "/.pomerium/signed_out"))
     assert "signed out" in page.content()
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(243, 244, 246)"
+    assert refused == []
     # This host's and the authenticate host's __Host- cookies were deleted as they were set (Secure,
     # Path=/, no Domain); second.localhost keeps a cookie whose session is gone.
     left = {(c["domain"], c["name"]) for c in page.context.cookies() if c["name"].startswith("__Host-_pomerium")}

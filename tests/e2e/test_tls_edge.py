@@ -114,6 +114,8 @@ def edge(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             {"id": "wrong-name", "from": "https://wrong-name.edge.test", "to": to, "tls_custom_ca_file": "certs/ca.pem",
              "tls_server_name": "elsewhere.test", **public},
             {"from": "https://unverified.edge.test", "to": to, "tls_skip_verify": True, **public},
+            {"id": "closed", "from": "https://closed.edge.test", "to": to, "allowed_domains": ["example.com"],
+             "tls_custom_ca_file": "certs/ca.pem", "tls_server_name": "upstream.test"},
             # The app that trusts nothing: mTLS to its sidecar, which also verifies the assertion.
             {"from": "https://zt.edge.test", "to": f"https://127.0.0.1:{sidecar_port}",
              "tls_custom_ca_file": "certs/ca.pem", "tls_server_name": "upstream.test",
@@ -214,6 +216,24 @@ def test_plain_http_is_redirected_to_https(edge: Edge) -> None:
 def _get(edge: Edge, pki: Pki, host: str) -> httpx2.Response:
     with httpx2.Client(verify=_client(pki), timeout=10) as client:
         return client.get(f"https://127.0.0.1:{edge.port}/x", headers={"host": host}, extensions={"sni_hostname": host})
+
+
+def test_authz_pages_over_the_tls_listener_carry_hsts_for_this_host_only(edge: Edge, pki: Pki) -> None:
+    """authz's own pages (the sidecar's, and the Check's answers) ask browsers for HTTPS for a year,
+    without includeSubDomains or preload (they would bind the parent domain); an app's are its own."""
+
+    def at(host: str, path: str, accept: str) -> httpx2.Response:
+        with httpx2.Client(verify=_client(pki), timeout=10) as client:
+            return client.get(f"https://127.0.0.1:{edge.port}{path}", headers={"host": host, "accept": accept},
+                              extensions={"sni_hostname": host})  # fmt: skip
+
+    signed_out = at("authenticate.edge.test", "/.pomerium/signed_out", "text/html")
+    sign_in = at("closed.edge.test", "/", "text/html")
+    api = at("closed.edge.test", "/", "application/json")
+    assert (signed_out.status_code, sign_in.status_code, api.status_code) == (200, 302, 401)
+    for page in (signed_out, sign_in, api):
+        assert page.headers.get_list("strict-transport-security") == ["max-age=31536000"]
+    assert "strict-transport-security" not in _get(edge, pki, "verified.edge.test").headers  # the app's answer
 
 
 def test_an_upstream_over_tls_verified_against_a_custom_ca_and_shown_the_edges_certificate(

@@ -4,6 +4,7 @@ the request's port (class 3): attacks through the real Envoy, with `__Host-` coo
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from authz.sessions.payloads import SignOutLink
 from authz.sessions.sealing import Sealer, derive_key
 from authz.sessions.session import SessionHandle
 from authz.signing import signed_url
+from authz.web.pages import CONTENT_SECURITY_POLICY
 
 from ..conftest import Stack, _launch, _teardown
 
@@ -169,7 +171,9 @@ def test_a_cross_site_post_to_the_authenticate_host_changes_nothing(secure: Stac
     assert _opens(secure, victim)
 
 
-def test_no_site_can_frame_a_page_with_a_form(secure: Stack) -> None:
+def test_no_site_can_frame_a_page_and_no_script_can_run_on_one(secure: Stack) -> None:
+    """Every page of authz's, from the sidecar and from the Check: no framing, a CSP that lets only
+    the layout's own stylesheet load (by its hash), nosniff; HSTS only over TLS (this stack is plain)."""
     cookie = _seed(secure)
     with secure.client(AUTH) as client:
         auth_page = client.get("/.pomerium/sign_out", headers={"cookie": _own_cookie(secure, cookie)})
@@ -182,8 +186,22 @@ def test_no_site_can_frame_a_page_with_a_form(secure: Stack) -> None:
     nobody = secure.seed_session("nobody.localhost", user_id="u-dora", email="dora@example.com")
     with secure.client("nobody.localhost") as client:  # a route that allows no one
         pages["the 403 page"] = client.get("/", headers={"accept": "text/html", "cookie": f"{COOKIE}={nobody}"})
+    with secure.client(AUTH) as client:
+        pages["the signed-out page"] = client.get("/.pomerium/signed_out")
+        pages["a bad link's page"] = client.get(
+            "/.pomerium/sign_in?pomerium_redirect_uri=x", headers={"accept": "text/html"}
+        )
     statuses = {name: page.status_code for name, page in pages.items()}
-    assert statuses == {**dict.fromkeys(pages, 200), "the sign-in redirect page": 302, "the 403 page": 403}
+    assert statuses == {**dict.fromkeys(pages, 200), "the sign-in redirect page": 302, "the 403 page": 403,
+                        "a bad link's page": 400}  # fmt: skip
     for name, page in pages.items():
         assert page.headers.get("x-frame-options") == "DENY", name
-        assert page.headers.get("content-security-policy") == "frame-ancestors 'none'", name
+        assert page.headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, name
+        assert page.headers.get("x-content-type-options") == "nosniff", name
+        assert page.headers.get("referrer-policy") == "no-referrer", name
+        assert "strict-transport-security" not in page.headers, name
+        assert "<script" not in page.text and not re.search(r"<[^>]*\son[a-z]+\s*=", page.text), name  # no handlers
+        styles = re.findall(r"<style>(.*?)</style>", page.text, re.S)
+        assert len(styles) == 1 and "style=" not in page.text, name  # one stylesheet, no inline style attribute
+        digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+        assert f"style-src 'sha256-{digest}'" in CONTENT_SECURITY_POLICY, name  # the browser would apply it
