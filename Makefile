@@ -18,7 +18,7 @@ HEADER_TESTS := tests/e2e/test_recipe_*.py tests/e2e/test_route_matching.py test
 $(STAMP): pyproject.toml idp/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[server,dev]'
 	@# The local OpenID Connect provider (oidc-provider) for tests and `make dev`, when Node is here.
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix idp --no-audit --no-fund --loglevel=error; \
 	else echo "note: Node.js/npm not found: login tests will be skipped and make dev cannot sign in"; fi

@@ -1,7 +1,7 @@
-"""The demo upstream of `authz dev`: verifies the assertion against the JWKS and shows the claims.
+"""The demo upstream of `authz dev`: verifies the assertion with authz.verify and shows the claims.
 
 It is what an app behind authz does (Grafana's JWT auth, for one): trust nothing but a token whose
-signature checks out against the published keys, for its own host as audience.
+signature checks out against the published keys, for one of its own hosts as audience.
 """
 
 from __future__ import annotations
@@ -9,27 +9,15 @@ from __future__ import annotations
 import html
 import json
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import jwt
+from authz.verify import InvalidAssertion, Verifier
 
-# What authz signs with (authz.signing.keys); the key's own JWK, never the token header, picks one.
-ALGORITHMS = frozenset({"ES256", "RS256"})
-
-
-def key_client(jwks_url: str) -> jwt.PyJWKClient:
-    """authz's published keys: the JWKS cached for a minute, fetched again for an unknown key id."""
-    return jwt.PyJWKClient(jwks_url, lifespan=60, timeout=5)
-
-
-def verify(token: str, keys: jwt.PyJWKClient, audience: str) -> dict[str, Any]:
-    """Claims of a valid assertion for `audience`; jwt.PyJWTError otherwise."""
-    key = keys.get_signing_key_from_jwt(token)
-    if key.algorithm_name not in ALGORITHMS:
-        raise jwt.InvalidAlgorithmError(f"authz does not sign with {key.algorithm_name}")
-    claims: dict[str, Any] = jwt.decode(token, key, algorithms=[key.algorithm_name], audience=audience, leeway=30)
-    return claims
+# The demo config's route hosts (authz/dev/run.py): the app knows its own names, as any app behind
+# authz must; the Host header only picks among them, it never becomes an audience.
+HOSTS = ("app.localhost", "public.localhost")
 
 
 def _page(host: str, claims: dict[str, Any] | None, problem: str | None) -> bytes:
@@ -52,21 +40,27 @@ def _page(host: str, claims: dict[str, Any] | None, problem: str | None) -> byte
     ).encode()
 
 
-def start_demo(jwks_url: str, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """Serve the demo app in a background thread; returns the server (`.server_address`)."""
-    keys = key_client(jwks_url)
+def start_demo(
+    jwks_url: str, hosts: Iterable[str] = HOSTS, host: str = "127.0.0.1", port: int = 0
+) -> ThreadingHTTPServer:
+    """Serve the demo app in a background thread; returns the server (`.server_address`). It verifies
+    with authz.verify, as an app of yours would; anonymous (public route) assertions are shown too."""
+    verifiers = {name: Verifier(jwks_url, audience=name, issuer=name, allow_anonymous=True) for name in hosts}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            audience = self.headers.get("host", "").split(":")[0]
+            name = self.headers.get("host", "").split(":")[0]
             token = self.headers.get("x-pomerium-jwt-assertion")
             claims, problem = None, None
-            if token:
+            verifier = verifiers.get(name)
+            if verifier is None:
+                problem = "this demo serves no such host"
+            elif token:
                 try:
-                    claims = verify(token, keys, audience)
-                except (jwt.PyJWTError, OSError, ValueError) as exc:
+                    claims = dict(verifier.verify(token).claims)
+                except InvalidAssertion as exc:
                     problem = str(exc)
-            body = _page(audience, claims, problem)
+            body = _page(name, claims, problem)
             self.send_response(200)
             self.send_header("content-type", "text/html; charset=utf-8")
             self.send_header("content-length", str(len(body)))

@@ -8,14 +8,17 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from threading import Thread
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
 
 from authz.config import IssuerFormat
-from authz.dev.demo import start_demo
+from authz.dev.demo import HOSTS, start_demo
+from authz.dev.run import dev_config
 from authz.sessions.session import Session
 from authz.signing.assertion import build_claims, sign
 from authz.signing.keys import SigningKey, generate_p256_pem, jwks_document, load_signing_keys
@@ -57,7 +60,7 @@ def demo() -> Iterator[tuple[str, Jwks]]:
     keys_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = Thread(target=keys_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    app = start_demo(f"http://127.0.0.1:{keys_server.server_address[1]}/.well-known/pomerium/jwks.json")
+    app = start_demo(f"http://127.0.0.1:{keys_server.server_address[1]}/.well-known/pomerium/jwks.json", [HOST])
     try:
         yield f"http://127.0.0.1:{app.server_address[1]}/", jwks
     finally:
@@ -106,7 +109,7 @@ def test_forged_unsigned_and_misdirected_assertions_are_refused(demo: tuple[str,
         (assertion(forged), "Signature verification failed"),
         (unsigned, ""),
         (assertion(impostor), ""),  # a key authz never published
-        (assertion(key, audience="other.localhost"), "Audience"),
+        (assertion(key, audience="other.localhost"), "Invalid issuer"),  # minted for another host
         (assertion(key, exp=int(time.time()) - 600), "expired"),
         ("not-a-jwt", ""),
     ]:
@@ -124,3 +127,20 @@ def test_keys_the_demo_cannot_use_do_not_hide_authz_key(demo: tuple[str, Jwks]) 
         {"kty": "unknown", "kid": "future"},
     ]
     assert VERIFIED in page(url, assertion(jwks.keys[0]))
+
+
+def test_the_demo_knows_exactly_the_dev_configs_hosts(tmp_path: Path) -> None:
+    config = dev_config(8080, 9191, 9192, 9000, tmp_path, (9300, "secret"))
+    assert sorted(HOSTS) == sorted(urlsplit(r["from"]).hostname for r in config["routes"])
+    assert "No verified identity: this demo serves no such host" in page_for("evil.localhost")
+
+
+def page_for(host: str) -> str:
+    app = start_demo("http://127.0.0.1:9/.well-known/pomerium/jwks.json")
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{app.server_address[1]}/", headers={"host": host})
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+    finally:
+        app.shutdown()
+        app.server_close()
