@@ -97,6 +97,7 @@ class Verifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._expires = 0.0  # when the cached JWKS must be fetched again
         self._last_fetch = float("-inf")
+        self._fetched = True  # whether the last fetch answered (a failed one is retried after the interval)
         self._lock = threading.Lock()
 
     # -- the JWKS ------------------------------------------------------------------------------
@@ -125,11 +126,16 @@ class Verifier:
     def _key(self, kid: str) -> jwt.PyJWK:
         with self._lock:
             now = self._clock()
-            due = now >= self._expires or kid not in self._keys
-            if due and now - self._last_fetch >= self._refetch_interval:
+            waited = now - self._last_fetch >= self._refetch_interval
+            # Fetched when the cached JWKS has expired (after a failed fetch, not before the interval),
+            # or for an unknown key id (not before the interval: forged ids must not hammer the JWKS).
+            stale = now >= self._expires and (self._fetched or waited)
+            if stale or (kid not in self._keys and waited):
                 try:
                     self._fetch()
+                    self._fetched = True
                 except (OSError, ValueError) as exc:
+                    self._fetched = False
                     # Keys that answered before keep working while the JWKS is briefly away.
                     if now >= self._expires + MAX_TTL:
                         self._keys = {}

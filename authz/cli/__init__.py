@@ -1,4 +1,5 @@
-"""The `authz` command line: serve, envoy-config, check-config, keygen, jwks, certs, policy, sessions, grants, dev."""
+"""The `authz` command line: serve, envoy-config, check-config, keygen, jwks, keys, certs, policy,
+sessions, grants, dev."""
 
 from __future__ import annotations
 
@@ -116,6 +117,15 @@ def _jwks(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(json.dumps(jwks_document(config.signing_keys), indent=2) + "\n")
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from authz.cli.keys import run
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    return run(args.config, config, args.keys_command, getattr(args, "kid", None), getattr(args, "rsa", False))
 
 
 def version() -> str:
@@ -271,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     jwks.add_argument("-c", "--config", required=True)
     jwks.add_argument("--pem", action="store_true", help="public keys as PEM, for an upstream's key file")
     jwks.set_defaults(run=_jwks)
+
+    rotation = sub.add_parser("keys", help="rotate the signing key (signing_key_file) without a failed request")
+    rotation_sub = rotation.add_subparsers(dest="keys_command", required=True)
+    adding = rotation_sub.add_parser("add", help="a new key, published but not signing (last in the file)")
+    adding.add_argument("-c", "--config", required=True)
+    adding.add_argument("--rsa", action="store_true", help="an RSA key (RS256) instead of P-256 (ES256)")
+    adding.set_defaults(run=_keys)
+    for name, text in (("promote", "this key signs from now on (first in the file)"),
+                       ("retire", "this key is no longer published (once its assertions have expired)")):  # fmt: skip
+        one = rotation_sub.add_parser(name, help=text)
+        one.add_argument("-c", "--config", required=True)
+        one.add_argument("kid", help="the key id, or its first 8 or more characters (authz jwks lists them)")
+        one.set_defaults(run=_keys)
 
     certs = sub.add_parser("certs", help="certificates for local use")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)
