@@ -22,12 +22,22 @@ def _load(path: str) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from authz.config.load import with_environment
+    from authz.config.sources import sources
+    from authz.schema import yamlcore
+
     config = _load(args.config)
     if config is None:
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print("ok")
+    data, _ = with_environment(yamlcore.load(Path(args.config).read_text(encoding="utf-8")), os.environ)
+    for line in sources(config, data):
+        print(line)
     return 0
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -103,7 +104,34 @@ def load_config(path: str | Path) -> Config:
         data = yamlcore.load(text)
     except yamlcore.YAMLError as exc:
         raise ConfigError([Problem("", f"invalid YAML: {exc}")]) from None
-    return parse_config(data, source=str(file), base_dir=file.resolve().parent, text=text)
+    data, from_env = with_environment(data, os.environ)
+    env_values = repr(sorted((key, os.environ[name]) for key, name in from_env.items()))  # in the digest only
+    config = parse_config(data, source=str(file), base_dir=file.resolve().parent, text=text + env_values)
+    return dataclasses.replace(config, from_env=tuple(sorted(from_env.items())))
+
+
+def with_environment(data: Any, environ: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    """The config with every global key that an upper-case environment variable sets replaced by
+    it (as Pomerium reads AUTHENTICATE_SERVICE_URL, IDP_CLIENT_SECRET, …): a value is read as YAML,
+    so `true`, `10s`, `[a, b]` and mappings work; and which keys came from which variable."""
+    if not isinstance(data, Mapping) and data is not None:
+        return data, {}
+    merged: dict[str, Any] = dict(data or {})
+    taken: dict[str, str] = {}
+    problems = []
+    for key in GLOBAL_KEYS:
+        name = key.upper()
+        if name not in environ:
+            continue
+        try:
+            merged[key] = yamlcore.load(environ[name]) if environ[name].strip() else ""
+        except yamlcore.YAMLError:
+            problems.append(Problem(key, f"the environment variable {name} is not valid YAML (value not shown)"))
+            continue
+        taken[key] = name
+    if problems:
+        raise ConfigError(problems)
+    return merged, taken
 
 
 def _port_clash(config: Config, address: Address) -> str | None:
