@@ -336,11 +336,16 @@ class OidcClient:
         await self._guard("revocation", call)
 
     @staticmethod
-    def end_session_url(meta: Metadata, *, id_token: str, client_id: str, post_logout_redirect_uri: str) -> str:
-        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2), or '' if unsupported."""
+    def end_session_url(
+        meta: Metadata, *, id_token: str, client_id: str, post_logout_redirect_uri: str, state: str = ""
+    ) -> str:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2), or '' if unsupported;
+        `state` comes back to post_logout_redirect_uri as its `state` parameter."""
         if not meta.end_session_endpoint:
             return ""
         params = {"post_logout_redirect_uri": post_logout_redirect_uri, "client_id": client_id}
+        if state:
+            params["state"] = state
         if id_token:
             params["id_token_hint"] = id_token
         separator = "&" if "?" in meta.end_session_endpoint else "?"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -172,6 +173,7 @@ async def route_sign_out(request: Request) -> Response:
     # Without a session here there is nothing to protect: the link names none, and the
     # authenticate host asks before ending one of its own.
     extra = {"pomerium_session": rt.signout.seal(SignOutLink(session.id).to_wire())} if session else {}
+    extra["pomerium_back"] = f"{ctx.route_origin}/"  # the signed-out page's way back (signed with the rest)
     location = signed_url.sign(rt.url_key, _sign_out_endpoint(rt), target, ctx.now, extra)
     return redirect(location, *_carried_cookie_deletions(ctx))
 
@@ -217,32 +219,49 @@ async def _signed_sign_out(ctx: Context, own: Session | None) -> Response:
             raise BadRequest("the sign-out link is invalid") from None
     found = rt.store.get(named, ctx.now) if named else None
     ending = [found] if found is not None else []
+    state = ""
+    back = signed.extra.get("pomerium_back")
+    if back and target == _after_sign_out(rt) and not rt.config.signout_redirect_url:
+        state = _way_back(rt, back, ctx.now)
     if own is None and not ending:
-        return redirect(target)  # nothing to end (a route host had no session): no IdP sign-out
+        return redirect(_with_state(target, state))  # nothing to end (no session on the route host): no IdP sign-out
     if own is not None and own.id != named:
         # A link proves only the session it names; this browser's other session here ends when
         # its holder confirms (a link someone else obtained must not sign a victim out).
         await _end(rt, ending)
         host = rt.config.authenticate_host
         return _confirm(host, sign_out_token(rt, host, own.id), None if target == _after_sign_out(rt) else target)
-    return await _finish(rt, ending, target)
+    return await _finish(rt, ending, target, state)
 
 
-async def _finish(rt: Runtime, sessions: list[Session], target: str) -> Response:
-    """End the sessions, clear the authenticate cookie and go on through the IdP's logout to `target`."""
+def _way_back(rt: Runtime, back: str, now: float) -> str:
+    """The signed-out page's `state`: the route origin it may offer as a way back, signed (a route
+    the config names: checked here and again when the page is shown). It travels as the OIDC
+    logout `state`, which the IdP hands back, since post_logout_redirect_uri must match exactly."""
+    check_target(rt, back)
+    return signed_url.sign(rt.url_key, _after_sign_out(rt), back, now).partition("?")[2]
+
+
+def _with_state(url: str, state: str) -> str:
+    return f"{url}?{urlencode({'state': state})}" if state else url
+
+
+async def _finish(rt: Runtime, sessions: list[Session], target: str, state: str = "") -> Response:
+    """End the sessions, clear the authenticate cookie and go on through the IdP's logout to
+    `target` (with `state`, which the IdP passes back to it)."""
     id_token = await _end(rt, sessions)
     clear = cookies.clear_cookie(rt.config, rt.cookies.authenticate, host_only=True)  # set host-only
     if rt.oidc is not None:
         try:
             meta = await rt.oidc.metadata()
         except IdpError:
-            return redirect(target, clear)
+            return redirect(_with_state(target, state), clear)
         end = OidcClient.end_session_url(
-            meta, id_token=id_token, client_id=rt.oidc.idp.client_id, post_logout_redirect_uri=target
+            meta, id_token=id_token, client_id=rt.oidc.idp.client_id, post_logout_redirect_uri=target, state=state
         )
         if end:
             return redirect(end, clear)
-    return redirect(target, clear)
+    return redirect(_with_state(target, state), clear)
 
 
 async def _end(rt: Runtime, sessions: list[Session]) -> str:
@@ -264,5 +283,14 @@ async def _end(rt: Runtime, sessions: list[Session]) -> str:
 
 
 async def signed_out(request: Request) -> Response:
-    """`/.pomerium/signed_out`: the page a sign-out ends on."""
-    return _page("signed_out", "Signed out")
+    """`/.pomerium/signed_out`: the page a sign-out ends on, with a way back to the route the user
+    signed out from when a link authz signed names it (never a plain query parameter or Referer)."""
+    ctx = context(request)
+    back = ""
+    if state := query_param(ctx.query, "state"):
+        try:
+            back = signed_url.verify(ctx.rt.url_key, _after_sign_out(ctx.rt), state, ctx.now).target
+            check_target(ctx.rt, back)
+        except BadRequest:
+            back = ""  # an altered, expired or foreign state: the page, without a way back
+    return _page("signed_out", "Signed out", back=back)

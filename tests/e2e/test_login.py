@@ -124,7 +124,9 @@ def test_sign_out_ends_every_host_and_the_old_cookie_is_dead(stack: Stack, clien
     if urlsplit(str(logout.url)).port == idp_port:  # oidc-provider's confirmation form
         (form,) = forms(logout.text)
         logout = client.post(logout.url.join(str(form["action"])), data={**form["fields"], "logout": "yes"})  # type: ignore[dict-item]
-    assert logout.status_code == 200 and str(logout.url) == stack.url("authenticate.localhost", "/.pomerium/signed_out")
+    assert logout.status_code == 200
+    assert str(logout.url).partition("?")[0] == stack.url("authenticate.localhost", "/.pomerium/signed_out")
+    assert f'<a href="{stack.url("private.localhost", "/")}">Sign in again</a>' in logout.text  # the way back
     stack.upstream.clear()
     no_redirects = {"follow_redirects": False}
     for host in ("private.localhost", "second.localhost"):

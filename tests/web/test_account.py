@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx2
 import pytest
@@ -231,6 +231,35 @@ async def test_the_signed_link_ends_the_session_everywhere_without_a_page(web: W
     assert query["post_logout_redirect_uri"] == [SIGNED_OUT] and query["id_token_hint"] == ["idt"]
     assert sorted(web.idp.revoked) == ["at", "rt"]
     assert after.status_code == 401
+    # The IdP hands `state` back to the signed-out page: signed by authz, it names the route to go back to.
+    async with web.client() as client:
+        landed = await client.get(f"/.pomerium/signed_out?{urlencode({'state': query['state'][0]})}")
+    assert landed.status_code == 200 and f'<a href="{APP}/">Sign in again</a>' in landed.text
+
+
+async def test_the_signed_out_page_offers_only_a_way_back_authz_signed_to_a_route(web: Web) -> None:
+    now = web.clock()
+
+    def signed(key: bytes, endpoint: str, target: str) -> str:
+        return quote(signed_url.sign(key, endpoint, target, now).partition("?")[2])
+
+    state = signed_url.sign(web.rt.url_key, SIGNED_OUT, f"{APP}/", now).partition("?")[2]
+    hostile = [
+        f"?state={signed(b'another key', SIGNED_OUT, f'{APP}/')}",
+        f"?state={signed(web.rt.url_key, SIGNED_OUT, 'https://evil.example/')}",
+        f"?state={signed(web.rt.url_key, SIGN_OUT, f'{APP}/')}",  # signed for another endpoint
+        f"?state={quote(state.replace('pomerium_issued=', 'pomerium_issued=1'))}",
+        "?pomerium_redirect_uri=https%3A%2F%2Fevil.example%2F",
+        "?state=https%3A%2F%2Fevil.example%2F",
+        f"?state={quote(state)}&state=x",
+    ]
+    async with web.client() as client:
+        good = await client.get(f"/.pomerium/signed_out?state={quote(state)}")
+        refused = [await client.get(f"/.pomerium/signed_out{query}", headers={"referer": "https://evil.example/"})
+                   for query in hostile]  # fmt: skip
+    assert good.status_code == 200 and "Sign in again" in good.text
+    for page in refused:
+        assert page.status_code == 200 and "Sign in again" not in page.text and "evil" not in page.text
 
 
 async def test_a_link_naming_another_session_never_signs_the_browser_out(web: Web) -> None:
@@ -292,7 +321,7 @@ async def test_a_cross_site_sign_out_changes_nothing(web: Web) -> None:
         asked = await client.get(hop, headers={"cookie": f"_pomerium_authenticate={own}"})
         bare = await client.get(hop)
     assert at_auth.status_code == 302 and at_auth.headers["location"] == SIGNED_OUT
-    assert bare.status_code == 302 and bare.headers["location"] == SIGNED_OUT
+    assert bare.status_code == 302 and bare.headers["location"].partition("?")[0] == SIGNED_OUT
     assert asked.status_code == 200 and "Sign out of <b>authenticate.localhost</b>?" in asked.text
     for response in (at_auth, at_route, asked, bare):
         assert "set-cookie" not in response.headers

@@ -108,7 +108,8 @@ class _Checker(HTMLParser):
         pages.account_page("user", "Signed in", rows=[("Name", "n")], token="t"),
         pages.account_page("sign_out", "Sign out", host="h", token="t", redirect=""),
         pages.account_page("sign_out", "Sign out", host="h", token="t", redirect="http://h/"),
-        pages.account_page("signed_out", "Signed out"),
+        pages.account_page("signed_out", "Signed out", back=""),
+        pages.account_page("signed_out", "Signed out", back="https://app.example.com/"),
     ],
 )
 def test_pages_share_the_layout_and_are_well_formed(body: str) -> None:
