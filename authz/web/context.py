@@ -61,6 +61,12 @@ class Context:
         return origin(self.route.scheme, self.hostname, self.route.port)
 
 
+def context_if_any(request: HTTPConnection) -> Context | None:
+    """The Context of `request`, or None when it failed before one was made."""
+    ctx = request.scope.get(_KEY)
+    return ctx if isinstance(ctx, Context) else None
+
+
 def context(request: HTTPConnection) -> Context:
     """The Context that the app made when `request` arrived."""
     ctx = request.scope[_KEY]

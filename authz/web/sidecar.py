@@ -40,7 +40,7 @@ from authz.errors import RequestError
 from authz.ops.health import probe_stores
 from authz.runtime.holder import RuntimeHolder
 from authz.web import account, grants_api, jit_pages, login, pages
-from authz.web.context import Context, header_map
+from authz.web.context import Context, context_if_any, header_map
 from authz.web.middleware import BodyLimit, Faults
 from authz.web.negotiate import response_format
 from authz.web.responses import NO_STORE, respond, text
@@ -153,9 +153,24 @@ async def _request_error(request: Request, exc: Exception) -> Response:
     headers = header_map(request.scope)
     fmt = response_format(headers)
     content_type, body = pages.error_body(
-        exc.status, (exc.reason,), headers.get("x-request-id", ""), fmt, detail=exc.detail
+        exc.status,
+        (exc.reason,),
+        headers.get("x-request-id", ""),
+        fmt,
+        detail=exc.detail,
+        sign_in_url=_way_back(request),
     )
     return respond(exc.status, body, [("content-type", content_type), NO_STORE])
+
+
+def _way_back(request: Request) -> str | None:
+    """On a route host, a bad link's page leads back to the route (its origin, from config): going
+    there signs the user in again if need be. Elsewhere there is no route to name; never a query
+    parameter or Referer."""
+    ctx = context_if_any(request)
+    if ctx is not None and ctx.route is not None and ctx.hostname != ctx.rt.config.authenticate_host:
+        return f"{ctx.route_origin}/"
+    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -325,3 +325,20 @@ async def test_anonymous_sign_ins_store_nothing_and_long_ones_are_bounded(
     assert "too many sign-ins with very long return URLs" in long_ones[-1].text
     assert short.status_code == 302 and short.headers["location"].startswith(ISSUER)
     assert len(store._stash) == 3
+
+
+async def test_a_bad_links_page_leads_back_to_its_route_never_elsewhere(web: Web) -> None:
+    """On a route host the way back is the route's origin, from config; on the authenticate host
+    there is no route to name. Neither comes from the request's query or Referer."""
+    html = {"accept": "text/html", "referer": "https://evil.example/"}
+    async with web.client() as client:
+        on_route = await client.get(
+            f"{APP}/.pomerium/callback?pomerium_handoff=junk&next=https://evil.example/", headers=html
+        )
+        on_auth = await client.get(
+            "/.pomerium/sign_in?pomerium_redirect_uri=https%3A%2F%2Fevil.example%2F", headers=html
+        )
+    assert on_route.status_code == 400 and f'<a href="{APP}/">Sign in</a>' in on_route.text
+    assert on_auth.status_code == 400 and "Sign in</a>" not in on_auth.text
+    for page in (on_route, on_auth):
+        assert "evil" not in page.text
