@@ -97,6 +97,16 @@ const issuer = settings.issuer || `http://localhost:${port}`;
 const provider = new Provider(issuer, configuration);
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
+// The login form names the demo accounts (those `authz dev` prints), so nobody has to guess them.
+const DEMO = '<p class="demo-accounts">Demo accounts (any password): <b>alice</b> (example.com, admins), '
+  + '<b>bob</b> (example.com), <b>mallory</b> (signs in, denied: not example.com).</p>';
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path.startsWith('/interaction/') && typeof ctx.body === 'string' && ctx.body.includes('</form>')) {
+    ctx.body = ctx.body.replace('</form>', `</form>${DEMO}`);
+  }
+});
+
 const server = provider.listen(port, '127.0.0.1', () => {
   const actual = server.address().port;
   console.log(JSON.stringify({ ready: true, port: actual, issuer }));

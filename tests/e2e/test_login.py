@@ -35,6 +35,7 @@ def sign_in(stack: Stack, client: httpx2.Client, host: str = "private.localhost"
             user: str = "alice") -> httpx2.Response:  # fmt: skip
     page = client.get(stack.url(host, path))
     assert page.status_code == 200 and "/interaction/" in str(page.url), page.text[:300]
+    assert "Demo accounts (any password): <b>alice</b>" in page.text  # the dev IdP's form names them
     return idp_login(client, page, user)
 
 
