@@ -110,9 +110,12 @@ class Verifier:
             body = answer.read(MAX_JWKS_BYTES + 1)
             cache_control = answer.headers.get("cache-control", "")
         if len(body) > MAX_JWKS_BYTES:
-            raise InvalidAssertion("the JWKS is too large")
+            raise ValueError("the JWKS is too large")
+        document = json.loads(body)
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError("the JWKS is not a JSON object with a keys list")
         keys: dict[str, jwt.PyJWK] = {}
-        for entry in json.loads(body).get("keys", []):
+        for entry in document["keys"]:
             if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
                 continue
             try:

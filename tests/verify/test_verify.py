@@ -221,6 +221,29 @@ def test_a_jwks_briefly_away_keeps_the_known_keys(jwks: Jwks, signer: SigningKey
         fresh.verify(token)  # never fetched: nothing to trust
 
 
+@pytest.mark.parametrize("body", [b"[]", b"not json", b'{"keys": 7}', b"{" + b" " * 300_000 + b"}"])
+def test_a_jwks_that_is_no_jwks_is_refused_cleanly(signer: SigningKey, body: bytes) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check = Verifier(f"http://127.0.0.1:{server.server_address[1]}/jwks", audience=HOST, issuer=HOST)
+        with pytest.raises(InvalidAssertion, match="JWKS could not be fetched"):
+            check.verify(sign(signer, claims()))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_asgi_middleware(jwks: Jwks, signer: SigningKey) -> None:
     seen: list[Identity] = []
 
