@@ -222,7 +222,10 @@ async def _signed_sign_out(ctx: Context, own: Session | None) -> Response:
     state = ""
     back = signed.extra.get("pomerium_back")
     if back and target == _after_sign_out(rt) and not rt.config.signout_redirect_url:
-        state = _way_back(rt, back, ctx.now)
+        try:
+            state = _way_back(rt, back, ctx.now)
+        except BadRequest:
+            state = ""  # the route left the config since the link was signed: sign out, without a way back
     if own is None and not ending:
         return redirect(_with_state(target, state))  # nothing to end (no session on the route host): no IdP sign-out
     if own is not None and own.id != named:

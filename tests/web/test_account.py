@@ -386,3 +386,16 @@ async def test_claims_utf8_cannot_carry_still_show_the_user_page(web: Web) -> No
         claims = await client.get(f"{APP}/.pomerium/user", headers={"cookie": f"_pomerium={token}"})
     assert page.status_code == 200 and "eng?" in page.text and "Ann?" in page.text
     assert claims.status_code == 200 and claims.json()["groups"] == ["eng\ud800"]
+
+
+async def test_a_way_back_to_a_route_no_longer_configured_does_not_stop_the_sign_out(web: Web) -> None:
+    token = web.seed("app.localhost")
+    own = _own_cookie(web, token)
+    session_id = web.rt.codec.open(token, "app.localhost", web.clock()).session_id
+    extra = {"pomerium_session": web.rt.signout.seal(SignOutLink(session_id).to_wire()),
+             "pomerium_back": "http://removed.localhost:8080/"}  # fmt: skip
+    link = signed_url.sign(web.rt.url_key, SIGN_OUT, SIGNED_OUT, web.clock(), extra)
+    async with web.client() as client:
+        done = await client.get(path_of(link), headers={"cookie": f"_pomerium_authenticate={own}"})
+    assert done.status_code == 302 and "state" not in parse_qs(urlsplit(done.headers["location"]).query)
+    assert not _alive(web, token)
