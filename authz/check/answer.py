@@ -6,6 +6,7 @@ Signing and rendering live here, after the decision, so the decision stays pure 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,8 +101,6 @@ def error(
         headers.append(("x-request-id", req.request_id))
     if fmt is Format.HTML:
         headers += PAGE_HEADERS
-    if req.scheme == "https":  # browsers ignore it over plain HTTP (RFC 6797 §8.1)
-        headers.append(HSTS)
     if fmt is Format.GRPC:
         headers += [
             ("grpc-status", str(GRPC_STATUS.get(status, 2))),
@@ -163,7 +162,6 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
         ("content-type", "text/html; charset=utf-8"),
         ("cache-control", "no-store"),
         *PAGE_HEADERS,
-        *((HSTS,) if req.scheme == "https" else ()),
         *(("set-cookie", line) for line in set_cookies),
     )
     return Answer(False, 302, reasons, headers, (), body, route.id)
@@ -327,7 +325,15 @@ def answer(rt: Runtime, facts: Facts, outcome: Outcome, now: float) -> Answer:
     """The answer for a decided outcome; `now` stamps the assertion and the sign-in link."""
     route = facts.route
     if route is None or outcome.action is _DENY:
-        return _deny(rt, route, facts, outcome)
+        return _own_page(rt, _deny(rt, route, facts, outcome))
     if outcome.action is _LOGIN:
-        return _login(rt, route, facts, now)
+        return _own_page(rt, _login(rt, route, facts, now))
     return _allow(rt, route, facts, outcome, now)
+
+
+def _own_page(rt: Runtime, page: Answer) -> Answer:
+    """A denial is authz's own page: over a TLS listener (the config's, never the request's scheme)
+    it asks browsers for HTTPS for a year (HSTS, for this host only)."""
+    if rt.config.insecure_server:
+        return page
+    return dataclasses.replace(page, headers=(*page.headers, HSTS))
