@@ -36,50 +36,46 @@ log = logging.getLogger("authz.jit")
 SCHEMA = 1
 _BATCH = 500
 
-_INDEX = """
-local function index(status, id, expires)
+# KEYS: g, gp, ga, gexp, gh, gr, gout, gdue, gall, channel
+# ARGV: grant JSON, id, status, expires_at, record, delivery id, delivery JSON, next_at, created_at, message
+# `write` stores the grant, keeps its indexes (one pending request per route and user; the active
+# set and the expiry order), appends its audit record, queues its notification once, and publishes.
+_WRITE = """
+local function write()
+  local id, status = ARGV[2], ARGV[3]
+  redis.call('SET', KEYS[1], ARGV[1])
   if status ~= 'pending' and redis.call('GET', KEYS[2]) == id then redis.call('DEL', KEYS[2]) end
   if status == 'active' then
     redis.call('SADD', KEYS[3], id)
-    redis.call('ZADD', KEYS[4], expires, id)
+    redis.call('ZADD', KEYS[4], ARGV[4], id)
   else
     redis.call('SREM', KEYS[3], id)
     redis.call('ZREM', KEYS[4], id)
   end
-end
-local function record(rec, delivery_id, delivery, next_at)
-  redis.call('RPUSH', KEYS[5], rec)
-  redis.call('LPUSH', KEYS[6], rec)
-  if delivery_id ~= '' and redis.call('HSETNX', KEYS[7], delivery_id, delivery) == 1 then
-    redis.call('ZADD', KEYS[8], next_at, delivery_id)
+  redis.call('RPUSH', KEYS[5], ARGV[5])
+  redis.call('LPUSH', KEYS[6], ARGV[5])
+  if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[7], ARGV[6], ARGV[7]) == 1 then
+    redis.call('ZADD', KEYS[8], ARGV[8], ARGV[6])
   end
+  redis.call('PUBLISH', KEYS[10], ARGV[10])
+  return 1
 end
 """
-# KEYS: g, gp, ga, gexp, gh, gr, gout, gdue, gall, channel
-# ARGV: grant JSON, id, status, expires_at, record, delivery id, delivery JSON, next_at, created_at, message
 _ADD = (
-    _INDEX
+    _WRITE
     + """
 if ARGV[3] == 'pending' and redis.call('SET', KEYS[2], ARGV[2], 'NX') == false then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[9], ARGV[9], ARGV[2])
-index(ARGV[3], ARGV[2], ARGV[4])
-record(ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-redis.call('PUBLISH', KEYS[10], ARGV[10])
-return 1
+return write()
 """
 )
-# KEYS as _ADD; ARGV as _ADD, then the expected status
+# KEYS and ARGV as _ADD's, then the status the stored grant must still have
 _CHANGE = (
-    _INDEX
+    _WRITE
     + """
 local stored = redis.call('GET', KEYS[1])
 if not stored or cjson.decode(stored)['status'] ~= ARGV[11] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-index(ARGV[3], ARGV[2], ARGV[4])
-record(ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-redis.call('PUBLISH', KEYS[10], ARGV[10])
-return 1
+return write()
 """
 )
 # KEYS: lease; ARGV: owner, until, now
