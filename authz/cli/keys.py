@@ -31,20 +31,16 @@ from authz.signing.keys import SigningKey, generate_p256_pem, generate_rsa_pem, 
 LIFETIME_WAIT = "300 s (the assertion lifetime) plus your verifiers' leeway"
 
 
-def _file(config_path: str) -> Path | None:
-    """The signing key file a config names, or None (with the reason on stderr)."""
-    import yaml
-
-    data = yaml.safe_load(Path(config_path).read_text())
-    name = data.get("signing_key_file") if isinstance(data, dict) else None
-    if not isinstance(name, str) or not name:
+def _file(config: Config) -> Path | None:
+    """The signing key file the config names, or None with the reason on stderr."""
+    if config.signing_key_file is None:
         print(
             "the signing keys are inline (signing_key): move them to a file named by signing_key_file,"
             " which these commands edit and authz reloads",
             file=sys.stderr,
         )
         return None
-    return Path(config_path).parent / name
+    return Path(config.signing_key_file)
 
 
 def _pem(key: SigningKey) -> bytes:
@@ -76,7 +72,7 @@ def _find(keys: tuple[SigningKey, ...], kid: str) -> SigningKey | None:
 
 
 def run(config_path: str, config: Config, command: str, kid: str | None, rsa: bool) -> int:
-    path = _file(config_path)
+    path = _file(config)
     if path is None:
         return 1
     keys = load_signing_keys(path.read_text())

@@ -608,6 +608,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         cookie_same_site=same_site,
         cookie_expire=node.duration("cookie_expire", 14 * 3600.0),
         signing_keys=_signing_keys(node, read),
+        signing_key_file=str(base / name) if isinstance(name := node.raw("signing_key_file"), str) else None,
         jwt_claims_headers=_claims_headers(node),
         jwt_issuer_format=IssuerFormat(issuer),
         pass_identity_headers=pass_identity,

@@ -282,6 +282,7 @@ class Config:
     # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
     envoy_config_dir: str | None = None
     files: tuple[str, ...] = ()  # the files the config named and authz read (secrets, keys)
+    signing_key_file: str | None = None  # where signing_key_file points (`authz keys` edits it); None: inline
     from_env: tuple[tuple[str, str], ...] = ()  # (key, environment variable) for each key set from the environment
     digest: str = ""  # SHA-256 of the config's text and of those files: which config is in force
 

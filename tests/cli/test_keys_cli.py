@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authz.config import load_config
 from authz.signing.assertion import sign
+from authz.signing.keys import generate_p256_pem
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,3 +53,18 @@ def test_jwks_prints_what_the_sidecar_publishes_and_pems_verify(write_config: Ca
 def test_version() -> None:
     out = cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("authz ") and out.stdout.split()[1][0].isdigit()
+
+
+def test_keys_edits_the_file_the_config_names_from_the_environment_too(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    keys = tmp_path / "from-env.pem"
+    keys.write_bytes(generate_p256_pem())
+    path = write_config(signing_key=None)
+    env = {**os.environ, "SIGNING_KEY_FILE": str(keys)}
+    added = subprocess.run([sys.executable, "-m", "authz", "keys", "add", "-c", str(path)],
+                           capture_output=True, text=True, check=False, env=env)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert keys.read_text().count("BEGIN PRIVATE KEY") == 2 and keys.stat().st_mode & 0o077 == 0
+    inline = cli("keys", "add", "-c", str(write_config()))
+    assert inline.returncode == 1 and "inline" in inline.stderr
