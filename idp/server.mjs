@@ -1,14 +1,18 @@
 // A local OpenID Connect provider for authz's tests and `authz dev`, built on oidc-provider.
-// Configured by one JSON document in the IDP_CONFIG environment variable:
-//   { "port": 0, "issuer": "http://localhost:PORT", "client_id": "...", "client_secret": "...",
-//     "redirect_uris": [...], "post_logout_redirect_uris": [...],
+// Configured by one JSON document in the IDP_CONFIG environment variable, or in the file that
+// IDP_CONFIG_FILE names (the compose stack's, which holds the client secret):
+//   { "port": 0, "host": "127.0.0.1", "issuer": "http://localhost:PORT", "proxy": false,
+//     "client_id": "...", "client_secret": "...", "redirect_uris": [...], "post_logout_redirect_uris": [...],
 //     "ttl": { "AccessToken": 60, "IdToken": 60, "RefreshToken": 3600 } }
+// `proxy: true` behind a TLS proxy (Envoy in compose.yaml): the scheme comes from X-Forwarded-Proto.
 // Prints one line `{"ready": true, "port": N, "issuer": "..."}` on stdout once it listens.
 // Users sign in on the development login form with their user name; any password is accepted.
+import { readFileSync } from 'node:fs';
 import { generateKeyPair, exportJWK } from 'jose';
 import Provider from 'oidc-provider';
 
-const settings = JSON.parse(process.env.IDP_CONFIG || '{}');
+const file = process.env.IDP_CONFIG_FILE;
+const settings = JSON.parse(file ? readFileSync(file, 'utf8') : (process.env.IDP_CONFIG || '{}'));
 const port = Number(settings.port ?? 0);
 
 const USERS = {
@@ -95,6 +99,7 @@ i.type='hidden';i.name='logout';i.value='yes';f.appendChild(i);f.submit();</scri
 
 const issuer = settings.issuer || `http://localhost:${port}`;
 const provider = new Provider(issuer, configuration);
+provider.proxy = Boolean(settings.proxy);
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
 // The login form names the demo accounts (those `authz dev` prints), so nobody has to guess them.
@@ -107,7 +112,7 @@ provider.use(async (ctx, next) => {
   }
 });
 
-const server = provider.listen(port, '127.0.0.1', () => {
+const server = provider.listen(port, settings.host || '127.0.0.1', () => {
   const actual = server.address().port;
   console.log(JSON.stringify({ ready: true, port: actual, issuer }));
 });
