@@ -239,3 +239,14 @@ def test_the_idp_behind_envoy_is_one_issuer_by_its_public_name(stack: Compose) -
     assert document["issuer"] == issuer
     for endpoint in ("authorization_endpoint", "token_endpoint", "jwks_uri", "end_session_endpoint"):
         assert urlsplit(document[endpoint])[:2] == urlsplit(issuer)[:2], endpoint
+
+
+def test_the_guides_curl_checks(stack: Compose) -> None:
+    """docs/secure-grafana.md, steps 2 and 3: the JWKS by curl, and Grafana's host without a session."""
+    with stack.browser() as client:
+        client.headers["accept"] = "*/*"  # curl's
+        keys = client.get(_jwks_url()).json()["keys"]
+        unsigned = client.head(f"https://grafana.localhost:{EDGE}/", follow_redirects=False)
+    assert [(k["kty"], k["alg"]) for k in keys] == [("EC", "ES256")]
+    assert unsigned.status_code == 302
+    assert unsigned.headers["location"].startswith(f"https://authenticate.localhost:{EDGE}/")
