@@ -64,12 +64,17 @@ def test_docker_compose_validates_the_file() -> None:
 def test_services_and_the_networks_each_joins() -> None:
     file = compose()
     assert set(file["services"]) == SERVICES
-    assert set(file["networks"]) == {"edge", "control", "apps", "metrics"}
+    internal = {"control", "grafana", "idp", "metrics", "dashboards"}
+    assert set(file["networks"]) == {"edge", *internal}
     assert not file["networks"]["edge"].get("internal")  # the published port lives here
-    assert all(file["networks"][n]["internal"] for n in ("control", "apps", "metrics"))
+    assert all(file["networks"][n]["internal"] for n in internal)
     assert _members("edge") == {"envoy"}
     assert _members("control") == {"envoy", "authz"}
-    assert _members("apps") == {"envoy", "idp", "grafana", "prometheus"}
+    # Grafana shares a network with Envoy and its data source only: nothing else reaches it.
+    assert _members("grafana") == {"envoy", "grafana"}
+    assert _networks(file["services"]["grafana"]) == {"grafana", "dashboards"}
+    assert _members("dashboards") == {"grafana", "prometheus"}
+    assert _members("idp") == {"envoy", "idp"}
     assert _members("metrics") == {"authz", "prometheus"}
     assert file["services"]["setup"]["network_mode"] == "none"
 
@@ -92,7 +97,7 @@ def test_grafana_reads_the_header_authz_sets_and_its_jwks_over_tls_by_the_route_
     assert jwks.path == "/.well-known/pomerium/jwks.json"
     assert env["GF_AUTH_JWT_TLS_CLIENT_CA"] == f"{STATE}/public/ca.pem"
     # Grafana reaches that host through Envoy, on the network it shares with Envoy.
-    assert host in compose()["services"]["envoy"]["networks"]["apps"]["aliases"]
+    assert host in compose()["services"]["envoy"]["networks"]["grafana"]["aliases"]
     # iss and aud are the route's host (jwt_issuer_format's default), as authz signs them.
     assert "jwt_issuer_format" not in route
     assert json.loads(env["GF_AUTH_JWT_EXPECT_CLAIMS"]) == {"iss": host, "aud": host}
@@ -142,10 +147,12 @@ def test_every_service_waits_for_setup_and_authz_runs_locked_down() -> None:
         assert services[name]["depends_on"]["setup"] == {"condition": "service_completed_successfully"}
     authz = services["authz"]
     assert authz["image"] == services["setup"]["image"] and "user" not in authz  # the image's uid 10001
+    assert "USER 10001:10001" in (ROOT / "Dockerfile").read_text().splitlines()
+    assert "USER node" in (ROOT / "idp/Dockerfile").read_text().splitlines()  # uid 1000 in the node image
     assert authz["read_only"] is True and authz["cap_drop"] == ["ALL"]
     assert f"state:{STATE}:ro" in authz["volumes"]
     assert authz["command"] == ["-c", "/config/authz.yaml"]
-    assert "./deploy/compose/authz.yaml:/config/authz.yaml:ro" in authz["volumes"]
+    assert "./deploy/compose/authz.yaml:/config/authz.yaml:ro,z" in authz["volumes"]
     assert services["envoy"]["depends_on"]["authz"] == {"condition": "service_healthy"}
 
 
@@ -154,7 +161,8 @@ def test_the_dashboard_and_prometheus_are_provisioned() -> None:
     mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in grafana["volumes"])
     assert json.loads((ROOT / "grafana/authz-dashboard.json").read_text())["uid"] == "authz-overview"
     provisioning = ROOT / "deploy/compose/grafana/provisioning"
-    assert mounts["./deploy/compose/grafana/provisioning"] == "/etc/grafana/provisioning"
+    for kind in ("dashboards", "datasources"):
+        assert mounts[f"./deploy/compose/grafana/provisioning/{kind}"] == f"/etc/grafana/provisioning/{kind}"
     dashboards = (provisioning / "dashboards/authz.yaml").read_text()
     assert str(Path(mounts["./grafana/authz-dashboard.json"]).parent) in dashboards
     prometheus = (ROOT / "deploy/compose/prometheus.yml").read_text()

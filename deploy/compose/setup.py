@@ -8,8 +8,9 @@ Each reader gets its own folder, owned by the user its image runs as, so no cont
 another's keys:
 
     authz/       10001 (authz)       secrets, signing key, authz's mutual-TLS certificate
-    envoy/       101 (envoy), group 10001   envoy.yaml, the edge's and Envoy's client certificate
-                                     (authz reads them too: it checks the edge's key at load)
+    envoy/       101 (envoy), group 10001   envoy.yaml, the edge's and Envoy's client certificate;
+                                     authz may read the edge's (it checks that key at load) and
+                                     nothing else there
     idp/         1000 (node)         the development IdP's settings and client secret
     prometheus/  65534 (nobody)      the metrics password
     public/      everyone            the CA, and the CA with the system's (SSL_CERT_FILE for authz)
@@ -91,7 +92,7 @@ def _certificates(state: Path, config: dict[str, Any]) -> None:
     _write(state, "envoy/server.pem", edge.cert_pem, 0o640)
     _write(state, "envoy/server.key", edge.key_pem)
     _write(state, "envoy/envoy.pem", envoy.cert_pem, 0o640)
-    _write(state, "envoy/envoy.key", envoy.key_pem)
+    _write(state, "envoy/envoy.key", envoy.key_pem, 0o600)  # Envoy's alone
     _write(state, "authz/authz.pem", own.cert_pem, PUBLIC)
     _write(state, "authz/authz.key", own.key_pem)
     system = SYSTEM_CAS.read_bytes() if SYSTEM_CAS.exists() else b""
@@ -133,7 +134,7 @@ def _envoy_config(state: Path, config_path: Path) -> None:
     )
     if result.returncode != 0:
         raise SystemExit(f"setup: authz envoy-config failed:\n{result.stderr}")
-    _write(state, "envoy/envoy.yaml", result.stdout, 0o640)
+    _write(state, "envoy/envoy.yaml", result.stdout, 0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
