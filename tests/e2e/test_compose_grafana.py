@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -72,6 +73,7 @@ class Compose:
     state: Path
     edge_port: int
     upstream: Recorder
+    http_port: int
 
     def browser(self) -> httpx2.Client:
         return httpx2.Client(
@@ -138,7 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
         health.load_cert_chain(state / "authz/authz.pem", state / "authz/authz.key")
         processes.append(start_authz(config_path, http_port, tmp, tls=health))
         processes.append(start_envoy(tmp / "envoy.yaml", admin_port, tmp))
-        running = Compose(state, envoy_port, upstream)
+        running = Compose(state, envoy_port, upstream, http_port)
         with running.browser() as browser:
             jwks = _jwks_url()
             wait_until(lambda: browser.get(jwks).status_code == 200, 15, "the JWKS through Envoy")
@@ -250,3 +252,23 @@ def test_the_guides_curl_checks(stack: Compose) -> None:
     assert [(k["kty"], k["alg"]) for k in keys] == [("EC", "ES256")]
     assert unsigned.status_code == 302
     assert unsigned.headers["location"].startswith(f"https://authenticate.localhost:{EDGE}/")
+
+
+def test_composes_healthcheck_command_passes_against_authz(stack: Compose, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The healthcheck text of compose.yaml itself, run here: `authz` is this authz's sidecar (by
+    name, so the certificate's name is checked), the state volume is the setup's folder."""
+    test = compose()["services"]["authz"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    code = test[3].replace("/etc/authz/", f"{stack.state}/")
+    resolve = socket.getaddrinfo
+
+    def names(host: str, port: object, *args: Any, **kwargs: Any) -> Any:
+        if (host, port) == ("authz", 9192):
+            return resolve("127.0.0.1", stack.http_port, *args, **kwargs)
+        return resolve(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", names)
+    exec(compile(code, "compose-healthcheck", "exec"), {})  # noqa: S102 - our own compose file's text
+    broken = code.replace("c.load_cert_chain(", "(lambda *a: None)(")  # without the client certificate
+    with pytest.raises(OSError):
+        exec(compile(broken, "compose-healthcheck", "exec"), {})  # noqa: S102
