@@ -6,7 +6,7 @@ authz on its own (it watches the file; SIGHUP does it at once):
 
 1. `authz keys add -c config.yaml [--rsa]`: a new key goes last: published, not signing.
 2. Wait until every verifier has fetched the JWKS again: authz serves it with `max-age=60`, and
-   some upstreams cache longer (Grafana's `jwk_set_url` keeps keys for its own cache period).
+   some upstreams cache longer (Grafana honours it, capped by its own `cache_ttl`).
    `authz keys promote -c config.yaml KID`: the new key goes first and signs from then on.
 3. Wait out the lifetime of assertions the old key signed (300 s, plus verifiers' leeway).
    `authz keys retire -c config.yaml KID`: the old key leaves the file and the JWKS.
