@@ -28,7 +28,8 @@ from authz.schema.regex import compile_regex
 from authz.signing.keys import SigningKey, load_signing_keys
 
 GLOBAL_KEYS = (
-    "address", "insecure_server", "certificate_file", "key_file", "certificates", "http_redirect_addr",
+    "address", "insecure_server", "certificate_file", "certificate_key_file", "key_file", "certificates",
+    "http_redirect_addr",
     "authenticate_service_url",
     "shared_secret", "shared_secret_file", "cookie_secret", "cookie_secret_file", "cookie_name",
     "cookie_domain", "cookie_secure", "cookie_http_only", "cookie_same_site", "cookie_expire",
@@ -526,9 +527,13 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         return text
 
     insecure = node.flag("insecure_server")
-    cert, key = node.text("certificate_file") or None, node.text("key_file") or None
+    # Pomerium's name for the key is certificate_key_file; key_file is authz's older one.
+    key_name = "certificate_key_file" if node.has("certificate_key_file") else "key_file"
+    if node.has("certificate_key_file") and node.has("key_file"):
+        node.error("key_file", "set either certificate_key_file (Pomerium's name) or key_file, not both")
+    cert, key = node.text("certificate_file") or None, node.text(key_name) or None
     if (cert is None) != (key is None):
-        node.error("certificate_file", "set both certificate_file and key_file")
+        node.error("certificate_file", f"set both certificate_file and {key_name}")
     if not insecure and cert is None and not node.has("certificates"):
         node.error("insecure_server", "no TLS certificate: set certificate_file and key_file (or certificates),"
                    " or insecure_server: true for a plain-HTTP listener")  # fmt: skip
@@ -537,7 +542,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
                    " to use certificate_file or certificates")  # fmt: skip
     for name in (cert, key):
         if name is not None and not (base / name).is_file():
-            node.error("certificate_file" if name == cert else "key_file", f"no such file {name!r}")
+            node.error("certificate_file" if name == cert else key_name, f"no such file {name!r}")
     auth = _host_url(node, "authenticate_service_url", insecure)
     shared = node.secret("shared_secret", read=read)
     cookie = node.secret("cookie_secret", read=read)

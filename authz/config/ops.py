@@ -2,8 +2,9 @@
 
     metrics_address: 127.0.0.1:9090       # off unless set; its own listener, never a route host
     metrics_basic_auth: dXNlcjpwYXNz       # base64 "user:password" (or metrics_basic_auth_file)
-    metrics_certificate_file: metrics.pem  # TLS on the metrics listener (or metrics_certificate,
-    metrics_key_file: metrics.key          #   metrics_key as base64 PEM, as Pomerium)
+    metrics_certificate_file: metrics.pem  # TLS on the metrics listener; metrics_certificate and
+    metrics_certificate_key_file: metrics.key  # metrics_certificate_key take base64 PEM, as Pomerium
+                                           #   (metrics_key(_file): authz's older name)
     metrics_client_ca_file: ca.pem         # and client certificates required, from this CA
     log_format: json                       # or text
     authorize_log_fields: [request-id, envoy-route-id, host, method, path, ip, user, email]
@@ -29,7 +30,8 @@ from authz.schema.reader import Node, describe
 
 OPS_KEYS = (
     "metrics_address", "metrics_basic_auth", "metrics_basic_auth_file", "metrics_certificate",
-    "metrics_certificate_file", "metrics_key", "metrics_key_file", "metrics_client_ca",
+    "metrics_certificate_file", "metrics_certificate_key", "metrics_certificate_key_file", "metrics_key",
+    "metrics_key_file", "metrics_client_ca",
     "metrics_client_ca_file", "log_format", "authorize_log_fields", "authorize_log_sample_rate",
     "authorize_log_rate_limit",
 )  # fmt: skip
@@ -100,7 +102,12 @@ def read_metrics(node: Node, address: Address | None, read: Callable[[str], str]
     if basic is not None and (b":" not in basic or basic.startswith(b":")):
         node.error("metrics_basic_auth", "must be base64 of 'user:password' (value not shown)")
         basic = None
-    certificate, key = read_pem(node, "metrics_certificate", read), read_pem(node, "metrics_key", read)
+    # Pomerium's name for the key is metrics_certificate_key(_file); metrics_key(_file) is authz's older one.
+    pomerium = node.has("metrics_certificate_key") or node.has("metrics_certificate_key_file")
+    if pomerium and (node.has("metrics_key") or node.has("metrics_key_file")):
+        node.error("metrics_key", "set either metrics_certificate_key (Pomerium's name) or metrics_key, not both")
+    key_name = "metrics_certificate_key" if pomerium else "metrics_key"
+    certificate, key = read_pem(node, "metrics_certificate", read), read_pem(node, key_name, read)
     client_ca = read_pem(node, "metrics_client_ca", read)
     if (certificate is None) != (key is None):
         node.error("metrics_certificate", "set both metrics_certificate and metrics_key (or their _file forms)")
