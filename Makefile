@@ -31,29 +31,25 @@ dev: $(STAMP)
 dev-mtls: $(STAMP)
 	$(BIN)/authz dev --mtls
 
-# Debian's chromium for the browser test, where this machine lets us install it (root + apt).
-browser:
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
-		apt-get install -y -q chromium >/dev/null 2>&1; } || \
-		echo "note: could not install chromium: the browser test will be skipped"; fi
+# A Debian package (its command $(1)) for tests that need it, where this machine lets us install it
+# (root + apt); else a note that $(2) will be skipped.
+apt_install = @if ! command -v $(1) >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q $(1) >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	apt-get install -y -q $(1) >/dev/null 2>&1; } || \
+	echo "note: could not install $(1): $(2) will be skipped"; fi
 
-# Debian's redis-server for the Redis store's tests (one per test session), installed the same way.
+# Debian's chromium for the browser tests.
+browser:
+	$(call apt_install,chromium,the browser tests)
+
+# Debian's redis-server for the Redis store's tests (one per test session).
 redis-server:
-	@if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
-		apt-get install -y -q redis-server >/dev/null 2>&1; } || \
-		echo "note: could not install redis-server: the Redis tests will be skipped"; fi
+	$(call apt_install,redis-server,the Redis tests)
 
 # Debian's docker-compose, for its own validation of compose.yaml (no container engine needed).
 docker-compose:
-	@if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q docker-compose >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
-		apt-get install -y -q docker-compose >/dev/null 2>&1; } || \
-		echo "note: could not install docker-compose: its check of compose.yaml will be skipped"; fi
+	$(call apt_install,docker-compose,its check of compose.yaml)
 
 test: $(STAMP) browser redis-server docker-compose
 	$(BIN)/python -W error -c 'import authlib.integrations.httpx_client'
