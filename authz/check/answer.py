@@ -22,7 +22,7 @@ from authz.signing import assertion, signed_url
 from authz.web import binding, cookies, pages
 from authz.web.csrf import form_token
 from authz.web.negotiate import Format, is_browser, response_format
-from authz.web.pages import GRPC_STATUS, HSTS, PAGE_HEADERS
+from authz.web.pages import GRPC_STATUS, HSTS, Theme
 
 _TEMPLATE = re.compile(r"\$\$|\$\{\s*([A-Za-z0-9_.]+)\s*\}|\$([A-Za-z_][A-Za-z0-9_.]*[A-Za-z0-9_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -82,10 +82,11 @@ def error(
     account: str | None = None,
     details: tuple[tuple[str, str], ...] = (),
     access: pages.AccessForm | None = None,
+    theme: Theme,
 ) -> Answer:
-    """A denied answer in the format the client asked for."""
+    """A denied answer in the format the client asked for, an HTML one in the config's `theme`."""
     fmt = response_format(req.headers)
-    content_type, body = pages.error_body(
+    content_type, body = theme.error_body(
         status,
         reasons,
         req.request_id,
@@ -100,7 +101,7 @@ def error(
     if req.request_id:
         headers.append(("x-request-id", req.request_id))
     if fmt is Format.HTML:
-        headers += PAGE_HEADERS
+        headers += theme.headers
     if fmt is Format.GRPC:
         headers += [
             ("grpc-status", str(GRPC_STATUS.get(status, 2))),
@@ -138,7 +139,7 @@ def _conflict(rt: Runtime, route: Route, facts: Facts) -> Answer:
         f" by another site under the same domain. Clear this site's cookies ({facts.request.hostname} and"
         " its parent domains) and sign in again."
     )
-    return error(400, (Reason.BAD_REQUEST,), facts.request, detail=detail, route_id=route.id)
+    return error(400, (Reason.BAD_REQUEST,), facts.request, detail=detail, route_id=route.id, theme=rt.theme)
 
 
 def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
@@ -148,7 +149,7 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
     # Programs get a 401 they can act on; only a browser can follow a redirect to a login page.
     if not is_browser(req.headers, session_header=creds.from_header):
         url = signed_url.sign(rt.url_key, rt.sign_in_endpoint, target, now)
-        return error(401, reasons, req, sign_in_url=url, route_id=route.id)
+        return error(401, reasons, req, sign_in_url=url, route_id=route.id, theme=rt.theme)
     if facts.conflict and creds.conflict_marked:
         return _conflict(rt, route, facts)
     bound, set_cookies = binding.begin(rt.cookies, now, creds.bindings)
@@ -156,12 +157,12 @@ def _login(rt: Runtime, route: Route, facts: Facts, now: float) -> Answer:
     if facts.conflict:
         set_cookies += _conflict_deletions(rt, req)
         set_cookies.append(cookies.binding_cookie(rt.cookies, rt.cookies.conflict, "1", binding.LIFETIME))
-    _, body = pages.error_body(302, (), req.request_id, Format.HTML, sign_in_url=url)
+    _, body = rt.theme.error_body(302, (), req.request_id, Format.HTML, sign_in_url=url)
     headers = (
         ("location", url),
         ("content-type", "text/html; charset=utf-8"),
         ("cache-control", "no-store"),
-        *PAGE_HEADERS,
+        *rt.theme.headers,
         *(("set-cookie", line) for line in set_cookies),
     )
     return Answer(False, 302, reasons, headers, (), body, route.id)
@@ -297,7 +298,8 @@ def _deny(rt: Runtime, route: Route | None, facts: Facts, outcome: Outcome) -> A
     user = session.user_id if session else ""
     account = (session.email or session.user_id) if session else None
     if route is None:
-        return error(outcome.status, outcome.reasons, facts.request, route_id=facts.request.route_id)
+        reasons, route_id = outcome.reasons, facts.request.route_id
+        return error(outcome.status, reasons, facts.request, route_id=route_id, theme=rt.theme)
     details = error_details(route, facts, outcome) if route.show_error_details else ()
     detail = facts.refusal or None
     if outcome.status == 495 and facts.certificate is not None:
@@ -318,6 +320,7 @@ def _deny(rt: Runtime, route: Route | None, facts: Facts, outcome: Outcome) -> A
         account=account,
         details=details,
         access=access_form(rt, route, facts, outcome),
+        theme=rt.theme,
     )
 
 

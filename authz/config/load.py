@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from authz.config.branding import BRANDING_KEYS, read_branding
 from authz.config.internal import INTERNAL_KEYS, read_authorize_urls, read_internal_tls
 from authz.config.jit import read_jit
 from authz.config.model import Address, Config, IdentityProvider, IssuerFormat, Route, Secret, Upstream
@@ -41,7 +42,7 @@ GLOBAL_KEYS = (
     "jwt_groups_filter", "allow_unverified_email", "idp_disable_pkce", "session_cache_ttl", "workers",
     "ext_authz_transport", "route_matching", "xff_num_trusted_hops", "use_proxy_protocol", "envoy_config_dir",
     "downstream_mtls",
-    *OPS_KEYS, *INTERNAL_KEYS, *STORE_KEYS,
+    *OPS_KEYS, *INTERNAL_KEYS, *STORE_KEYS, *BRANDING_KEYS,
 )  # fmt: skip
 GLOBAL_LATER: dict[str, str] = {}
 _STORE = "authz keeps sessions in session_store: sqlite:///path on one host, redis://host for replicas"
@@ -653,6 +654,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         internal_tls=read_internal_tls(node, config, base, read, warnings),
         downstream_mtls=read_downstream_mtls(node, not insecure, base, read, warnings),
         logs=read_log_settings(node, warnings),
+        branding=read_branding(node),
         warnings=tuple(warnings),
     )
     hops = node.integer("xff_num_trusted_hops", 0)

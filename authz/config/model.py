@@ -219,6 +219,18 @@ class RedisSettings:
     timeout: float = 1.0  # seconds a Redis call may take before Redis counts as down
 
 
+@dataclass(frozen=True, slots=True)
+class Branding:
+    """How authz's own pages look (authz/config/branding.py): the defaults are authz's plain pages."""
+
+    name: str = "authz"  # shown above every page's heading and in its title
+    logo_url: str = ""  # an image shown beside the name (https, or http on loopback)
+    favicon_url: str = ""
+    primary_color: str = ""  # "#rrggbb": buttons and the card's top edge
+    secondary_color: str = ""  # "#rrggbb": links
+    error_message_first_paragraph: str = ""  # plain text opening every error page
+
+
 MAX_WORKERS = 64
 
 
@@ -279,6 +291,7 @@ class Config:
     # and its sidecar on http_address's port); empty: grpc_address's host, this replica alone.
     authorize_service_urls: tuple[Address, ...] = ()
     logs: LogSettings = LogSettings()
+    branding: Branding = Branding()
     # authz's own: `authz serve` writes Envoy's routes.yaml and clusters.yaml here (authz/envoy/files.py)
     envoy_config_dir: str | None = None
     files: tuple[str, ...] = ()  # the files the config named and authz read (secrets, keys)

@@ -296,14 +296,13 @@ class HttpCheckServer:
         try:
             req = request_context(method, target, pairs)
         except RequestError as exc:
-            req = fallback_request(method, pairs)
-            return self.core.observe(
-                self.holder.current, req, error(exc.status, (exc.reason,), req, detail=exc.detail), now
-            )
+            req, rt = fallback_request(method, pairs), self.holder.current
+            answer = error(exc.status, (exc.reason,), req, detail=exc.detail, theme=rt.theme)
+            return self.core.observe(rt, req, answer, now)
         except Exception:
             log.exception("could not read the check request; answering 503")
-            req = fallback_request(method, pairs)
-            return self.core.observe(self.holder.current, req, error(503, (Reason.INTERNAL_ERROR,), req), now)
+            req, rt = fallback_request(method, pairs), self.holder.current
+            return self.core.observe(rt, req, error(503, (Reason.INTERNAL_ERROR,), req, theme=rt.theme), now)
         return self.core.check(req, now)
 
     @property

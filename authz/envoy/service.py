@@ -45,12 +45,12 @@ class Authorization(pb_grpc.AuthorizationServicer):
         try:
             req = adapter.to_request(request)
         except RequestError as exc:
-            req = adapter.fallback_request(request)
-            return self.observe(self.holder.current, req, error(exc.status, (exc.reason,), req, detail=exc.detail), now)
+            req, rt = adapter.fallback_request(request), self.holder.current
+            return self.observe(rt, req, error(exc.status, (exc.reason,), req, detail=exc.detail, theme=rt.theme), now)
         except Exception:
             log.exception("could not read the check request; answering 503")
-            req = adapter.fallback_request(request)
-            return self.observe(self.holder.current, req, error(503, (Reason.INTERNAL_ERROR,), req), now)
+            req, rt = adapter.fallback_request(request), self.holder.current
+            return self.observe(rt, req, error(503, (Reason.INTERNAL_ERROR,), req, theme=rt.theme), now)
         return self.check(req, now)
 
     def check(self, req: RequestContext, now: float) -> Answer | Pending:
@@ -60,10 +60,10 @@ class Authorization(pb_grpc.AuthorizationServicer):
             result = run.begin(rt, req, now)
         except StoreUnavailable:  # logged once by the store when it went down
             rt.metrics.store_error("session")
-            result = error(503, (Reason.STORE_UNAVAILABLE,), req)
+            result = error(503, (Reason.STORE_UNAVAILABLE,), req, theme=rt.theme)
         except Exception:
             log.exception("check failed; answering 503", extra={"fields": {"request_id": req.request_id}})
-            result = error(503, (Reason.INTERNAL_ERROR,), req)
+            result = error(503, (Reason.INTERNAL_ERROR,), req, theme=rt.theme)
         return result if isinstance(result, Pending) else self.observe(rt, req, result, now)
 
     def finish(self, pending: Pending) -> Answer:
@@ -72,11 +72,11 @@ class Authorization(pb_grpc.AuthorizationServicer):
             result = run.finish(pending)
         except StoreUnavailable:
             pending.rt.metrics.store_error("session")
-            result = error(503, (Reason.STORE_UNAVAILABLE,), pending.request)
+            result = error(503, (Reason.STORE_UNAVAILABLE,), pending.request, theme=pending.rt.theme)
         except Exception:
             pending.rt.metrics.store_error("session")  # finishing is the store read
             log.exception("check failed; answering 503", extra={"fields": {"request_id": pending.request.request_id}})
-            result = error(503, (Reason.INTERNAL_ERROR,), pending.request)
+            result = error(503, (Reason.INTERNAL_ERROR,), pending.request, theme=pending.rt.theme)
         return self.observe(pending.rt, pending.request, result, pending.now)
 
     @staticmethod
@@ -100,14 +100,14 @@ class Authorization(pb_grpc.AuthorizationServicer):
         result = self.begin(request, now)
         return self.finish(result) if isinstance(result, Pending) else result
 
-    @staticmethod
-    def respond(request: pb.CheckRequest, answer: Answer) -> pb.CheckResponse:
+    def respond(self, request: pb.CheckRequest, answer: Answer) -> pb.CheckResponse:
         """The CheckResponse for an answer; one that cannot be encoded is a plain 503 instead."""
         try:
             return adapter.to_response(answer)
         except Exception:
             log.exception("could not encode the check response; answering 503")
-            return adapter.to_response(error(503, (Reason.INTERNAL_ERROR,), adapter.fallback_request(request)))
+            req, theme = adapter.fallback_request(request), self.holder.current.theme
+            return adapter.to_response(error(503, (Reason.INTERNAL_ERROR,), req, theme=theme))
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         if self.pin is not None and not carries(grpc_sans(context), self.pin):

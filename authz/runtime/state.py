@@ -28,6 +28,8 @@ from authz.sessions.sealing import Sealer, derive_key
 from authz.sessions.session import Session, SessionHandle
 from authz.sessions.stores import SessionStore, open_store
 from authz.web.cookies import CookieNames
+from authz.web.pages import DEFAULT as PLAIN_THEME
+from authz.web.pages import Theme, theme
 
 _STRIPPED = frozenset(STRIPPED_REQUEST_HEADERS)
 
@@ -83,6 +85,7 @@ class Runtime:
     metrics: Recorder = NO_METRICS  # the process's metrics (they outlive a reload's Runtime)
     decisions: DecisionLog | None = None  # None: built by `build` (a Runtime made by hand logs nothing)
     client_certs: ClientCertificates | None = None  # downstream_mtls: verifies presented chains
+    theme: Theme = PLAIN_THEME  # how authz's pages look: `branding`, and the pages' CSP
 
     @classmethod
     def build(
@@ -144,6 +147,7 @@ class Runtime:
             metrics=metrics,
             decisions=DecisionLog(config.logs, metrics),
             client_certs=ClientCertificates(config.downstream_mtls) if config.downstream_mtls else None,
+            theme=theme(config.branding),
         )
 
     @property

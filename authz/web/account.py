@@ -40,21 +40,16 @@ from authz.runtime.state import Runtime
 from authz.sessions.payloads import SignOutLink
 from authz.sessions.session import Session
 from authz.signing import signed_url
-from authz.web import cookies, pages
+from authz.web import cookies
 from authz.web.context import Context, context
 from authz.web.csrf import form_token, token_matches
 from authz.web.login import authenticate_session, check_target, query_param, route_session, sign_in_from_route_host
-from authz.web.negotiate import response_format
-from authz.web.responses import NO_STORE, redirect, respond
+from authz.web.responses import NO_STORE, page, redirect, refusal, respond
 
 log = logging.getLogger("authz.web.account")
 
 _TOKEN_FIELD = "csrf_token"  # noqa: S105 - a form field name, not a secret
 _REDIRECT_FIELD = "pomerium_redirect_uri"
-
-
-def _page(template: str, heading: str, **values: object) -> Response:
-    return respond(200, pages.account_page(template, heading, **values), [("content-type", pages.HTML), NO_STORE])
 
 
 def _sign_out_endpoint(rt: Runtime) -> str:
@@ -97,9 +92,9 @@ async def _asked(request: Request, ctx: Context) -> tuple[str, str | None]:
     return one(_TOKEN_FIELD) or "", one(_REDIRECT_FIELD)
 
 
-def _confirm(host: str, token: str, wanted: str | None) -> Response:
+def _confirm(rt: Runtime, host: str, token: str, wanted: str | None) -> Response:
     """The confirmation page: a form POSTing back to this host's sign-out."""
-    return _page("sign_out", "Sign out", host=host, token=token, redirect=wanted or "")
+    return page(rt.theme, "sign_out", "Sign out", host=host, token=token, redirect=wanted or "")
 
 
 def _refused(ctx: Context) -> Response:
@@ -108,11 +103,7 @@ def _refused(ctx: Context) -> Response:
         "This sign-out request did not come from this site's sign-out page, so nothing was changed."
         " To sign out, open /.pomerium/sign_out and confirm there."
     )
-    request_id = ctx.headers.get("x-request-id", "")
-    content_type, body = pages.error_body(
-        403, (Reason.BAD_REQUEST,), request_id, response_format(ctx.headers), detail=detail
-    )
-    return respond(403, body, [("content-type", content_type), NO_STORE])
+    return refusal(ctx.rt.theme, 403, (Reason.BAD_REQUEST,), ctx.headers, detail)
 
 
 # -- route hosts ----------------------------------------------------------------------------------
@@ -132,7 +123,7 @@ async def user_page(request: Request) -> Response:
         ("Groups", ", ".join(session.groups) or "none"),
         ("Session expires", expires),
     ]
-    return _page("user", "Signed in", rows=rows, token=sign_out_token(ctx.rt, ctx.hostname, session.id))
+    return page(ctx.rt.theme, "user", "Signed in", rows=rows, token=sign_out_token(ctx.rt, ctx.hostname, session.id))
 
 
 async def user_json(request: Request) -> Response:
@@ -167,7 +158,7 @@ async def route_sign_out(request: Request) -> Response:
     token, wanted = await _asked(request, ctx)
     target = _landing(rt, wanted)
     if request.method != "POST":
-        return _confirm(ctx.hostname, sign_out_token(rt, ctx.hostname, session.id) if session else "", wanted)
+        return _confirm(rt, ctx.hostname, sign_out_token(rt, ctx.hostname, session.id) if session else "", wanted)
     if session is not None and not _token_matches(rt, ctx.hostname, session.id, token):
         return _refused(ctx)
     # Without a session here there is nothing to protect: the link names none, and the
@@ -193,7 +184,7 @@ async def sign_out(request: Request) -> Response:
     target = _landing(rt, wanted)
     host = rt.config.authenticate_host
     if request.method != "POST":
-        return _confirm(host, sign_out_token(rt, host, own.id) if own else "", wanted)
+        return _confirm(rt, host, sign_out_token(rt, host, own.id) if own else "", wanted)
     if own is None:
         # Nothing of this browser's to end that this request proves: a cross-site form posts
         # without the Lax cookie, and clearing it or visiting the IdP's logout would sign a
@@ -233,7 +224,7 @@ async def _signed_sign_out(ctx: Context, own: Session | None) -> Response:
         # its holder confirms (a link someone else obtained must not sign a victim out).
         await _end(rt, ending)
         host = rt.config.authenticate_host
-        return _confirm(host, sign_out_token(rt, host, own.id), None if target == _after_sign_out(rt) else target)
+        return _confirm(rt, host, sign_out_token(rt, host, own.id), None if target == _after_sign_out(rt) else target)
     return await _finish(rt, ending, target, state)
 
 
@@ -296,4 +287,4 @@ async def signed_out(request: Request) -> Response:
             check_target(ctx.rt, back)
         except BadRequest:
             back = ""  # an altered, expired or foreign state: the page, without a way back
-    return _page("signed_out", "Signed out", back=back)
+    return page(ctx.rt.theme, "signed_out", "Signed out", back=back)

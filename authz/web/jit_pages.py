@@ -25,27 +25,18 @@ from authz.errors import GrantError, GrantInvalid, GrantNotFound
 from authz.jit import service
 from authz.jit.model import JIT_PAGE, Grant, Status, format_duration
 from authz.runtime.state import host_matches
-from authz.web import pages
 from authz.web.context import Context, context
 from authz.web.csrf import form_token, token_matches
 from authz.web.grants_api import call_request, host_origin
 from authz.web.login import authenticate_session, route_session, sign_in_url
-from authz.web.negotiate import response_format
-from authz.web.responses import NO_STORE, redirect, respond
+from authz.web.responses import NO_STORE, page, redirect, refusal, respond
 
 JIT_DECIDE = "jit-decide"  # the purpose of the approval forms' CSRF token
 _DONE = {"approve": "Approved.", "reject": "Rejected.", "revoke": "Revoked.", "request": "Request sent."}
 
 
-def _page(template: str, heading: str, **values: object) -> Response:
-    return respond(200, pages.account_page(template, heading, **values), [("content-type", pages.HTML), NO_STORE])
-
-
 def _refusal(ctx: Context, status: int, message: str) -> Response:
-    content_type, body = pages.error_body(
-        status, (), ctx.headers.get("x-request-id", ""), response_format(ctx.headers), detail=message
-    )
-    return respond(status, body, [("content-type", content_type), NO_STORE])
+    return refusal(ctx.rt.theme, status, (), ctx.headers, message)
 
 
 def _cross_origin(ctx: Context) -> bool:
@@ -97,7 +88,8 @@ async def request_form(request: Request) -> Response:
     except GrantError as exc:
         return _refusal(ctx, exc.status, exc.message)
     rt.grant_changed(grant)
-    return _page(
+    return page(
+        rt.theme,
         "jit_requested",
         "Access requested",
         route=grant.route,
@@ -136,7 +128,8 @@ async def jit_page(request: Request) -> Response:
             active = await asyncio.to_thread(store.grants, routes=routes, status=Status.ACTIVE, now=now)
             trail = [r.to_json() for r in await asyncio.to_thread(store.trail, routes)]
     notice = _DONE.get(request.query_params.get("done", ""), "")
-    return _page(
+    return page(
+        rt.theme,
         "jit",
         "Just-in-time access",
         notice=notice,

@@ -1,4 +1,4 @@
-"""Two small pure ASGI middlewares around the sidecar app: the request body cap and the fault barrier."""
+"""Small pure ASGI middlewares around the sidecar app: the pages' CSP, the request body cap and the fault barrier."""
 
 from __future__ import annotations
 
@@ -6,9 +6,34 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authz.runtime.holder import RuntimeHolder
 from authz.web.responses import text
 
 log = logging.getLogger("authz.http")
+
+
+class ContentSecurity:
+    """Every answer of the app carries a Content-Security-Policy: the one its page set (a page
+    sends the policy of the look it was rendered in), else the current config's."""
+
+    def __init__(self, app: ASGIApp, holder: RuntimeHolder) -> None:
+        self.app = app
+        self.holder = holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                    headers.append((b"content-security-policy", self.holder.current.theme.csp.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_policy)
 
 
 class BodyLimit:

@@ -1,10 +1,12 @@
 """Error answers people and programs can read: HTML pages and JSON bodies, never a traceback.
 
 Every HTML page is a Jinja2 template under `templates/`, autoescaped: a page template renders the
-content, and `base.html` (the one layout: product name, a card, inline CSS) frames it.
+content, and `base.html` (the one layout: the brand, a card, inline CSS) frames it. A `Theme` is
+the layout in one config's `branding`, with the Content-Security-Policy that admits exactly its
+stylesheet (by hash) and its logo and favicon; the Runtime holds it, and `DEFAULT` is the plain look.
 `error_body` runs on the Check's hot path (every deny and every login redirect), so the
-Environment is built and every template compiled once, at import, and the layout is rendered once
-per heading and kept as the text before and after the content. An error page without one-off
+Environment is built and every template compiled once, at import; a Theme renders the layout once
+per heading and keeps the text before and after the content. An error page without one-off
 content is rendered once per status and reasons with slots for the request id, sign-in link and
 account, split at the slots once, which a call fills in, escaped as autoescaping would: no template runs per request.
 """
@@ -19,10 +21,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup
 
+from authz.config.model import Branding
 from authz.policy.reasons import explain
 from authz.web.negotiate import Format
 
@@ -52,21 +56,12 @@ _ENV.globals.clear()
 _LAYOUT = _ENV.get_template("base.html")
 
 
-def _style_source() -> str:
-    """The CSP source of the layout's one inline stylesheet: its SHA-256, as rendered (no page has
-    any other style, script, image, font or frame)."""
-    rendered = _LAYOUT.render(heading="", content="")
-    css = rendered.split("<style>", 1)[1].split("</style>", 1)[0]
-    return f"'sha256-{base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()}'"
-
-
-# Nothing but that stylesheet loads on authz's pages: no script at all (inline or not), no plugin,
-# no <base>; and no site may frame them (their forms must not be clicked through from under another page).
-CONTENT_SECURITY_POLICY = f"default-src 'none'; style-src {_style_source()}; base-uri 'none'; frame-ancestors 'none'"
-FRAME_DENIED = (("x-frame-options", "DENY"), ("content-security-policy", CONTENT_SECURITY_POLICY))
-# What every page of authz's carries (the sidecar's server adds them to every answer; the Check to
-# its HTML ones): the above, no content sniffing, and no Referer from pages whose URLs carry codes.
-PAGE_HEADERS = (*FRAME_DENIED, ("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"))
+# What every answer of authz's sidecar carries, whatever the config (its server sends them on
+# each), and what the Check adds to its HTML pages: no framing, no content sniffing, and no Referer
+# from pages whose URLs carry codes. The Content-Security-Policy comes with them from the `Theme`.
+STATIC_HEADERS = (
+    ("x-frame-options", "DENY"), ("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"),
+)  # fmt: skip
 # A year, for this host only: includeSubDomains or preload would bind every name under the parent
 # domain, which is not authz's to decide. Sent only where the client's connection was TLS.
 HSTS = ("strict-transport-security", "max-age=31536000")
@@ -116,19 +111,6 @@ def _render(template: Template, values: dict[str, Any]) -> str:
     return "".join(template.root_render_func(_ENV.context_class(_ENV, values, template.name, template.blocks)))
 
 
-@functools.cache
-def _frame(heading: str) -> tuple[str, str]:
-    """The layout before and after the content, for one heading (a handful: one per status and page)."""
-    before, found, after = _render(_LAYOUT, {"heading": heading, "content": _CONTENT}).partition(_CONTENT)
-    assert found, "base.html must show {{ content }}"
-    return before, after
-
-
-def _page(heading: str, template: Template, values: dict[str, Any]) -> str:
-    before, after = _frame(heading)
-    return before + valid_text(_render(template, values)) + after
-
-
 @dataclass(frozen=True, slots=True)
 class AccessForm:
     """The 403 page's request for just-in-time access (a route with `jit`, a signed-in user)."""
@@ -145,53 +127,159 @@ class AccessForm:
                 "max_duration": self.max_duration, "reason_required": self.reason_required}  # fmt: skip
 
 
-def error_body(
-    status: int,
-    reasons: Sequence[str],
-    request_id: str,
-    fmt: Format,
-    *,
-    sign_in_url: str | None = None,
-    detail: str | None = None,
-    account: str | None = None,
-    details: Sequence[tuple[str, str]] = (),
-    access: AccessForm | None = None,
-) -> tuple[str, str]:
-    """(content type, body) for a denied request.
+def _luminance(color: str) -> float:
+    """WCAG 2's relative luminance of "#rrggbb"."""
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
-    `account` names who is signed in (HTML only); `details` are rows for routes with
-    `show_error_details` (HTML, and a "details" object in JSON where a repeated name keeps its last value);
-    `access` offers a just-in-time access request (a form in HTML, `request_access` in JSON).
+
+_DARK_INK = "#1f2328"  # the layout's text colour
+
+
+def ink_on(color: str) -> str:
+    """White or the layout's dark text on a `color` background, whichever contrasts more (WCAG 2)."""
+    light = 1.05 / (_luminance(color) + 0.05)
+    dark = (_luminance(color) + 0.05) / (_luminance(_DARK_INK) + 0.05)
+    return "#fff" if light >= dark else _DARK_INK
+
+
+def branded_css(branding: Branding) -> str:
+    """The rules a branding adds after the layout's stylesheet ("" for the plain look). Colours are
+    validated "#rrggbb" (authz/config/branding.py), so nothing here can carry CSS of its own."""
+    if branding == _PLAIN:
+        return ""
+    rules = [".brand{overflow-wrap:anywhere}"]  # a long name wraps rather than widening a phone's page
+    if branding.logo_url:
+        rules.append(".brand{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem}"
+                     ".brand img{display:block;max-width:10rem;max-height:2.5rem;width:auto;height:auto}")  # fmt: skip
+    if color := branding.primary_color:
+        rules.append(f".card{{border-top:4px solid {color}}}"
+                     f"button{{border-color:{color};background:{color};color:{ink_on(color)}}}")  # fmt: skip
+    if branding.secondary_color:
+        rules.append(f"a{{color:{branding.secondary_color}}}")
+    return "".join(rules)
+
+
+def image_source(url: str) -> str:
+    """A CSP source for exactly this image: scheme, host, port and path (CSP matches no query)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+_PLAIN = Branding()
+
+
+class Theme:
+    """The look of one config's pages: the layout rendered with its branding, and the
+    Content-Security-Policy that lets exactly that layout's stylesheet and images load.
+
+    The Runtime holds one (`theme(config.branding)`); the plain look is `DEFAULT`. The layout is
+    rendered once per heading, and an error page without one-off content once per status and
+    reasons, and kept on the theme: a reload with another branding gets a fresh one.
     """
-    title = STATUS_TEXT.get(status, "Error")
-    if fmt is Format.JSON or fmt is Format.GRPC:
-        data: dict[str, object] = {
-            "status": status,
-            "error": title,
-            "reasons": list(reasons),
-            "request_id": request_id,
-        }
-        if sign_in_url:
-            data["sign_in_url"] = sign_in_url
-        if detail:
-            data["detail"] = detail
-        if details:
-            data["details"] = dict(details)
-        if access:
-            data["request_access"] = access.to_json()
-        return "application/json", json.dumps(data)
-    if fmt is Format.TEXT:
-        lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
-        return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
-    heading = f"{status} {title}"
-    if detail or details or access:  # one-off pages (a refused request's detail, an evaluation trace, a form)
-        values = _error_values(reasons, request_id, sign_in_url, account, detail, details, access)
-        return HTML, _page(heading, _ERROR, values)
-    filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
-    pieces = _error_shell(heading, tuple(reasons), bool(sign_in_url), bool(account))
-    # Even pieces are the shell's text, odd ones the names of its slots.
-    slots = [_escape(valid_text(filled[piece])) for piece in pieces[1::2]]
-    return HTML, "".join([piece if i % 2 == 0 else slots[i // 2] for i, piece in enumerate(pieces)])
+
+    __slots__ = ("_frames", "_layout_values", "_shell", "branding", "csp", "csp_header", "frame_denied", "headers")
+
+    def __init__(self, branding: Branding = _PLAIN) -> None:
+        self.branding = branding
+        self._layout_values: dict[str, Any] = {
+            "brand_name": branding.name, "logo_url": branding.logo_url, "favicon_url": branding.favicon_url,
+            "branded_css": branded_css(branding),  # no character autoescaping would change: see branded_css
+        }  # fmt: skip
+        self._frames: dict[str, tuple[str, str]] = {}
+        rendered = self._render_layout("", "")
+        css = rendered.split("<style>", 1)[1].split("</style>", 1)[0]
+        style = f"'sha256-{base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()}'"
+        images = dict.fromkeys(image_source(u) for u in (branding.logo_url, branding.favicon_url) if u)
+        img = f"; img-src {' '.join(images)}" if images else ""
+        # Nothing but that stylesheet (and the brand's images) loads: no script at all, inline or
+        # not, no plugin, no <base>; and no site may frame the pages (their forms must not be
+        # clicked through from under another page).
+        self.csp = f"default-src 'none'; style-src {style}{img}; base-uri 'none'; frame-ancestors 'none'"
+        self.csp_header = ("content-security-policy", self.csp)
+        self.frame_denied = (("x-frame-options", "DENY"), self.csp_header)
+        self.headers = (*self.frame_denied, *STATIC_HEADERS[1:])  # what an HTML answer of the Check carries
+        self._shell = functools.lru_cache(maxsize=512)(self._error_shell)
+
+    def _render_layout(self, heading: str, content: str) -> str:
+        return _render(_LAYOUT, {**self._layout_values, "heading": heading, "content": content})
+
+    def _frame(self, heading: str) -> tuple[str, str]:
+        """The layout before and after the content, for one heading (a handful: one per status and page)."""
+        frame = self._frames.get(heading)
+        if frame is None:
+            before, found, after = self._render_layout(heading, _CONTENT).partition(_CONTENT)
+            assert found, "base.html must show {{ content }}"
+            frame = self._frames[heading] = (before, after)
+        return frame
+
+    def _page(self, heading: str, template: Template, values: dict[str, Any]) -> str:
+        before, after = self._frame(heading)
+        return before + valid_text(_render(template, values)) + after
+
+    def error_body(
+        self,
+        status: int,
+        reasons: Sequence[str],
+        request_id: str,
+        fmt: Format,
+        *,
+        sign_in_url: str | None = None,
+        detail: str | None = None,
+        account: str | None = None,
+        details: Sequence[tuple[str, str]] = (),
+        access: AccessForm | None = None,
+    ) -> tuple[str, str]:
+        """(content type, body) for a denied request.
+
+        `account` names who is signed in (HTML only); `details` are rows for routes with
+        `show_error_details` (HTML, and a "details" object in JSON where a repeated name keeps its last value);
+        `access` offers a just-in-time access request (a form in HTML, `request_access` in JSON).
+        """
+        title = STATUS_TEXT.get(status, "Error")
+        if fmt is Format.JSON or fmt is Format.GRPC:
+            data: dict[str, object] = {
+                "status": status,
+                "error": title,
+                "reasons": list(reasons),
+                "request_id": request_id,
+            }
+            if sign_in_url:
+                data["sign_in_url"] = sign_in_url
+            if detail:
+                data["detail"] = detail
+            if details:
+                data["details"] = dict(details)
+            if access:
+                data["request_access"] = access.to_json()
+            return "application/json", json.dumps(data)
+        if fmt is Format.TEXT:
+            lines = [f"{status} {title}", *(f"reason: {r}" for r in reasons), f"request id: {request_id}"]
+            return "text/plain; charset=utf-8", "\n".join(lines) + "\n"
+        heading = f"{status} {title}"
+        intro = self.branding.error_message_first_paragraph if status >= 400 else ""
+        if detail or details or access:  # one-off pages (a refused request's detail, an evaluation trace, a form)
+            values = _error_values(reasons, request_id, sign_in_url, account, intro, detail, details, access)
+            return HTML, self._page(heading, _ERROR, values)
+        filled = {"request-id": request_id, "sign-in-url": sign_in_url or "", "account": account or ""}
+        pieces = self._shell(heading, tuple(reasons), bool(sign_in_url), bool(account), intro)
+        # Even pieces are the shell's text, odd ones the names of its slots.
+        slots = [_escape(valid_text(filled[piece])) for piece in pieces[1::2]]
+        return HTML, "".join([piece if i % 2 == 0 else slots[i // 2] for i, piece in enumerate(pieces)])
+
+    def _error_shell(
+        self, heading: str, reasons: tuple[str, ...], with_sign_in: bool, with_account: bool, intro: str
+    ) -> tuple[str, ...]:
+        """The error page for a heading and reasons, split at its slots: text, slot name, text, ..."""
+        sign_in = _SLOTS["sign-in-url"] if with_sign_in else None
+        account = _SLOTS["account"] if with_account else None
+        page = self._page(heading, _ERROR, _error_values(reasons, _SLOTS["request-id"], sign_in, account, intro))
+        return tuple(_SLOT.split(page))
+
+    def account_page(self, template: str, heading: str, **values: Any) -> str:
+        """An account page (`user`, `sign_out`, `signed_out`, `jit`, `jit_requested`) in the layout, as HTML text."""
+        return self._page(heading, _PAGES[template], values)
 
 
 def _error_values(
@@ -199,6 +287,7 @@ def _error_values(
     request_id: str,
     sign_in_url: str | None,
     account: str | None,
+    intro: str,
     detail: str | None = None,
     details: Sequence[tuple[str, str]] = (),
     access: AccessForm | None = None,
@@ -206,6 +295,7 @@ def _error_values(
     return {
         "access": access,
         "detail": detail,
+        "intro": intro,
         "reasons": [(r, explain(r)) for r in reasons],
         "sign_in_url": sign_in_url,
         "account": account,
@@ -214,15 +304,11 @@ def _error_values(
     }
 
 
-@functools.lru_cache(maxsize=512)
-def _error_shell(heading: str, reasons: tuple[str, ...], with_sign_in: bool, with_account: bool) -> tuple[str, ...]:
-    """The error page for a heading and reasons, split at its slots: text, slot name, text, ..."""
-    sign_in = _SLOTS["sign-in-url"] if with_sign_in else None
-    account = _SLOTS["account"] if with_account else None
-    page = _page(heading, _ERROR, _error_values(reasons, _SLOTS["request-id"], sign_in, account))
-    return tuple(_SLOT.split(page))
+@functools.lru_cache(maxsize=8)
+def theme(branding: Branding) -> Theme:
+    """The Theme of a branding, shared by the Runtimes of configs that have the same one."""
+    return Theme(branding)
 
 
-def account_page(template: str, heading: str, **values: Any) -> str:
-    """An account page (`user`, `sign_out`, `signed_out`) in the layout, as HTML text."""
-    return _page(heading, _PAGES[template], values)
+DEFAULT = theme(_PLAIN)  # authz's plain look: what a config without branding shows
+CONTENT_SECURITY_POLICY = DEFAULT.csp  # the plain look's policy

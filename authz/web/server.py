@@ -14,10 +14,11 @@ uvicorn runs its h11 implementation (forced: httptools would ignore the head lim
 
 and: no forwarded-header trust (`proxy_headers=False`: client address and scheme are the
 socket's), no `Server` and no `Date` header (as before), on every answer (uvicorn's default
-headers, so its own 503s carry them too) `x-content-type-options: nosniff`, and no framing by any
-site and no script or resource but the layout's stylesheet (`x-frame-options: DENY`, the CSP of
-pages.py: the sign-out and account pages hold forms a framing page must not click through),
-`referrer-policy: no-referrer` (sign-in and handoff URLs carry one-time values), HSTS when Envoy's
+headers, so its own 400s and 503s carry them too) `x-content-type-options: nosniff`,
+`x-frame-options: DENY` (the sign-out and account pages hold forms a framing page must not click
+through) and `referrer-policy: no-referrer` (sign-in and handoff URLs carry one-time values); the
+Content-Security-Policy, which depends on the config's branding, is added by the app
+(`middleware.ContentSecurity`) to every answer of its own, HSTS when Envoy's
 listener is TLS (`extra_headers`, from serve.py), no access log, logging left to
 authz (`log_config=None`; uvicorn's own lines only from warning up), no lifespan, no websockets, and
 no signal handling: authz's handlers drain (and will reload) both servers, so uvicorn must never
@@ -37,14 +38,14 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from authz.web.pages import PAGE_HEADERS
+from authz.web.pages import STATIC_HEADERS
 
 MAX_HEAD = 32 * 1024
 IDLE_TIMEOUT = 30
 CONCURRENCY = 1000
 BACKLOG = 2048
 SHUTDOWN_GRACE = 5
-SECURITY_HEADERS = PAGE_HEADERS
+SECURITY_HEADERS = STATIC_HEADERS
 
 
 class _Http11(H11Protocol):

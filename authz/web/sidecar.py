@@ -41,9 +41,8 @@ from authz.ops.health import probe_stores
 from authz.runtime.holder import RuntimeHolder
 from authz.web import account, grants_api, jit_pages, login, pages
 from authz.web.context import Context, context_if_any, header_map
-from authz.web.middleware import BodyLimit, Faults
-from authz.web.negotiate import response_format
-from authz.web.responses import NO_STORE, respond, text
+from authz.web.middleware import BodyLimit, ContentSecurity, Faults
+from authz.web.responses import refusal, text
 from authz.web.wellknown import WellKnown
 
 log = logging.getLogger(__name__)
@@ -150,17 +149,10 @@ class Hosts(BaseRoute):
 async def _request_error(request: Request, exc: Exception) -> Response:
     """A refused request: its status, reason and detail, in the format Accept prefers."""
     assert isinstance(exc, RequestError)
+    ctx = context_if_any(request)
+    theme = ctx.rt.theme if ctx is not None else pages.DEFAULT  # a Context is made before any handler runs
     headers = header_map(request.scope)
-    fmt = response_format(headers)
-    content_type, body = pages.error_body(
-        exc.status,
-        (exc.reason,),
-        headers.get("x-request-id", ""),
-        fmt,
-        detail=exc.detail,
-        sign_in_url=_way_back(request),
-    )
-    return respond(exc.status, body, [("content-type", content_type), NO_STORE])
+    return refusal(theme, exc.status, (exc.reason,), headers, exc.detail, _way_back(request))
 
 
 def _way_back(request: Request) -> str | None:
@@ -193,6 +185,10 @@ def create_app(
     """The sidecar app over the live Runtime; `ready` says whether /healthz is 200, `clock` is the time."""
     return Starlette(
         routes=[Hosts(holder, clock, ready)],
-        middleware=[Middleware(BodyLimit, limit=MAX_BODY), Middleware(Faults)],
+        middleware=[
+            Middleware(ContentSecurity, holder=holder),
+            Middleware(BodyLimit, limit=MAX_BODY),
+            Middleware(Faults),
+        ],
         exception_handlers={RequestError: _request_error, HTTPException: _http_error},
     )

@@ -377,7 +377,7 @@ def test_claims_utf8_cannot_carry_still_get_a_clear_page(make_config: Callable[.
 
 def test_an_answer_that_cannot_be_encoded_is_a_plain_503(runtime: Runtime) -> None:
     broken = Answer(False, 403, ("x",), (("content-type", "text/html"),), (), "\ud800", "private", "")
-    response = Authorization.respond(_check(accept="text/html"), broken)
+    response = Authorization(RuntimeHolder(runtime)).respond(_check(accept="text/html"), broken)
     assert response.denied_response.status.code == 503 and "\ud800" not in response.denied_response.body
 
 

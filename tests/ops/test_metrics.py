@@ -264,7 +264,7 @@ def test_a_check_refused_before_its_route_was_looked_up_counts_under_that_route(
     rt = dataclasses.replace(Runtime.build(config, MemoryStore(), metrics=Metrics()), decisions=None)
     for route_id in ("app", "nope"):
         req = RequestContext(method="GET", host="app.localhost", path="/", raw_path="/", route_id=route_id)
-        Authorization.observe(rt, req, error(400, (Reason.BAD_REQUEST,), req), 0.0)
+        Authorization.observe(rt, req, error(400, (Reason.BAD_REQUEST,), req, theme=rt.theme), 0.0)
     text = rt.metrics.exposition().decode()  # type: ignore[attr-defined]
     assert _value(text, "authz_checks_total", route="app", decision="deny", reason="bad-request") == 1
     assert _value(text, "authz_checks_total", route="unknown", decision="deny", reason="bad-request") == 1

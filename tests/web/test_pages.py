@@ -16,34 +16,36 @@ ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&#34;&amp;"
 
 
 def test_json_and_text_forms() -> None:
-    assert pages.error_body(403, ("email-unauthorized",), "r-1", Format.JSON) == (
+    assert pages.DEFAULT.error_body(403, ("email-unauthorized",), "r-1", Format.JSON) == (
         "application/json",
         '{"status": 403, "error": "Forbidden", "reasons": ["email-unauthorized"], "request_id": "r-1"}',
     )
-    content_type, body = pages.error_body(401, ("user-unauthenticated",), "r", Format.GRPC, sign_in_url="u", detail="d")
+    content_type, body = pages.DEFAULT.error_body(
+        401, ("user-unauthenticated",), "r", Format.GRPC, sign_in_url="u", detail="d"
+    )
     assert content_type == "application/json"
     assert json.loads(body) == {"status": 401, "error": "Unauthenticated", "reasons": ["user-unauthenticated"],
                                 "request_id": "r", "sign_in_url": "u", "detail": "d"}  # fmt: skip
-    assert pages.error_body(404, ("route-not-found",), "r-2", Format.TEXT) == (
+    assert pages.DEFAULT.error_body(404, ("route-not-found",), "r-2", Format.TEXT) == (
         "text/plain; charset=utf-8",
         "404 Not Found\nreason: route-not-found\nrequest id: r-2\n",
     )
-    assert json.loads(pages.error_body(599, (), "", Format.JSON)[1])["error"] == "Error"
+    assert json.loads(pages.DEFAULT.error_body(599, (), "", Format.JSON)[1])["error"] == "Error"
 
 
 def test_details_in_json_and_html() -> None:
     details = [("route", "app"), ("request", "GET app.localhost /x"), ("trace", "allow.or[0]: email-unauthorized")]
-    _, body = pages.error_body(403, ("email-unauthorized",), "r", Format.JSON, details=details)
+    _, body = pages.DEFAULT.error_body(403, ("email-unauthorized",), "r", Format.JSON, details=details)
     assert json.loads(body)["details"] == dict(details)
-    _, html = pages.error_body(403, ("email-unauthorized",), "r", Format.HTML, details=details)
+    _, html = pages.DEFAULT.error_body(403, ("email-unauthorized",), "r", Format.HTML, details=details)
     assert "<tr><th>route</th><td><code>app</code></td></tr>" in html
     assert "allow.or[0]: email-unauthorized" in html
-    _, plain = pages.error_body(403, ("email-unauthorized",), "r", Format.HTML)
+    _, plain = pages.DEFAULT.error_body(403, ("email-unauthorized",), "r", Format.HTML)
     assert "<table>" not in plain
 
 
 def test_every_value_is_escaped() -> None:
-    content_type, body = pages.error_body(
+    content_type, body = pages.DEFAULT.error_body(
         403,
         (HOSTILE,),
         HOSTILE,
@@ -61,13 +63,13 @@ def test_every_value_is_escaped() -> None:
 
 def test_the_login_page_links_to_sign_in() -> None:
     url = "http://authenticate.localhost/.pomerium/sign_in?pomerium_redirect_uri=x&pomerium_signature=s"
-    _, body = pages.error_body(302, (), "r-9", Format.HTML, sign_in_url=url)
+    _, body = pages.DEFAULT.error_body(302, (), "r-9", Format.HTML, sign_in_url=url)
     assert f'<a href="{url.replace("&", "&amp;")}">Sign in</a>' in body
     assert "<h1>302 Found</h1>" in body and "Request ID: <code>r-9</code>" in body
 
 
 def test_a_denied_page_names_the_account_and_offers_sign_out() -> None:
-    _, body = pages.error_body(403, ("email-unauthorized",), "r", Format.HTML, account="alice@example.com")
+    _, body = pages.DEFAULT.error_body(403, ("email-unauthorized",), "r", Format.HTML, account="alice@example.com")
     assert "Signed in as <b>alice@example.com</b>" in body
     # A GET to the confirmation page: the Check's cached page has no session to bind a token to.
     assert '<form method="get" action="/.pomerium/sign_out">' in body
@@ -95,7 +97,7 @@ class _Checker(HTMLParser):
 @pytest.mark.parametrize(
     "body",
     [
-        pages.error_body(
+        pages.DEFAULT.error_body(
             403,
             ("email-unauthorized",),
             "r",
@@ -105,11 +107,11 @@ class _Checker(HTMLParser):
             account="a",
             details=[("k", "v")],
         )[1],
-        pages.account_page("user", "Signed in", rows=[("Name", "n")], token="t"),
-        pages.account_page("sign_out", "Sign out", host="h", token="t", redirect=""),
-        pages.account_page("sign_out", "Sign out", host="h", token="t", redirect="http://h/"),
-        pages.account_page("signed_out", "Signed out", back=""),
-        pages.account_page("signed_out", "Signed out", back="https://app.example.com/"),
+        pages.DEFAULT.account_page("user", "Signed in", rows=[("Name", "n")], token="t"),
+        pages.DEFAULT.account_page("sign_out", "Sign out", host="h", token="t", redirect=""),
+        pages.DEFAULT.account_page("sign_out", "Sign out", host="h", token="t", redirect="http://h/"),
+        pages.DEFAULT.account_page("signed_out", "Signed out", back=""),
+        pages.DEFAULT.account_page("signed_out", "Signed out", back="https://app.example.com/"),
     ],
 )
 def test_pages_share_the_layout_and_are_well_formed(body: str) -> None:
@@ -122,7 +124,7 @@ def test_pages_share_the_layout_and_are_well_formed(body: str) -> None:
 
 def test_a_missing_template_value_is_an_error() -> None:
     with pytest.raises(UndefinedError):
-        pages.account_page("user", "Signed in")  # no rows
+        pages.DEFAULT.account_page("user", "Signed in")  # no rows
 
 
 @pytest.mark.parametrize(
@@ -140,9 +142,9 @@ def test_a_page_from_the_cached_shell_is_exactly_the_rendered_page(
 ) -> None:
     from authz.web import pages
 
-    cached = pages.error_body(403, reasons, request_id, Format.HTML, sign_in_url=sign_in_url, account=account)
-    values = pages._error_values(reasons, request_id, sign_in_url, account)
-    assert cached[1] == pages._page("403 Forbidden", pages._ERROR, values)
+    cached = pages.DEFAULT.error_body(403, reasons, request_id, Format.HTML, sign_in_url=sign_in_url, account=account)
+    values = pages._error_values(reasons, request_id, sign_in_url, account, "")
+    assert cached[1] == pages.DEFAULT._page("403 Forbidden", pages._ERROR, values)
     assert "<script>" not in cached[1] and "<authz-" not in cached[1]
 
 
@@ -152,7 +154,7 @@ def test_error_pages_are_ascii() -> None:
     from authz.web import pages
 
     for status in (302, 401, 403, 404, 503):
-        body = pages.error_body(
+        body = pages.DEFAULT.error_body(
             status, ("email-unauthorized",), "rid", Format.HTML, sign_in_url="https://a/b", account="a"
         )
         assert body[1].isascii()
