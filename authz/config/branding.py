@@ -85,6 +85,10 @@ def _image_url(node: Node, key: str, value: str) -> str | None:
         node.error(key, f"must be an https URL (http only on a loopback host), got {describe(value)}")
     elif not host or url.username is not None or "@" in url.netloc:
         node.error(key, f"must name a host and carry no user name or password, got {describe(value)}")
+    elif ":" in host:
+        node.error(
+            key, f"an IPv6 address cannot be named in a Content-Security-Policy: use a host name, got {describe(value)}"
+        )
     else:
         return value
     return None

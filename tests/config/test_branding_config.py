@@ -67,6 +67,7 @@ def test_pomeriums_top_level_keys_load(make_config: Callable[..., Config]) -> No
         ("logo_url", "https://cdn.example.com/'unsafe-inline'", "plain URL characters"),
         ("logo_url", "https://cdn.example.com:99999/a.png", "is not a URL"),
         ("favicon_url", "//cdn.example.com/f.ico", "must be an https URL"),
+        ("favicon_url", "http://[::1]:8000/f.ico", "an IPv6 address cannot be named in a Content-Security-Policy"),
         ("error_message_first_paragraph", "x" * 501, "expected 1 to 500 characters of plain text"),
         ("error_message_first_paragraph", "bell\x07", "expected 1 to 500 characters of plain text"),
     ],
