@@ -56,9 +56,11 @@ test: $(STAMP) browser redis-server docker-compose
 	$(BIN)/ruff check authz tests scripts bench deploy
 	$(BIN)/mypy
 	@# Where redis-server can be installed (root with apt, as CI), a Redis test may not skip.
-	AUTHZ_REQUIRE_REDIS=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo 1) $(BIN)/pytest
+	@# Tests that keep artefacts (the branded pages' screenshots) write them under artefacts/.
+	AUTHZ_REQUIRE_REDIS=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo 1) \
+		AUTHZ_ARTEFACTS=$(CURDIR)/artefacts $(BIN)/pytest
 	@# The end-to-end suite (hostile modules included) again, on Envoy's HTTP ext_authz service.
-	AUTHZ_E2E_TRANSPORT=http $(BIN)/pytest -q -m e2e tests/e2e
+	AUTHZ_E2E_TRANSPORT=http AUTHZ_ARTEFACTS=$(CURDIR)/artefacts/http $(BIN)/pytest -q -m e2e tests/e2e
 	@# Header semantics again on the oldest Envoy wheel, beside the pinned one.
 	$(MAKE) --no-print-directory $(OLDEST)/envoy/_bin/envoy
 	AUTHZ_ENVOY=$(OLDEST)/envoy/_bin/envoy $(BIN)/pytest -q -m e2e $(HEADER_TESTS)
@@ -94,4 +96,4 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artefacts
